@@ -1,0 +1,27 @@
+-- release: the order backend gives the ticket up (payment failed); the unit
+-- returns to the pool. The buyer keeps the ticket record (one ticket per
+-- user per sale), so a retry replays the released ticket.
+--
+-- KEYS[1] tickets  hash  ticket -> "state:user:issued_at_ms:expires_at_ms"
+-- KEYS[2] acct     hash  counters
+-- KEYS[3] expiry   zset  pending ticket -> expires_at_ms
+-- ARGV[1] ticket id
+--
+-- Replies:
+--   {"unknown"}
+--   {"released", changed}   changed = 1 when this call released it
+--   {"confirmed", 0}        too late: it was confirmed first
+local ticket = ARGV[1]
+if not ticket or ticket == '' then return redis.error_reply('ERR release: bad arguments') end
+local rec = redis.call('HGET', KEYS[1], ticket)
+if not rec then return {'unknown'} end
+local state, user, issued, exp = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+)$')
+if not state then return redis.error_reply('ERR release: unreadable ticket record') end
+if state == 'c' then return {'confirmed', 0} end
+if state == 'r' then return {'released', 0} end
+redis.call('HSET', KEYS[1], ticket, 'r:' .. user .. ':' .. issued .. ':' .. exp)
+redis.call('ZREM', KEYS[3], ticket)
+redis.call('HINCRBY', KEYS[2], 'pending', -1)
+redis.call('HINCRBY', KEYS[2], 'avail', 1)
+redis.call('HINCRBY', KEYS[2], 'released', 1)
+return {'released', 1}

@@ -1,0 +1,212 @@
+//! Micro-batched commits of winners.
+//!
+//! A buyer who took a local unit hands a [`Job`] to its sale's committer
+//! and waits for the verdict. The committer takes a permit (at most
+//! `commit_concurrency` batches in flight), then drains whatever jobs are
+//! queued, up to `commit_batch`, into one `admit` script call. Under light
+//! load a batch is one buyer and adds no wait; under heavy load the queue
+//! that builds while a batch is in flight becomes the next batch, so Redis
+//! round trips grow far slower than buyers.
+//!
+//! Settling a job keeps the local counter honest: units of buyers who were
+//! not admitted for their own reasons (replay, not eligible) go back; units
+//! of a fenced or exhausted lease are dropped; units of a failed call of
+//! unknown outcome are kept out (selling less, never more).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::id::{TicketId, UserId};
+use crate::metrics::Metrics;
+use crate::stock::{Epoch, Sale};
+use crate::store::{AdmitReply, Candidate, Refusal, Store, Verdict};
+
+/// Jobs waiting for a batch; beyond this buyers get 503 at once.
+const QUEUE_DEPTH: usize = 16 * 1024;
+
+/// How a commit ended for one buyer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Judged(Verdict),
+    Refused(Refusal),
+    /// Redis failed or timed out: the outcome is unknown; a retry replays
+    /// the ticket if the win was recorded.
+    Failed,
+}
+
+pub struct Job {
+    user: UserId,
+    epoch: Epoch,
+    reply: oneshot::Sender<Settled>,
+}
+
+/// What a committer needs from the server.
+#[derive(Clone)]
+pub struct CommitCtx {
+    pub store: Arc<dyn Store>,
+    pub node: Arc<str>,
+    pub metrics: Arc<Metrics>,
+    pub batch: usize,
+    pub concurrency: usize,
+}
+
+/// The sending side of one sale's committer.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    /// Starts the committer task of `sale`; it ends when `stop` is cancelled
+    /// and its queue is empty.
+    pub fn spawn(
+        ctx: CommitCtx,
+        sale: Arc<Sale>,
+        stop: CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        tasks.spawn(run(ctx, sale, rx, stop));
+        Committer { tx }
+    }
+
+    /// Commits one buyer holding a unit of `epoch` taken from `sale`.
+    pub async fn commit(&self, sale: &Sale, user: UserId, epoch: Epoch) -> Settled {
+        let (reply, rx) = oneshot::channel();
+        sale.inflight.fetch_add(1, Relaxed);
+        if self.tx.try_send(Job { user, epoch, reply }).is_err() {
+            // Queue full or committer gone: the unit never left this node.
+            sale.inflight.fetch_sub(1, Relaxed);
+            sale.stock.give_back(epoch);
+            return Settled::Failed;
+        }
+        rx.await.unwrap_or(Settled::Failed)
+    }
+}
+
+async fn run(
+    ctx: CommitCtx,
+    sale: Arc<Sale>,
+    mut rx: mpsc::Receiver<Job>,
+    stop: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(ctx.concurrency));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let first = tokio::select! {
+            job = rx.recv() => job,
+            _ = stop.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let mut jobs = Vec::with_capacity(ctx.batch.min(64));
+        jobs.push(first);
+        while jobs.len() < ctx.batch {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let ctx = ctx.clone();
+        let sale = sale.clone();
+        tokio::spawn(async move {
+            commit_batch(&ctx, &sale, jobs).await;
+            drop(permit);
+        });
+    }
+    // Stopping: answer whatever is still queued rather than leave buyers
+    // hanging (they get 503; their units are given back).
+    rx.close();
+    while let Ok(j) = rx.try_recv() {
+        sale.stock.give_back(j.epoch);
+        settle(&sale, j, Settled::Failed);
+    }
+}
+
+fn settle(sale: &Sale, job: Job, s: Settled) {
+    sale.inflight.fetch_sub(1, Relaxed);
+    sale.settled.fetch_add(1, Relaxed);
+    let _ = job.reply.send(s);
+}
+
+async fn commit_batch(ctx: &CommitCtx, sale: &Sale, mut jobs: Vec<Job>) {
+    // Units of different epochs cannot share a call (the lease is checked
+    // once per call); a batch spanning a lease change is rare, so split it.
+    while !jobs.is_empty() {
+        let epoch = jobs[0].epoch;
+        let (now, later): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.epoch == epoch);
+        jobs = later;
+        commit_group(ctx, sale, epoch, now).await;
+    }
+}
+
+async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>) {
+    let candidates: Vec<Candidate> = jobs
+        .iter()
+        .map(|j| Candidate {
+            user: j.user,
+            ticket: TicketId::random(),
+        })
+        .collect();
+    ctx.metrics.commit_batch.record(jobs.len() as f64);
+    let m = &ctx.metrics.commits;
+    match ctx
+        .store
+        .admit(&sale.id, &ctx.node, u64::from(epoch), &candidates)
+        .await
+    {
+        Ok(AdmitReply::Judged { verdicts, .. }) if verdicts.len() == jobs.len() => {
+            for (job, v) in jobs.into_iter().zip(verdicts) {
+                match v {
+                    Verdict::Won(issued) => {
+                        m[0].increment(1);
+                        sale.remember_winner(job.user, issued);
+                    }
+                    Verdict::Replay(issued) => {
+                        m[1].increment(1);
+                        sale.stock.give_back(epoch);
+                        sale.remember_winner(job.user, issued);
+                    }
+                    Verdict::NotEligible => {
+                        m[2].increment(1);
+                        sale.stock.give_back(epoch);
+                    }
+                    Verdict::Fenced => {
+                        m[3].increment(1);
+                        sale.stock.clear(epoch);
+                    }
+                    Verdict::NoUnits => {
+                        m[4].increment(1);
+                        sale.stock.clear(epoch);
+                    }
+                }
+                settle(sale, job, Settled::Judged(v));
+            }
+        }
+        Ok(AdmitReply::Judged { .. }) => {
+            // A reply that does not match the batch is a protocol fault.
+            m[6].increment(jobs.len() as u64);
+            for job in jobs {
+                settle(sale, job, Settled::Failed);
+            }
+        }
+        Ok(AdmitReply::Refused(r)) => {
+            m[5].increment(jobs.len() as u64);
+            for job in jobs {
+                sale.stock.give_back(epoch);
+                settle(sale, job, Settled::Refused(r));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(sale = %sale.id, error = %e, buyers = jobs.len(), "commit failed");
+            m[6].increment(jobs.len() as u64);
+            for job in jobs {
+                settle(sale, job, Settled::Failed);
+            }
+        }
+    }
+}

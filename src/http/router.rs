@@ -1,0 +1,167 @@
+//! Routing by path segments, without allocation.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+
+use super::response::{self, Reply};
+use super::{admin, backend, buyer};
+use crate::app::Shared;
+use crate::id::{SaleId, TicketId};
+
+pub const TAKE: usize = 0;
+pub const SALE_STATUS: usize = 1;
+pub const ADMIN: usize = 2;
+pub const BACKEND: usize = 3;
+pub const PROBE: usize = 4;
+pub const METRICS: usize = 5;
+pub const UNKNOWN: usize = 6;
+
+/// The metrics route of a path (index into `metrics::ROUTES`).
+pub fn route_index(path: &str) -> usize {
+    let mut seg = path.trim_start_matches('/').split('/');
+    match (
+        seg.next(),
+        seg.next(),
+        seg.next(),
+        seg.next(),
+        seg.next(),
+        seg.next(),
+    ) {
+        (Some("v1"), Some("sales"), Some(_), Some("tickets"), None, None) => TAKE,
+        (Some("v1"), Some("sales"), Some(_), None, None, None) => SALE_STATUS,
+        (Some("v1"), Some("sales"), Some(_), Some("tickets"), Some(_), _) => BACKEND,
+        (Some("v1"), Some("admin"), ..) => ADMIN,
+        (Some("healthz" | "readyz"), None, ..) => PROBE,
+        (Some("metrics"), None, ..) => METRICS,
+        _ => UNKNOWN,
+    }
+}
+
+/// Where a request goes, parsed from the path into copyable values so the
+/// request itself can then be moved into its handler.
+#[derive(Clone, Copy)]
+enum Target {
+    Take(Option<SaleId>),
+    Status(Option<SaleId>),
+    Ticket(Option<(SaleId, TicketId)>, backend::Action),
+    Admin(Option<SaleId>, admin::Action),
+    Healthz,
+    Readyz,
+    Metrics,
+    NotFound,
+}
+
+fn target(path: &str) -> Target {
+    let mut seg = path.trim_start_matches('/').split('/');
+    let parts = (
+        seg.next(),
+        seg.next(),
+        seg.next(),
+        seg.next(),
+        seg.next(),
+        seg.next(),
+        seg.next(),
+    );
+    match parts {
+        (Some("v1"), Some("sales"), Some(s), Some("tickets"), None, None, None) => {
+            Target::Take(SaleId::parse(s).ok())
+        }
+        (Some("v1"), Some("sales"), Some(s), None, None, None, None) => {
+            Target::Status(SaleId::parse(s).ok())
+        }
+        (Some("v1"), Some("sales"), Some(s), Some("tickets"), Some(t), action, None) => {
+            let ids = SaleId::parse(s).ok().zip(TicketId::parse(t).ok());
+            Target::Ticket(ids, backend::Action::parse(action))
+        }
+        (Some("v1"), Some("admin"), Some("sales"), Some(s), action, None, None) => {
+            Target::Admin(SaleId::parse(s).ok(), admin::Action::parse(action))
+        }
+        (Some("healthz"), None, ..) => Target::Healthz,
+        (Some("readyz"), None, ..) => Target::Readyz,
+        (Some("metrics"), None, ..) => Target::Metrics,
+        _ => Target::NotFound,
+    }
+}
+
+pub async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>, peer: IpAddr) -> Reply {
+    let method = req.method();
+    match target(req.uri().path()) {
+        Target::Take(sale) => {
+            if method != Method::POST {
+                return response::method_not_allowed("POST");
+            }
+            let Some(sale) = sale else {
+                return response::bad_request("bad_sale_id");
+            };
+            buyer::take(shared, sale, req, peer).await
+        }
+        Target::Status(sale) => {
+            if method != Method::GET {
+                return response::method_not_allowed("GET");
+            }
+            let Some(sale) = sale else {
+                return response::bad_request("bad_sale_id");
+            };
+            buyer::status(shared, sale)
+        }
+        Target::Ticket(ids, action) => {
+            let Some((sale, ticket)) = ids else {
+                return Reply::plain(response::bad_request("bad_id").resp);
+            };
+            backend::route(shared, sale, ticket, action, req).await
+        }
+        Target::Admin(sale, action) => {
+            let Some(sale) = sale else {
+                return Reply::plain(response::bad_request("bad_sale_id").resp);
+            };
+            admin::route(shared, sale, action, req).await
+        }
+        Target::Healthz => Reply::plain(response::json(
+            hyper::StatusCode::OK,
+            &b"{\"status\":\"ok\"}"[..],
+        )),
+        Target::Readyz => ready(shared).await,
+        Target::Metrics => {
+            let mut r = response::json(hyper::StatusCode::OK, shared.metrics.render());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Reply::plain(r)
+        }
+        Target::NotFound => Reply::plain(response::not_found().resp),
+    }
+}
+
+async fn ready(shared: &Shared) -> Reply {
+    match shared.store.ping().await {
+        Ok(()) => Reply::plain(response::json(
+            hyper::StatusCode::OK,
+            &b"{\"status\":\"ready\"}"[..],
+        ))
+        .via_store(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            Reply::plain(response::unavailable().resp).via_store()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_their_metric_routes() {
+        assert_eq!(route_index("/v1/sales/s/tickets"), TAKE);
+        assert_eq!(route_index("/v1/sales/s"), SALE_STATUS);
+        assert_eq!(route_index("/v1/sales/s/tickets/t/confirm"), BACKEND);
+        assert_eq!(route_index("/v1/admin/sales/s/stock"), ADMIN);
+        assert_eq!(route_index("/readyz"), PROBE);
+        assert_eq!(route_index("/metrics"), METRICS);
+        assert_eq!(route_index("/nope"), UNKNOWN);
+    }
+}

@@ -1,0 +1,43 @@
+//! bigtap: a flash-sale admission service.
+//!
+//! Map of the modules, in the order a request meets them:
+//!
+//! - [`config`]   typed settings from flags and environment.
+//! - [`app`]      the application state one server owns, and its lifecycle.
+//! - [`http`]     accept loop, routing, contract responses (DESIGN §3).
+//! - [`auth`]     session and purchase tokens (DESIGN §4).
+//! - [`limits`]   per-address and per-user rate limits.
+//! - [`stock`]    per-sale node state: lock-free lease counter, sold-out flag,
+//!                winners replica, eligibility replica.
+//! - [`commit`]   micro-batched commits of winners through the `admit` script.
+//! - [`lease`]    lease refill, renewal, return, and reclaim of dead nodes.
+//! - [`sales`]    the registry of sales a node serves and their upkeep tasks.
+//! - [`lifecycle`] confirm / release / sweep of tickets.
+//! - [`store`]    the Redis seam: a trait, its Redis implementation, the Lua
+//!                scripts, and an embedded redis-server for one-command runs.
+//! - [`orders`]   the order-stream consumer delivering winners to the backend.
+//! - [`metrics`]  metric names and the Prometheus exporter.
+//! - [`shutdown`] signals to a cancellation token.
+//! - [`id`]       sale, user and ticket ids parsed at the edge.
+//! - [`clock`]    the time seam.
+
+pub mod app;
+pub mod auth;
+pub mod clock;
+pub mod commit;
+pub mod config;
+pub mod http;
+pub mod id;
+pub mod lease;
+pub mod lifecycle;
+pub mod limits;
+pub mod metrics;
+pub mod orders;
+pub mod sales;
+pub mod shutdown;
+pub mod stock;
+pub mod store;
+
+pub use app::{App, AppHandle};
+pub use config::ServeConfig;
+pub use id::{SaleId, TicketId, UserId};

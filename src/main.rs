@@ -1,0 +1,367 @@
+//! The `bigtap` binary: parses arguments, sets up logging, calls the library.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use bigtap::auth::KeyRing;
+use bigtap::clock::unix_ms;
+use bigtap::shutdown::{cancel_on_signals, CancellationToken};
+use bigtap::store::redis::RedisStore;
+use bigtap::store::{Eligibility, PutOutcome, SaleSpec, StockChange, Store};
+use bigtap::{App, SaleId, ServeConfig, UserId};
+
+#[derive(Parser)]
+#[command(
+    name = "bigtap",
+    version,
+    about = "Flash-sale admission: a ticket machine that never oversells"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the front tier.
+    Serve(Box<ServeConfig>),
+    /// Deliver winners from the order streams to the order backend.
+    Orders(bigtap::orders::OrdersArgs),
+    /// Create and operate sales (talks to Redis directly).
+    Sale(SaleCmd),
+    /// Session tokens for load tests.
+    Users {
+        #[command(subcommand)]
+        command: UsersCmd,
+    },
+    /// Purchase tokens.
+    Ticket {
+        #[command(subcommand)]
+        command: TicketCmd,
+    },
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// Redis URL.
+    #[arg(long, env = "BIGTAP_REDIS_URL")]
+    redis: String,
+    /// Key prefix in Redis.
+    #[arg(long, env = "BIGTAP_PREFIX", default_value = "bigtap")]
+    prefix: String,
+}
+
+#[derive(Args)]
+struct SaleCmd {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(subcommand)]
+    command: SaleAction,
+}
+
+#[derive(Subcommand)]
+enum SaleAction {
+    /// Create a sale, or update its window, TTL and eligibility mode.
+    Create {
+        sale: SaleId,
+        /// Units (required to create; an update never changes stock).
+        #[arg(long)]
+        stock: Option<u64>,
+        /// Start, Unix ms (default: now).
+        #[arg(long)]
+        starts_at_ms: Option<u64>,
+        /// End, Unix ms (default: start + 1 hour).
+        #[arg(long)]
+        ends_at_ms: Option<u64>,
+        /// Time a winner has to pay.
+        #[arg(long, default_value_t = 900_000)]
+        ticket_ttl_ms: u64,
+        /// open, or list (only users loaded with `sale eligible`).
+        #[arg(long, default_value = "open")]
+        eligibility: String,
+    },
+    /// Add (positive) or withdraw (negative) units.
+    Stock {
+        sale: SaleId,
+        #[arg(long, allow_hyphen_values = true)]
+        add: i64,
+    },
+    /// Add users to the eligibility list, one id per line.
+    Eligible {
+        sale: SaleId,
+        /// File of user ids ("-" for standard input).
+        #[arg(long)]
+        file: String,
+    },
+    /// Stop admissions for good.
+    Close { sale: SaleId },
+    /// Print the accounting (JSON).
+    Show { sale: SaleId },
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Print N session tokens, one per line (needs BIGTAP_SESSION_KEYS).
+    Mint {
+        #[arg(long)]
+        count: u64,
+        /// User ids are PREFIX followed by a 7-digit number.
+        #[arg(long, default_value = "u")]
+        prefix: String,
+        /// First number.
+        #[arg(long, default_value_t = 1)]
+        start: u64,
+        /// Token lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_s: u64,
+        #[arg(long, env = "BIGTAP_SESSION_KEYS", hide_env_values = true)]
+        session_keys: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TicketCmd {
+    /// Verify a purchase token; prints its claims, exits 1 if invalid.
+    Verify {
+        token: String,
+        #[arg(long, env = "BIGTAP_TICKET_KEYS", hide_env_values = true)]
+        ticket_keys: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Users { command } => users(command),
+        Command::Ticket { command } => ticket(command),
+        command => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async_main(command))
+        }
+    }
+}
+
+async fn async_main(command: Command) -> Result<()> {
+    match command {
+        Command::Serve(config) => serve(*config).await,
+        Command::Orders(args) => {
+            let token = CancellationToken::new();
+            cancel_on_signals(token.clone());
+            bigtap::orders::run(args, token)
+                .await
+                .context("order consumer failed")
+        }
+        Command::Sale(cmd) => sale(cmd).await,
+        Command::Users { .. } | Command::Ticket { .. } => Ok(()),
+    }
+}
+
+async fn serve(config: ServeConfig) -> Result<()> {
+    let demo = config.demo;
+    let app = App::build(config)
+        .await
+        .context("cannot start bigtap serve")?;
+    let addr = app.local_addr();
+    if demo {
+        demo_sale(&app).await?;
+    }
+    let token = CancellationToken::new();
+    cancel_on_signals(token.clone());
+    tracing::info!(%addr, node = app.node_id(), redis = app.redis_url(), "bigtap serving");
+    app.run_until_stopped(token).await;
+    Ok(())
+}
+
+/// Creates the demo sale and prints ready-to-paste commands.
+async fn demo_sale(app: &App) -> Result<()> {
+    let sale = SaleId::parse("demo")?;
+    let now = unix_ms();
+    let spec = SaleSpec {
+        stock: Some(100),
+        starts_at_ms: now,
+        ends_at_ms: now + 3_600_000,
+        ticket_ttl_ms: 900_000,
+        eligibility: Eligibility::Open,
+    };
+    let store = &app.shared().store;
+    if store.put_sale(&sale, &spec).await? == PutOutcome::Updated {
+        // A demo sale from an earlier run: give it a fresh window.
+        tracing::info!("demo sale existed; its window was renewed");
+    }
+    app.shared().sales.load(sale).await?;
+    let s = app.secrets();
+    let ring = KeyRing::parse(&s.session_keys)?;
+    let alice = ring.mint_session(&UserId::parse("alice")?, now / 1000 + 3600);
+    let bob = ring.mint_session(&UserId::parse("bob")?, now / 1000 + 3600);
+    let url = format!("http://{}", app.local_addr());
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\nbigtap demo: sale \"demo\" with 100 units is open at {url}\n\n\
+         # take a ticket as alice (201 won; again: 200 replay)\n\
+         curl -si -X POST {url}/v1/sales/demo/tickets -H 'Authorization: Bearer {alice}'\n\n\
+         # bob\n\
+         curl -si -X POST {url}/v1/sales/demo/tickets -H 'Authorization: Bearer {bob}'\n\n\
+         # the sale and its accounting\n\
+         curl -s {url}/v1/sales/demo\n\
+         curl -s {url}/v1/admin/sales/demo -H 'Authorization: Bearer {admin}'\n\n\
+         # the keys of this run (export them to use `bigtap users mint` and `bigtap ticket verify`)\n\
+         export BIGTAP_SESSION_KEYS='{sk}' BIGTAP_TICKET_KEYS='{tk}' BIGTAP_ADMIN_KEY='{admin}' BIGTAP_BACKEND_KEY='{bk}' BIGTAP_REDIS_URL='{redis}'\n",
+        admin = s.admin_key,
+        sk = s.session_keys,
+        tk = s.ticket_keys,
+        bk = s.backend_key,
+        redis = app.redis_url(),
+    )?;
+    Ok(())
+}
+
+async fn sale(cmd: SaleCmd) -> Result<()> {
+    let store = RedisStore::open(
+        &cmd.store.redis,
+        &cmd.store.prefix,
+        Duration::from_secs(5),
+        None,
+    )?;
+    store
+        .wait_ready(Duration::from_secs(5))
+        .await
+        .context("redis is not reachable")?;
+    match cmd.command {
+        SaleAction::Create {
+            sale,
+            stock,
+            starts_at_ms,
+            ends_at_ms,
+            ticket_ttl_ms,
+            eligibility,
+        } => {
+            let starts_at_ms = starts_at_ms.unwrap_or_else(unix_ms);
+            let spec = SaleSpec {
+                stock,
+                starts_at_ms,
+                ends_at_ms: ends_at_ms.unwrap_or(starts_at_ms + 3_600_000),
+                ticket_ttl_ms,
+                eligibility: match eligibility.as_str() {
+                    "open" => Eligibility::Open,
+                    "list" => Eligibility::List,
+                    other => bail!("--eligibility must be open or list, not {other:?}"),
+                },
+            };
+            if spec.ends_at_ms <= spec.starts_at_ms {
+                bail!("--ends-at-ms must be after --starts-at-ms");
+            }
+            match store.put_sale(&sale, &spec).await? {
+                PutOutcome::Created => println!("created sale {sale}"),
+                PutOutcome::Updated => println!("updated sale {sale} (stock unchanged)"),
+                PutOutcome::StockRequired => bail!("--stock is required to create a sale"),
+            }
+        }
+        SaleAction::Stock { sale, add } => match store.add_stock(&sale, add).await? {
+            StockChange::Changed { total, available } => {
+                println!("stock_total {total}, available {available}")
+            }
+            StockChange::Insufficient { available, .. } => {
+                bail!(
+                    "only {available} units are unleased; cannot withdraw {}",
+                    -add
+                )
+            }
+            StockChange::UnknownSale => bail!("unknown sale {sale}"),
+        },
+        SaleAction::Eligible { sale, file } => {
+            let reader: Box<dyn BufRead> = if file == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(std::io::BufReader::new(
+                    std::fs::File::open(&file).with_context(|| format!("cannot open {file}"))?,
+                ))
+            };
+            let mut users = Vec::new();
+            for (n, line) in reader.lines().enumerate() {
+                let line = line?;
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                users.push(
+                    UserId::parse(line).with_context(|| format!("line {}: {line:?}", n + 1))?,
+                );
+            }
+            match store.add_eligible(&sale, &users).await? {
+                Some(added) => println!("{added} users added ({} given)", users.len()),
+                None => bail!("unknown sale {sale}"),
+            }
+        }
+        SaleAction::Close { sale } => {
+            if !store.close(&sale).await? {
+                bail!("unknown sale {sale}");
+            }
+            println!("closed sale {sale}");
+        }
+        SaleAction::Show { sale } => match store.snapshot(&sale).await? {
+            Some(s) => println!("{}", bigtap::http::accounting_json(&s)),
+            None => bail!("unknown sale {sale}"),
+        },
+    }
+    Ok(())
+}
+
+fn users(cmd: UsersCmd) -> Result<()> {
+    let UsersCmd::Mint {
+        count,
+        prefix,
+        start,
+        ttl_s,
+        session_keys,
+    } = cmd;
+    let ring = KeyRing::parse(&session_keys).context("BIGTAP_SESSION_KEYS")?;
+    let exp = unix_ms() / 1000 + ttl_s;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for i in start..start + count {
+        let user =
+            UserId::parse(&format!("{prefix}{i:07}")).context("--prefix makes invalid user ids")?;
+        writeln!(out, "{}", ring.mint_session(&user, exp))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn ticket(cmd: TicketCmd) -> Result<()> {
+    let TicketCmd::Verify { token, ticket_keys } = cmd;
+    let ring = KeyRing::parse(&ticket_keys).context("BIGTAP_TICKET_KEYS")?;
+    match ring.verify_ticket(token.trim()) {
+        Ok(c) => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "valid": true,
+                    "sale": c.sale.as_str(),
+                    "ticket": c.ticket.as_str(),
+                    "user": c.user.as_str(),
+                    "expires_at_ms": c.expires_at_ms,
+                    "expired": c.expires_at_ms <= unix_ms(),
+                })
+            );
+            Ok(())
+        }
+        Err(e) => {
+            println!(
+                "{}",
+                serde_json::json!({"valid": false, "error": e.to_string()})
+            );
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The sales this node serves, and the tasks that keep its view of each
+//! sale current.
+//!
+//! The registry is a lock-free skip list keyed by sale id: the request
+//! path looks a sale up without locking or asking Redis. New sales are
+//! discovered from Redis every second (and at once when created through
+//! this node); each sale then gets:
+//! - a refresher (settings, accounting and eligibility, every `--refresh-ms`),
+//! - a tailer of the order stream feeding the winners replica,
+//! - a committer, a lease keeper, a reclaimer and a sweeper.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_skiplist::SkipMap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::commit::{CommitCtx, Committer};
+use crate::id::SaleId;
+use crate::lease::{self, LeaseCtx};
+use crate::lifecycle;
+use crate::stock::Sale;
+use crate::store::{Store, StoreError};
+
+/// Entries read from the order stream per call.
+const TAIL_BATCH: usize = 1000;
+/// Pause between stream reads once caught up: bounds how long a winner from
+/// another node is unknown here.
+const TAIL_IDLE: Duration = Duration::from_millis(50);
+/// How often the list of sales is re-read.
+const DISCOVER_EVERY: Duration = Duration::from_secs(1);
+
+/// A sale being served, with its committer.
+pub struct LiveSale {
+    pub sale: Arc<Sale>,
+    pub committer: Committer,
+}
+
+/// Everything the per-sale tasks need.
+#[derive(Clone)]
+pub struct SalesCtx {
+    pub store: Arc<dyn Store>,
+    pub lease: Arc<LeaseCtx>,
+    pub commit: CommitCtx,
+    pub refresh: Duration,
+    pub sweep: Duration,
+    pub stop: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+/// The node's sales.
+pub struct Sales {
+    map: SkipMap<SaleId, Arc<LiveSale>>,
+    ctx: SalesCtx,
+}
+
+impl Sales {
+    pub fn new(ctx: SalesCtx) -> Self {
+        Sales {
+            map: SkipMap::new(),
+            ctx,
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, id: &SaleId) -> Option<Arc<LiveSale>> {
+        self.map.get(id).map(|e| e.value().clone())
+    }
+
+    pub fn ids(&self) -> Vec<SaleId> {
+        self.map.iter().map(|e| *e.key()).collect()
+    }
+
+    /// Loads every listed sale not yet served; returns how many were added.
+    pub async fn discover(&self) -> Result<usize, StoreError> {
+        let mut added = 0;
+        for id in self.ctx.store.sales().await? {
+            if !self.map.contains_key(&id) && self.load(id).await?.is_some() {
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Starts serving `id` if Redis knows it (idempotent).
+    pub async fn load(&self, id: SaleId) -> Result<Option<Arc<LiveSale>>, StoreError> {
+        if let Some(live) = self.get(&id) {
+            return Ok(Some(live));
+        }
+        let Some(snap) = self.ctx.store.snapshot(&id).await? else {
+            return Ok(None);
+        };
+        let ctx = &self.ctx;
+        let sale = Arc::new(Sale::new(
+            id,
+            &snap,
+            ctx.commit.metrics.sale_gauges(id.as_str()),
+        ));
+        if snap.list_only {
+            let users = ctx.store.eligible_users(&id).await?;
+            sale.load_eligible(snap.eligibility_version, users);
+        }
+        let committer = Committer::spawn(
+            ctx.commit.clone(),
+            sale.clone(),
+            ctx.stop.clone(),
+            &ctx.tasks,
+        );
+        let live = Arc::new(LiveSale {
+            sale: sale.clone(),
+            committer,
+        });
+        let entry = self.map.get_or_insert(id, live);
+        if !Arc::ptr_eq(&entry.value().sale, &sale) {
+            // Another caller won the race; its tasks serve the sale.
+            return Ok(Some(entry.value().clone()));
+        }
+        let t = &ctx.tasks;
+        t.spawn(refresh_loop(
+            ctx.store.clone(),
+            sale.clone(),
+            ctx.refresh,
+            ctx.stop.clone(),
+        ));
+        t.spawn(tail_loop(ctx.store.clone(), sale.clone(), ctx.stop.clone()));
+        t.spawn(lease::keep(
+            ctx.lease.clone(),
+            sale.clone(),
+            ctx.stop.clone(),
+        ));
+        t.spawn(lease::reclaim_loop(
+            ctx.lease.clone(),
+            sale.clone(),
+            ctx.stop.clone(),
+        ));
+        t.spawn(lifecycle::sweep_loop(
+            ctx.store.clone(),
+            sale.clone(),
+            ctx.sweep,
+            ctx.stop.clone(),
+        ));
+        tracing::info!(sale = %id, stock = snap.stock_total, "serving sale");
+        Ok(Some(entry.value().clone()))
+    }
+
+    /// Re-reads the list of sales every second until `stop`.
+    pub async fn discover_loop(self: Arc<Self>) {
+        let stop = self.ctx.stop.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(DISCOVER_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+            if let Err(e) = self.discover().await {
+                tracing::debug!(error = %e, "sale discovery failed");
+            }
+        }
+    }
+}
+
+/// Applies a fresh snapshot of `sale` every `period`.
+async fn refresh_loop(
+    store: Arc<dyn Store>,
+    sale: Arc<Sale>,
+    period: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = refresh(&*store, &sale).await {
+            tracing::debug!(sale = %sale.id, error = %e, "refresh failed");
+        }
+    }
+}
+
+/// One refresh: settings, accounting, and the eligibility list if it changed.
+pub async fn refresh(store: &dyn Store, sale: &Sale) -> Result<(), StoreError> {
+    if let Some(snap) = store.snapshot(&sale.id).await? {
+        sale.apply(&snap);
+        if !snap.balanced {
+            tracing::error!(sale = %sale.id, ?snap, "accounting is NOT balanced");
+        }
+        if let Some(version) = sale.eligibility_stale() {
+            let users = store.eligible_users(&sale.id).await?;
+            sale.load_eligible(version, users);
+        }
+    }
+    Ok(())
+}
+
+/// Feeds the winners replica from the sale's order stream.
+async fn tail_loop(store: Arc<dyn Store>, sale: Arc<Sale>, stop: CancellationToken) {
+    let mut after = String::from("0");
+    loop {
+        let read = tokio::select! {
+            r = store.read_orders(&sale.id, &after, TAIL_BATCH) => r,
+            _ = stop.cancelled() => return,
+        };
+        let pause = match read {
+            Ok(entries) => {
+                let full = entries.len() == TAIL_BATCH;
+                for e in &entries {
+                    sale.remember_winner(e.user, e.issued);
+                }
+                if let Some(last) = entries.last() {
+                    after.clone_from(&last.id);
+                }
+                if full {
+                    Duration::ZERO
+                } else {
+                    TAIL_IDLE
+                }
+            }
+            Err(e) => {
+                tracing::debug!(sale = %sale.id, error = %e, "order stream read failed");
+                Duration::from_millis(250)
+            }
+        };
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}

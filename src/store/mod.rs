@@ -1,0 +1,363 @@
+//! The Redis seam.
+//!
+//! [`Store`] is every state change and read the service makes, in domain
+//! types. [`redis::RedisStore`] implements it with one Lua script per state
+//! change (`lua/`, embedded at build time), so each change is atomic and
+//! all keys of a sale share the `{sale}` hash tag. Business outcomes (won,
+//! replay, fenced, sold out) come back as values; only failures to reach or
+//! understand Redis are [`StoreError`]s.
+//!
+//! Nothing outside this module knows a Redis key or command.
+
+pub mod embedded;
+pub mod redis;
+
+use async_trait::async_trait;
+
+use crate::id::{SaleId, TicketId, UserId};
+
+/// Failures to reach or understand the store. Every one means "nothing is
+/// known to have happened", except [`StoreError::Timeout`] and
+/// [`StoreError::Io`] on a write, whose effect is unknown: callers treat
+/// those conservatively (a buyer gets 503, a retry replays the ticket).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("redis: {0}")]
+    Io(#[from] ::redis::RedisError),
+    #[error("unexpected reply from script {script}: {detail}")]
+    Protocol {
+        script: &'static str,
+        detail: String,
+    },
+    #[error("unsafe redis settings: {0}")]
+    Unsafe(String),
+}
+
+/// Who may buy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eligibility {
+    Open,
+    List,
+}
+
+impl Eligibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Eligibility::Open => "open",
+            Eligibility::List => "list",
+        }
+    }
+}
+
+/// Settings of a sale as the admin gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleSpec {
+    /// Units for a new sale; ignored by an update.
+    pub stock: Option<u64>,
+    pub starts_at_ms: u64,
+    pub ends_at_ms: u64,
+    pub ticket_ttl_ms: u64,
+    pub eligibility: Eligibility,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    Updated,
+    StockRequired,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockChange {
+    Changed { total: u64, available: u64 },
+    Insufficient { total: u64, available: u64 },
+    UnknownSale,
+}
+
+/// Why the store refused to act on a sale at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownSale,
+    NotStarted,
+    Ended,
+    Closed,
+}
+
+/// Settings and accounting of a sale, read in one atomic step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// Redis `TIME` when the snapshot was taken.
+    pub now_ms: u64,
+    pub starts_at_ms: u64,
+    pub ends_at_ms: u64,
+    pub closed: bool,
+    pub ticket_ttl_ms: u64,
+    pub list_only: bool,
+    pub eligibility_version: u64,
+    pub stock_total: u64,
+    pub available: u64,
+    pub leased: u64,
+    pub pending: u64,
+    pub confirmed: u64,
+    pub released_total: u64,
+    pub orders_enqueued: u64,
+    /// DESIGN §2's invariant, checked against the records in the same step.
+    pub balanced: bool,
+}
+
+impl Snapshot {
+    pub fn state(&self) -> SaleState {
+        if self.closed {
+            SaleState::Closed
+        } else if self.now_ms < self.starts_at_ms {
+            SaleState::Scheduled
+        } else if self.now_ms >= self.ends_at_ms {
+            SaleState::Ended
+        } else if self.available == 0 && self.leased == 0 {
+            SaleState::SoldOut
+        } else {
+            SaleState::Open
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaleState {
+    Scheduled,
+    Open,
+    SoldOut,
+    Ended,
+    Closed,
+}
+
+impl SaleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaleState::Scheduled => "scheduled",
+            SaleState::Open => "open",
+            SaleState::SoldOut => "sold_out",
+            SaleState::Ended => "ended",
+            SaleState::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseReply {
+    /// `granted` may be 0: then the pool is empty, and `epoch` is 0 unless
+    /// the node still holds a live lease.
+    Granted {
+        granted: u64,
+        epoch: u64,
+        lease_units: u64,
+        expires_at_ms: u64,
+        available: u64,
+    },
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewReply {
+    Renewed {
+        lease_units: u64,
+        expires_at_ms: u64,
+    },
+    Fenced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnReply {
+    Returned(u64),
+    Fenced,
+}
+
+/// A buyer holding a locally taken unit, with the ticket id proposed for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub user: UserId,
+    pub ticket: TicketId,
+}
+
+/// A ticket as the buyer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Issued {
+    pub ticket: TicketId,
+    pub issued_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// What `admit` decided for one candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Won(Issued),
+    Replay(Issued),
+    NotEligible,
+    Fenced,
+    NoUnits,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdmitReply {
+    Judged {
+        lease_units_left: u64,
+        verdicts: Vec<Verdict>,
+    },
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketState {
+    Pending,
+    Confirmed,
+    Released,
+}
+
+impl TicketState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketState::Pending => "pending",
+            TicketState::Confirmed => "confirmed",
+            TicketState::Released => "released",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TicketRecord {
+    pub ticket: TicketId,
+    pub user: UserId,
+    pub state: TicketState,
+    pub issued_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// Result of confirm or release: the ticket's state afterwards and whether
+/// this call changed it. `None` for an unknown ticket.
+pub type Transition = Option<(TicketState, bool)>;
+
+/// One entry of a sale's order stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderEntry {
+    pub id: String,
+    pub user: UserId,
+    pub issued: Issued,
+}
+
+/// What the store's own settings say about DESIGN §2's requirements.
+#[derive(Debug, Clone, Default)]
+pub struct SafetyReport {
+    pub maxmemory_policy: Option<String>,
+    pub appendonly: Option<String>,
+    pub appendfsync: Option<String>,
+}
+
+impl SafetyReport {
+    /// Problems that break a promise, in words an operator can act on.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        match self.maxmemory_policy.as_deref() {
+            Some("noeviction") => {}
+            Some(other) => p.push(format!(
+                "maxmemory-policy is {other}: Redis may evict sale keys and lose tickets; set it to noeviction"
+            )),
+            None => p.push("cannot read maxmemory-policy (CONFIG GET refused)".into()),
+        }
+        match self.appendonly.as_deref() {
+            Some("yes") => {}
+            Some(_) => p.push(
+                "appendonly is off: a Redis restart loses acknowledged wins; set appendonly yes"
+                    .into(),
+            ),
+            None => p.push("cannot read appendonly (CONFIG GET refused)".into()),
+        }
+        p
+    }
+
+    /// Weaker settings that are allowed but worth a warning.
+    pub fn warnings(&self) -> Vec<String> {
+        match self.appendfsync.as_deref() {
+            Some("always") | None => vec![],
+            Some(other) => vec![format!(
+                "appendfsync is {other}: a crash of the Redis host can lose up to a second of acknowledged wins; \
+                 appendfsync always keeps them"
+            )],
+        }
+    }
+}
+
+/// Every interaction with the store. Implementations must make each state
+/// change atomic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn safety(&self) -> Result<SafetyReport, StoreError>;
+    async fn sales(&self) -> Result<Vec<SaleId>, StoreError>;
+
+    async fn put_sale(&self, sale: &SaleId, spec: &SaleSpec) -> Result<PutOutcome, StoreError>;
+    async fn add_stock(&self, sale: &SaleId, delta: i64) -> Result<StockChange, StoreError>;
+    /// Newly added count, or `None` for an unknown sale.
+    async fn add_eligible(
+        &self,
+        sale: &SaleId,
+        users: &[UserId],
+    ) -> Result<Option<u64>, StoreError>;
+    /// `false` for an unknown sale.
+    async fn close(&self, sale: &SaleId) -> Result<bool, StoreError>;
+    async fn snapshot(&self, sale: &SaleId) -> Result<Option<Snapshot>, StoreError>;
+    async fn eligible_users(&self, sale: &SaleId) -> Result<Vec<UserId>, StoreError>;
+
+    async fn lease(
+        &self,
+        sale: &SaleId,
+        node: &str,
+        want: u64,
+        ttl_ms: u64,
+    ) -> Result<LeaseReply, StoreError>;
+    async fn renew(
+        &self,
+        sale: &SaleId,
+        node: &str,
+        epoch: u64,
+        ttl_ms: u64,
+    ) -> Result<RenewReply, StoreError>;
+    async fn return_lease(
+        &self,
+        sale: &SaleId,
+        node: &str,
+        epoch: u64,
+    ) -> Result<ReturnReply, StoreError>;
+    /// (leases reclaimed, units returned to the pool)
+    async fn reclaim(&self, sale: &SaleId) -> Result<(u64, u64), StoreError>;
+    async fn admit(
+        &self,
+        sale: &SaleId,
+        node: &str,
+        epoch: u64,
+        batch: &[Candidate],
+    ) -> Result<AdmitReply, StoreError>;
+
+    async fn winner(
+        &self,
+        sale: &SaleId,
+        user: &UserId,
+    ) -> Result<Option<TicketRecord>, StoreError>;
+    async fn ticket(
+        &self,
+        sale: &SaleId,
+        ticket: &TicketId,
+    ) -> Result<Option<TicketRecord>, StoreError>;
+    async fn confirm(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError>;
+    async fn release(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError>;
+    /// Releases up to `limit` expired pending tickets; returns how many.
+    async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError>;
+
+    /// Order-stream entries after `after` (`"0"` for the start), oldest first.
+    async fn read_orders(
+        &self,
+        sale: &SaleId,
+        after: &str,
+        count: usize,
+    ) -> Result<Vec<OrderEntry>, StoreError>;
+}

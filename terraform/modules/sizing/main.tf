@@ -1,0 +1,49 @@
+locals {
+  # ---- front tier -------------------------------------------------------
+  # Requests per second the fleet must answer, headroom included.
+  design_rps = var.peak_buyers_per_second * (1 + var.headroom)
+
+  # Nodes that carry design_rps when every one of them is up.
+  nodes_for_load = ceil(local.design_rps / var.node_capacity_rps)
+
+  # Zones that must carry the load: all of them, or all but one when the
+  # fleet must survive the loss of a zone.
+  carrying_zones = var.survive_zone_loss ? var.availability_zones - 1 : var.availability_zones
+
+  # Every zone gets the same number of nodes (the ALB spreads evenly across
+  # zones), so round up per zone rather than for the fleet.
+  nodes_per_zone = max(
+    ceil(local.nodes_for_load / local.carrying_zones),
+    ceil(var.min_nodes / var.availability_zones),
+  )
+  node_count = local.nodes_per_zone * var.availability_zones
+
+  # Room for the ASG to replace unhealthy nodes before terminating them.
+  node_max = local.node_count + var.availability_zones
+
+  # ---- store ------------------------------------------------------------
+  # Script calls per second at the peak: winners drive admit/confirm/consumer
+  # traffic; every node also keeps background traffic per hot sale.
+  store_ops_per_second = (
+    var.winners_per_second * var.store_ops_per_winner +
+    local.node_count * var.hot_sales * var.store_ops_per_node_per_sale
+  )
+  design_store_ops = local.store_ops_per_second * (1 + var.headroom)
+
+  # A sale lives in one hash slot, hence on one shard: its load cannot be
+  # split. Size by how many hot sales one shard can hold.
+  per_sale_ops    = local.design_store_ops / var.hot_sales
+  sale_fits_shard = local.per_sale_ops <= var.shard_capacity_ops
+  sales_per_shard = max(1, floor(var.shard_capacity_ops / max(local.per_sale_ops, 1)))
+  store_shards    = ceil(var.hot_sales / local.sales_per_shard)
+
+  # ---- consumers ----------------------------------------------------------
+  consumer_count = max(
+    var.min_consumers,
+    ceil(var.winners_per_second * (1 + var.headroom) / var.consumer_delivery_rate),
+  )
+
+  # ---- what the plan means at the peak --------------------------------------
+  peak_utilization           = var.peak_buyers_per_second / (local.node_count * var.node_capacity_rps)
+  zone_loss_peak_utilization = var.peak_buyers_per_second / ((local.node_count - local.nodes_per_zone) * var.node_capacity_rps)
+}

@@ -1,0 +1,157 @@
+# Plan-only tests of the sizing arithmetic. The module has no provider, so
+# `terraform init && terraform test` runs offline.
+
+variables {
+  peak_buyers_per_second = 1000000
+  node_capacity_rps      = 50000
+  winners_per_second     = 2000
+}
+
+run "launch_of_one_hot_sale" {
+  command = plan
+
+  # 1.5M req/s design load / 50k = 30 nodes; two of three zones must carry
+  # them after a zone loss: 15 per zone, 45 in all.
+  assert {
+    condition     = output.node_count == 45 && output.nodes_per_zone == 15
+    error_message = "expected 45 nodes (15 per zone), got ${output.node_count} (${output.nodes_per_zone} per zone)"
+  }
+  assert {
+    condition     = output.node_max == 48
+    error_message = "expected node_max 48, got ${output.node_max}"
+  }
+  # 2000 winners x 4 + 45 nodes x 10 = 8450 ops/s; x1.5 fits one shard.
+  assert {
+    condition     = output.store_ops_per_second == 8450 && output.store_shards == 1
+    error_message = "expected 8450 ops/s on 1 shard, got ${output.store_ops_per_second} on ${output.store_shards}"
+  }
+  assert {
+    condition     = output.consumer_count == 15
+    error_message = "expected 15 consumers (3000 winners/s with headroom / 200), got ${output.consumer_count}"
+  }
+  assert {
+    condition     = output.zone_loss_peak_utilization <= 1 / 1.5 + 0.0001
+    error_message = "after a zone loss the fleet must still keep the headroom"
+  }
+}
+
+run "no_zone_loss_and_two_zones" {
+  command = plan
+
+  variables {
+    peak_buyers_per_second = 100000
+    node_capacity_rps      = 40000
+    headroom               = 0.25
+    availability_zones     = 2
+    survive_zone_loss      = false
+    winners_per_second     = 100
+  }
+
+  # 125k / 40k = 3.125 -> 4 nodes, 2 per zone.
+  assert {
+    condition     = output.node_count == 4 && output.nodes_per_zone == 2
+    error_message = "expected 4 nodes, got ${output.node_count}"
+  }
+  assert {
+    condition     = output.consumer_count == 2
+    error_message = "the consumer floor (2) applies to a small sale, got ${output.consumer_count}"
+  }
+}
+
+run "small_sale_gets_the_floor" {
+  command = plan
+
+  variables {
+    peak_buyers_per_second = 100
+    node_capacity_rps      = 10000
+    winners_per_second     = 1
+  }
+
+  # One node of load, but at least one node per zone and min_nodes overall.
+  assert {
+    condition     = output.node_count == 3 && output.store_shards == 1
+    error_message = "expected the floor of 3 nodes and 1 shard, got ${output.node_count} and ${output.store_shards}"
+  }
+}
+
+run "several_hot_sales_share_shards" {
+  command = plan
+
+  variables {
+    peak_buyers_per_second = 200000
+    winners_per_second     = 4000
+    hot_sales              = 4
+  }
+
+  # 9 nodes; (4000 x 4 + 9 x 4 x 10) x 1.5 = 24540 ops/s, 6135 per sale:
+  # 3 sales fit one shard, so 4 sales need 2 shards.
+  assert {
+    condition     = output.node_count == 9
+    error_message = "expected 9 nodes, got ${output.node_count}"
+  }
+  assert {
+    condition     = output.sales_per_shard == 3 && output.store_shards == 2
+    error_message = "expected 3 sales per shard and 2 shards, got ${output.sales_per_shard} and ${output.store_shards}"
+  }
+  assert {
+    condition     = output.consumer_count == 30
+    error_message = "expected 30 consumers, got ${output.consumer_count}"
+  }
+}
+
+run "one_sale_too_hot_for_a_shard" {
+  command = plan
+
+  variables {
+    winners_per_second = 10000
+  }
+
+  # 10000 x 4 x 1.5 = 60000 ops/s on one slot: no shard count can help.
+  expect_failures = [output.store_shards]
+}
+
+run "rejects_zero_peak" {
+  command = plan
+
+  variables {
+    peak_buyers_per_second = 0
+  }
+
+  expect_failures = [var.peak_buyers_per_second]
+}
+
+run "rejects_unmeasured_capacity" {
+  command = plan
+
+  variables {
+    node_capacity_rps = 10
+  }
+
+  expect_failures = [var.node_capacity_rps]
+}
+
+run "rejects_thin_headroom" {
+  command = plan
+
+  variables {
+    headroom = 0.05
+  }
+
+  expect_failures = [var.headroom]
+}
+
+run "rejects_single_zone_and_fractional_counts" {
+  command = plan
+
+  variables {
+    availability_zones = 1
+    hot_sales          = 1.5
+    min_nodes          = 1
+  }
+
+  expect_failures = [
+    var.availability_zones,
+    var.hot_sales,
+    var.min_nodes,
+  ]
+}

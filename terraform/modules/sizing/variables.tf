@@ -1,0 +1,138 @@
+# Inputs of the sizing model. Every figure is a measurement or a business
+# forecast, never a guess about machines: the per-node capacity comes from
+# `loadtest/run`, the peak from the sale's marketing forecast.
+
+variable "peak_buyers_per_second" {
+  description = "Expected peak of buyer requests per second (POST /v1/sales/{sale}/tickets plus sale status polls), summed over all concurrent sales."
+  type        = number
+
+  validation {
+    condition     = var.peak_buyers_per_second > 0 && var.peak_buyers_per_second <= 50000000
+    error_message = "peak_buyers_per_second must be > 0 and <= 50,000,000 (beyond that, split the sale across regions)."
+  }
+}
+
+variable "node_capacity_rps" {
+  description = "Requests per second one `bigtap serve` node answers within its latency objective, as printed by `loadtest/run` on the instance type being deployed."
+  type        = number
+
+  validation {
+    condition     = var.node_capacity_rps >= 100 && var.node_capacity_rps <= 2000000
+    error_message = "node_capacity_rps must be between 100 and 2,000,000; run loadtest/run on the target instance type and use its req/s per node figure."
+  }
+}
+
+variable "headroom" {
+  description = "Spare capacity above the forecast peak, as a fraction: 0.5 sizes the fleet for 1.5x the peak. Covers forecast error and retry storms."
+  type        = number
+  default     = 0.5
+
+  validation {
+    condition     = var.headroom >= 0.2 && var.headroom <= 4
+    error_message = "headroom must be between 0.2 (20% spare) and 4 (5x the forecast); a fleet sized at exactly the peak falls over at the first retry storm."
+  }
+}
+
+variable "availability_zones" {
+  description = "Number of availability zones the fleet spreads over. Node counts are rounded up to a multiple of it so every zone holds the same share."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.availability_zones >= 2 && var.availability_zones <= 6 && floor(var.availability_zones) == var.availability_zones
+    error_message = "availability_zones must be a whole number from 2 to 6."
+  }
+}
+
+variable "survive_zone_loss" {
+  description = "Size the fleet so that the remaining zones still carry the peak (with headroom) when one zone is lost."
+  type        = bool
+  default     = true
+}
+
+variable "min_nodes" {
+  description = "Floor for the front tier, whatever the forecast."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.min_nodes >= 2 && floor(var.min_nodes) == var.min_nodes
+    error_message = "min_nodes must be a whole number >= 2: one node is a single point of failure."
+  }
+}
+
+variable "hot_sales" {
+  description = "Number of sales expected to be hot at the same moment. Each sale's keys live in one hash slot, so one sale is served by exactly one store shard."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.hot_sales >= 1 && var.hot_sales <= 500 && floor(var.hot_sales) == var.hot_sales
+    error_message = "hot_sales must be a whole number from 1 to 500."
+  }
+}
+
+variable "winners_per_second" {
+  description = "Expected peak of winners per second over all sales (rate(bigtap_commits_total{result=\"won\"})): roughly the stock divided by the seconds it takes to sell out."
+  type        = number
+
+  validation {
+    condition     = var.winners_per_second > 0
+    error_message = "winners_per_second must be > 0."
+  }
+}
+
+variable "store_ops_per_winner" {
+  description = "Store script calls caused by one winner: admit, the consumer's read and ack, the backend's confirm or release."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.store_ops_per_winner >= 1 && var.store_ops_per_winner <= 50
+    error_message = "store_ops_per_winner must be between 1 and 50."
+  }
+}
+
+variable "store_ops_per_node_per_sale" {
+  description = "Background store calls per second that each node makes per hot sale: lease, renew, return, winner-replica tail, sweeps."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.store_ops_per_node_per_sale >= 0 && var.store_ops_per_node_per_sale <= 1000
+    error_message = "store_ops_per_node_per_sale must be between 0 and 1000."
+  }
+}
+
+variable "shard_capacity_ops" {
+  description = "Script calls per second one store shard sustains within its latency objective (measure it; a durable store acknowledges writes only after its transaction log commit)."
+  type        = number
+  default     = 20000
+
+  validation {
+    condition     = var.shard_capacity_ops >= 1000
+    error_message = "shard_capacity_ops must be >= 1000."
+  }
+}
+
+variable "consumer_delivery_rate" {
+  description = "Winners per second one `bigtap orders` consumer delivers to the order backend (bounded by the backend's latency and the consumer's concurrency)."
+  type        = number
+  default     = 200
+
+  validation {
+    condition     = var.consumer_delivery_rate > 0
+    error_message = "consumer_delivery_rate must be > 0."
+  }
+}
+
+variable "min_consumers" {
+  description = "Floor for the consumer group, whatever the forecast."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.min_consumers >= 1 && floor(var.min_consumers) == var.min_consumers
+    error_message = "min_consumers must be a whole number >= 1."
+  }
+}

@@ -1,0 +1,151 @@
+# Traffic allowed, and nothing else:
+#   internet  -> ALB        443/tcp
+#   ALB       -> nodes      8080/tcp (bigtap serve)
+#   nodes     -> store      6379/tcp (TLS)
+#   consumers -> store      6379/tcp (TLS)
+#   Prometheus -> nodes 8080, consumers 9091 (scrape inside the VPC)
+#   nodes, consumers -> 443 (SSM, S3 at boot; consumers also the order backend)
+# The store has no egress at all.
+
+resource "aws_security_group" "alb" {
+  name        = "${var.name}-alb"
+  description = "bigtap public load balancer"
+  vpc_id      = var.vpc_id
+}
+
+resource "aws_security_group" "node" {
+  #checkov:skip=CKV2_AWS_5: Attached through aws_launch_template.tier (for_each over local.tiers in compute.tf), a reference the graph check does not follow.
+  name        = "${var.name}-node"
+  description = "bigtap serve nodes"
+  vpc_id      = var.vpc_id
+}
+
+resource "aws_security_group" "consumer" {
+  #checkov:skip=CKV2_AWS_5: Attached through aws_launch_template.tier (for_each over local.tiers in compute.tf), a reference the graph check does not follow.
+  name        = "${var.name}-consumer"
+  description = "bigtap orders consumers"
+  vpc_id      = var.vpc_id
+}
+
+resource "aws_security_group" "store" {
+  name        = "${var.name}-store"
+  description = "bigtap MemoryDB store"
+  vpc_id      = var.vpc_id
+}
+
+# ---- ALB ----------------------------------------------------------------------
+
+resource "aws_vpc_security_group_ingress_rule" "alb_https" {
+  for_each = toset(var.alb_ingress_cidr_blocks)
+
+  security_group_id = aws_security_group.alb.id
+  description       = "Buyers over HTTPS"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_egress_rule" "alb_to_node" {
+  security_group_id            = aws_security_group.alb.id
+  description                  = "Forward to bigtap serve"
+  ip_protocol                  = "tcp"
+  from_port                    = 8080
+  to_port                      = 8080
+  referenced_security_group_id = aws_security_group.node.id
+}
+
+# ---- nodes --------------------------------------------------------------------
+
+resource "aws_vpc_security_group_ingress_rule" "node_from_alb" {
+  security_group_id            = aws_security_group.node.id
+  description                  = "Requests and health checks from the ALB"
+  ip_protocol                  = "tcp"
+  from_port                    = 8080
+  to_port                      = 8080
+  referenced_security_group_id = aws_security_group.alb.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "node_from_prometheus" {
+  for_each = toset(var.prometheus_security_group_ids)
+
+  security_group_id            = aws_security_group.node.id
+  description                  = "Prometheus scrapes /metrics directly"
+  ip_protocol                  = "tcp"
+  from_port                    = 8080
+  to_port                      = 8080
+  referenced_security_group_id = each.value
+}
+
+resource "aws_vpc_security_group_egress_rule" "node_to_store" {
+  security_group_id            = aws_security_group.node.id
+  description                  = "Redis protocol over TLS to MemoryDB"
+  ip_protocol                  = "tcp"
+  from_port                    = 6379
+  to_port                      = 6379
+  referenced_security_group_id = aws_security_group.store.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "node_https" {
+  for_each = toset(var.aws_api_egress_cidr_blocks)
+
+  security_group_id = aws_security_group.node.id
+  description       = "HTTPS to SSM and S3 (secrets and release binary at boot)"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = each.value
+}
+
+# ---- consumers ----------------------------------------------------------------
+
+resource "aws_vpc_security_group_ingress_rule" "consumer_from_prometheus" {
+  for_each = toset(var.prometheus_security_group_ids)
+
+  security_group_id            = aws_security_group.consumer.id
+  description                  = "Prometheus scrapes the consumer metrics listener"
+  ip_protocol                  = "tcp"
+  from_port                    = 9091
+  to_port                      = 9091
+  referenced_security_group_id = each.value
+}
+
+resource "aws_vpc_security_group_egress_rule" "consumer_to_store" {
+  security_group_id            = aws_security_group.consumer.id
+  description                  = "Redis protocol over TLS to MemoryDB"
+  ip_protocol                  = "tcp"
+  from_port                    = 6379
+  to_port                      = 6379
+  referenced_security_group_id = aws_security_group.store.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "consumer_https" {
+  for_each = toset(var.aws_api_egress_cidr_blocks)
+
+  security_group_id = aws_security_group.consumer.id
+  description       = "HTTPS to SSM, S3 and the order backend"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = each.value
+}
+
+# ---- store --------------------------------------------------------------------
+
+resource "aws_vpc_security_group_ingress_rule" "store_from_node" {
+  security_group_id            = aws_security_group.store.id
+  description                  = "bigtap serve nodes"
+  ip_protocol                  = "tcp"
+  from_port                    = 6379
+  to_port                      = 6379
+  referenced_security_group_id = aws_security_group.node.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "store_from_consumer" {
+  security_group_id            = aws_security_group.store.id
+  description                  = "bigtap orders consumers"
+  ip_protocol                  = "tcp"
+  from_port                    = 6379
+  to_port                      = 6379
+  referenced_security_group_id = aws_security_group.consumer.id
+}
