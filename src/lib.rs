@@ -8,13 +8,13 @@
 //! - [`auth`]     session and purchase tokens (DESIGN §4).
 //! - [`limits`]   per-address and per-user rate limits.
 //! - [`stock`]    per-sale node state: lock-free lease counter, sold-out flag,
-//!                winners replica, eligibility replica.
+//!   winners replica, eligibility replica.
 //! - [`commit`]   micro-batched commits of winners through the `admit` script.
 //! - [`lease`]    lease refill, renewal, return, and reclaim of dead nodes.
 //! - [`sales`]    the registry of sales a node serves and their upkeep tasks.
 //! - [`lifecycle`] confirm / release / sweep of tickets.
 //! - [`store`]    the Redis seam: a trait, its Redis implementation, the Lua
-//!                scripts, and an embedded redis-server for one-command runs.
+//!   scripts, and an embedded redis-server for one-command runs.
 //! - [`orders`]   the order-stream consumer delivering winners to the backend.
 //! - [`metrics`]  metric names and the Prometheus exporter.
 //! - [`shutdown`] signals to a cancellation token.

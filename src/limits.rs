@@ -7,7 +7,7 @@
 //! bounded by [`Limits::retain`], which the server runs periodically and
 //! which forgets keys whose budget is full again.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -64,12 +64,9 @@ impl Limits {
     pub fn check_user(&self, user: &UserId) -> Result<(), Duration> {
         match &self.user {
             None => Ok(()),
-            Some(l) => {
-                let mut h = self.hasher.build_hasher();
-                user.hash(&mut h);
-                l.check_key(&h.finish())
-                    .map_err(|n| n.wait_time_from(self.clock.now()))
-            }
+            Some(l) => l
+                .check_key(&self.hasher.hash_one(user))
+                .map_err(|n| n.wait_time_from(self.clock.now())),
         }
     }
 

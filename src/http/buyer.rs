@@ -29,9 +29,13 @@ use crate::store::{Issued, Refusal, Verdict};
 
 /// The take body is empty or `{}`; anything longer is not a purchase.
 const TAKE_BODY_LIMIT: usize = 1024;
-/// Attempts to take a unit when leases move under the buyer (fenced,
-/// exhausted, refilled by another request).
-const TAKE_ATTEMPTS: usize = 4;
+/// Commits a buyer may see fenced or short of units (a lease moved under
+/// it) before giving up with 503.
+const FENCED_ATTEMPTS: usize = 4;
+/// Refills a buyer may wait through while others take the new units first.
+/// Each costs a Redis round trip, so this bounds the time as well; the
+/// per-request timeout bounds it too.
+const REFILL_ROUNDS: usize = 64;
 
 pub async fn take(
     shared: &Arc<Shared>,
@@ -82,11 +86,13 @@ pub async fn take(
 /// Takes a unit and commits it, refilling the lease as needed.
 async fn acquire(shared: &Arc<Shared>, live: &Arc<LiveSale>, user: UserId, now: u64) -> Reply {
     let sale = &live.sale;
-    for _ in 0..TAKE_ATTEMPTS {
+    let (mut fenced, mut refills) = (0, 0);
+    while fenced < FENCED_ATTEMPTS && refills < REFILL_ROUNDS {
         if sale.is_sold_out() && sale.stock.units() == 0 {
             return sold_out(shared, sale, user).await;
         }
         let Some(epoch) = sale.stock.take() else {
+            refills += 1;
             match lease::refill(&shared.lease, sale).await {
                 Refill::Ready => continue,
                 Refill::SoldOut => return sold_out(shared, sale, user).await,
@@ -104,7 +110,7 @@ async fn acquire(shared: &Arc<Shared>, live: &Arc<LiveSale>, user: UserId, now: 
                 return ticket(shared, sale, user, issued, true).via_store()
             }
             Settled::Judged(Verdict::NotEligible) => return response::not_eligible().via_store(),
-            Settled::Judged(Verdict::Fenced | Verdict::NoUnits) => continue,
+            Settled::Judged(Verdict::Fenced | Verdict::NoUnits) => fenced += 1,
             Settled::Refused(r) => return refusal(sale, r),
             Settled::Failed => return response::unavailable().via_store(),
         }

@@ -1,0 +1,314 @@
+//! Whole-sale behaviour against a real redis-server: the race across nodes,
+//! the ticket lifecycle, lease fencing, and a Redis restart.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use bigtap::store::redis::RedisStore;
+use bigtap::store::{AdmitReply, Candidate, LeaseReply, Store, Verdict};
+use bigtap::{SaleId, TicketId, UserId};
+use futures::stream::{self, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::*;
+
+/// What a buyer saw: status and ticket, if any.
+type Seen = (u16, Option<String>);
+
+async fn xlen(redis_url: &str, key: &str) -> u64 {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("XLEN")
+        .arg(key)
+        .query_async(&mut con)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_racing_ten_thousand_requests_sell_exactly_the_stock_once_per_buyer() {
+    let redis = redis();
+    let slow_ok = |c: &mut bigtap::ServeConfig| {
+        c.redis_timeout_ms = 5000;
+        c.request_timeout_ms = 10_000;
+        c.lease_max = 64;
+    };
+    let a = node_with(&redis.url(), slow_ok).await;
+    let b = node_with(&redis.url(), slow_ok).await;
+    a.open_sale("race", 500).await;
+    // Node b learns of the sale by discovery.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            b.get("/v1/sales/race").await.status == StatusCode::OK
+        })
+        .await
+    );
+
+    let buyers: Vec<String> = (0..5000).map(|i| format!("buyer{i}")).collect();
+    let results: Vec<(String, Vec<Seen>)> = stream::iter(buyers.iter().cloned())
+        .map(|user| {
+            let (a, b) = (&a, &b);
+            async move {
+                // Each buyer presses twice at once, once on each node.
+                let (x, y) = tokio::join!(a.take("race", &user), b.take("race", &user));
+                let pick = |r: Answer| {
+                    (
+                        r.status.as_u16(),
+                        r.body["ticket"].as_str().map(str::to_owned),
+                    )
+                };
+                (user, vec![pick(x), pick(y)])
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+
+    let mut winners: HashMap<String, String> = HashMap::new();
+    let mut created = 0;
+    for (user, answers) in &results {
+        for (status, ticket) in answers {
+            match status {
+                201 | 200 => {
+                    if *status == 201 {
+                        created += 1;
+                    }
+                    let t = ticket.clone().expect("a ticket in every win");
+                    let prev = winners.entry(user.clone()).or_insert_with(|| t.clone());
+                    assert_eq!(*prev, t, "{user} was answered with two different tickets");
+                }
+                410 => {}
+                other => panic!("unexpected status {other} for {user}"),
+            }
+        }
+    }
+    assert_eq!(created, 500, "exactly one new win per unit");
+    assert_eq!(winners.len(), 500, "exactly 500 distinct winners");
+    let tickets: HashSet<&String> = winners.values().collect();
+    assert_eq!(tickets.len(), 500, "no ticket shared by two buyers");
+    assert_eq!(xlen(&redis.url(), "bigtap:{race}:orders").await, 500);
+    let acct = a.accounting("race").await;
+    assert_eq!(acct["pending"], 500);
+    assert_eq!(acct["available"], 0);
+    assert_eq!(acct["leased"], 0);
+    assert_eq!(acct["balanced"], true);
+}
+
+#[tokio::test]
+async fn a_released_unit_returns_to_the_pool_and_sells_again() {
+    let redis = redis();
+    let n = node(&redis.url()).await;
+    n.open_sale("one", 1).await;
+    let alice = n.take("one", "alice").await.body["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(n.take("one", "bob").await.status, StatusCode::GONE);
+    let r = n
+        .backend(Method::POST, "one", &format!("{alice}/release"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let bob_won = eventually(Duration::from_secs(3), || async {
+        n.take("one", "bob").await.status == StatusCode::CREATED
+    })
+    .await;
+    assert!(bob_won, "the released unit sells again");
+    let late = n
+        .backend(Method::POST, "one", &format!("{alice}/confirm"))
+        .await;
+    assert_eq!(
+        (late.status, late.body),
+        (StatusCode::CONFLICT, json!({"state": "released"}))
+    );
+    let acct = n.accounting("one").await;
+    assert_eq!(
+        (acct["pending"].as_u64(), acct["released_total"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(acct["balanced"], true);
+}
+
+#[tokio::test]
+async fn the_sweeper_releases_tickets_whose_payment_time_ran_out() {
+    let redis = redis();
+    let n = node(&redis.url()).await;
+    let now = now_ms();
+    n.admin(Method::PUT, "quick", Some(json!({"stock": 1, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "ticket_ttl_ms": 200})))
+        .await;
+    let t = n.take("quick", "alice").await.body["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let released = eventually(Duration::from_secs(5), || async {
+        n.backend(Method::GET, "quick", &t).await.body["state"] == "released"
+    })
+    .await;
+    assert!(released, "the sweeper released the expired ticket");
+    let acct = n.accounting("quick").await;
+    assert_eq!(acct["released_total"], 1);
+    assert_eq!(acct["balanced"], true);
+    let late = n
+        .backend(Method::POST, "quick", &format!("{t}/confirm"))
+        .await;
+    assert_eq!(late.status, StatusCode::CONFLICT);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            n.take("quick", "bob").await.status == StatusCode::CREATED
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_confirm_after_the_ticket_expired_is_refused_even_before_the_sweeper_runs() {
+    let redis = redis();
+    let n = node_with(&redis.url(), |c| c.sweep_ms = 600_000).await;
+    let now = now_ms();
+    n.admin(Method::PUT, "quick", Some(json!({"stock": 1, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "ticket_ttl_ms": 100})))
+        .await;
+    let t = n.take("quick", "alice").await.body["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = n
+        .backend(Method::POST, "quick", &format!("{t}/confirm"))
+        .await;
+    assert_eq!(
+        (c.status, c.body),
+        (StatusCode::CONFLICT, json!({"state": "released"}))
+    );
+    assert_eq!(
+        n.accounting("quick").await["available"].as_u64().unwrap()
+            + n.accounting("quick").await["leased"].as_u64().unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_stops_renewing_loses_its_lease_and_its_late_commit_is_refused() {
+    let redis = redis();
+    let n = node(&redis.url()).await; // lease TTL 1 s, reclaims every 0.5 s
+    n.open_sale("lease", 10).await;
+    let sale = SaleId::parse("lease").unwrap();
+    // A second node that leases and then falls silent (paused, partitioned).
+    let ghost = RedisStore::open(&redis.url(), "bigtap", Duration::from_secs(2), None).unwrap();
+    let LeaseReply::Granted { granted, epoch, .. } =
+        ghost.lease(&sale, "ghost", 6, 1000).await.unwrap()
+    else {
+        panic!("lease refused")
+    };
+    assert_eq!(granted, 6);
+    assert_eq!(n.accounting("lease").await["leased"], 6);
+
+    let reclaimed = eventually(Duration::from_secs(5), || async {
+        n.accounting("lease").await["leased"] == 0
+    })
+    .await;
+    assert!(
+        reclaimed,
+        "the silent node's lease was reclaimed after its TTL"
+    );
+
+    let late = ghost
+        .admit(
+            &sale,
+            "ghost",
+            epoch,
+            &[Candidate {
+                user: UserId::parse("mallory").unwrap(),
+                ticket: TicketId::random(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        late,
+        AdmitReply::Judged {
+            lease_units_left: 0,
+            verdicts: vec![Verdict::Fenced]
+        }
+    );
+    assert_eq!(
+        xlen(&redis.url(), "bigtap:{lease}:orders").await,
+        0,
+        "the fenced commit wrote nothing"
+    );
+
+    for i in 0..10 {
+        assert_eq!(
+            n.take("lease", &format!("u{i}")).await.status,
+            StatusCode::CREATED,
+            "unit {i} sells"
+        );
+    }
+    assert_eq!(n.take("lease", "late").await.status, StatusCode::GONE);
+    let acct = n.accounting("lease").await;
+    assert_eq!(
+        (acct["pending"].as_u64(), acct["balanced"].as_bool()),
+        (Some(10), Some(true))
+    );
+}
+
+#[tokio::test]
+async fn while_redis_is_away_buyers_get_503_and_service_resumes_by_itself() {
+    let mut redis = redis();
+    let n = node(&redis.url()).await;
+    n.open_sale("phone", 100).await;
+    let alice = n.take("phone", "alice").await;
+    assert_eq!(alice.status, StatusCode::CREATED);
+
+    redis.kill();
+    let down = n.take("phone", "bob").await;
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(down.body, json!({"error": "unavailable"}));
+    assert!(down.headers.contains_key("retry-after"));
+    assert_eq!(
+        n.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // A winner still gets the ticket back from memory.
+    let replay = n.take("phone", "alice").await;
+    assert_eq!(
+        (replay.status, &replay.body["ticket"]),
+        (StatusCode::OK, &alice.body["ticket"])
+    );
+
+    redis.restart().unwrap();
+    let back = eventually(Duration::from_secs(10), || async {
+        n.take("phone", "carol").await.status == StatusCode::CREATED
+    })
+    .await;
+    assert!(back, "service resumed without a restart of bigtap");
+    assert_eq!(n.get("/readyz").await.status, StatusCode::OK);
+    let bob = n.take("phone", "bob").await;
+    assert!(
+        bob.status == StatusCode::CREATED || bob.status == StatusCode::OK,
+        "{:?}",
+        bob.status
+    );
+    let acct = n.accounting("phone").await;
+    assert_eq!(acct["balanced"], true);
+    assert!(
+        acct["orders_enqueued"].as_u64().unwrap() >= 3,
+        "alice's win survived the restart: {acct}"
+    );
+    let again = n.take("phone", "alice").await;
+    assert_eq!(again.body["ticket"], alice.body["ticket"]);
+}
+
+#[tokio::test]
+async fn a_node_stopped_gracefully_returns_its_unused_units() {
+    let redis = redis();
+    let n = node(&redis.url()).await;
+    n.open_sale("phone", 1000).await;
+    n.take("phone", "alice").await;
+    assert!(n.accounting("phone").await["leased"].as_u64().unwrap() > 0);
+    let other = node(&redis.url()).await;
+    n.handle.stop().await;
+    let acct = other.accounting("phone").await;
+    assert_eq!(acct["leased"], 0, "{acct}");
+    assert_eq!(acct["available"], 999);
+}
