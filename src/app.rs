@@ -120,13 +120,6 @@ impl App {
     /// checks it, loads the sales and binds the listener (port 0 picks one).
     pub async fn build(config: ServeConfig) -> Result<App, AppError> {
         config.validate()?;
-        let secrets = Secrets::from_config(&config)?;
-        let ring = |name: &'static str, spec: &str| {
-            KeyRing::parse(spec).map_err(|e: KeyError| ConfigError::Keys(name, e))
-        };
-        let session_keys = ring("BIGTAP_SESSION_KEYS", &secrets.session_keys)?;
-        let ticket_keys = ring("BIGTAP_TICKET_KEYS", &secrets.ticket_keys)?;
-
         let (embedded, redis_url) = match &config.redis {
             Some(url) => (None, url.clone()),
             None => {
@@ -136,19 +129,37 @@ impl App {
                 (Some(p), url)
             }
         };
-
         let node: Arc<str> = config.node_id().into();
         let metrics = Metrics::new(&node);
-        let redis = RedisStore::open(
-            &redis_url,
-            &config.prefix,
-            config.redis_timeout(),
-            Some(metrics.clone()),
-        )?;
+        let redis = RedisStore::open(&redis_url, &config.prefix, config.redis_timeout(), Some(metrics.clone()))?;
         redis.wait_ready(STORE_WAIT).await?;
         let store: Arc<dyn Store> = Arc::new(redis);
         check_safety(&*store, config.allow_unsafe_redis).await?;
+        let mut app = Self::assemble(config, node, metrics, store, redis_url).await?;
+        app.embedded = embedded;
+        Ok(app)
+    }
 
+    /// Builds a server on a store of the caller's choosing (tests wrap the
+    /// Redis store to inject faults; `redis_url` is only reported).
+    pub async fn build_with_store(config: ServeConfig, store: Arc<dyn Store>, redis_url: &str) -> Result<App, AppError> {
+        config.validate()?;
+        let node: Arc<str> = config.node_id().into();
+        let metrics = Metrics::new(&node);
+        Self::assemble(config, node, metrics, store, redis_url.to_owned()).await
+    }
+
+    async fn assemble(
+        config: ServeConfig,
+        node: Arc<str>,
+        metrics: Arc<Metrics>,
+        store: Arc<dyn Store>,
+        redis_url: String,
+    ) -> Result<App, AppError> {
+        let secrets = Secrets::from_config(&config)?;
+        let ring = |name: &'static str, spec: &str| KeyRing::parse(spec).map_err(|e: KeyError| ConfigError::Keys(name, e));
+        let session_keys = ring("BIGTAP_SESSION_KEYS", &secrets.session_keys)?;
+        let ticket_keys = ring("BIGTAP_TICKET_KEYS", &secrets.ticket_keys)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -207,7 +218,7 @@ impl App {
             redis_url,
             background,
             tasks,
-            embedded,
+            embedded: None,
         })
     }
 
