@@ -131,7 +131,12 @@ impl App {
         };
         let node: Arc<str> = config.node_id().into();
         let metrics = Metrics::new(&node);
-        let redis = RedisStore::open(&redis_url, &config.prefix, config.redis_timeout(), Some(metrics.clone()))?;
+        let redis = RedisStore::open(
+            &redis_url,
+            &config.prefix,
+            config.redis_timeout(),
+            Some(metrics.clone()),
+        )?;
         redis.wait_ready(STORE_WAIT).await?;
         let store: Arc<dyn Store> = Arc::new(redis);
         check_safety(&*store, config.allow_unsafe_redis).await?;
@@ -142,7 +147,11 @@ impl App {
 
     /// Builds a server on a store of the caller's choosing (tests wrap the
     /// Redis store to inject faults; `redis_url` is only reported).
-    pub async fn build_with_store(config: ServeConfig, store: Arc<dyn Store>, redis_url: &str) -> Result<App, AppError> {
+    pub async fn build_with_store(
+        config: ServeConfig,
+        store: Arc<dyn Store>,
+        redis_url: &str,
+    ) -> Result<App, AppError> {
         config.validate()?;
         let node: Arc<str> = config.node_id().into();
         let metrics = Metrics::new(&node);
@@ -157,7 +166,9 @@ impl App {
         redis_url: String,
     ) -> Result<App, AppError> {
         let secrets = Secrets::from_config(&config)?;
-        let ring = |name: &'static str, spec: &str| KeyRing::parse(spec).map_err(|e: KeyError| ConfigError::Keys(name, e));
+        let ring = |name: &'static str, spec: &str| {
+            KeyRing::parse(spec).map_err(|e: KeyError| ConfigError::Keys(name, e))
+        };
         let session_keys = ring("BIGTAP_SESSION_KEYS", &secrets.session_keys)?;
         let ticket_keys = ring("BIGTAP_TICKET_KEYS", &secrets.ticket_keys)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);

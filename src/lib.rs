@@ -22,6 +22,7 @@
 //! - [`clock`]    the time seam.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod commit;

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use hyper::body::Incoming;
+use super::RequestBody;
 use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
@@ -82,18 +82,18 @@ fn store_failed(e: StoreError) -> Reply {
     Reply::plain(response::unavailable().resp).via_store()
 }
 
-pub fn authorized(req: &Request<Incoming>, key: &[u8]) -> bool {
+pub fn authorized<B>(req: &Request<B>, key: &[u8]) -> bool {
     req.headers()
         .get(AUTHORIZATION)
         .and_then(|h| bearer(h.as_bytes()))
         .is_some_and(|t| secret_eq(t, key))
 }
 
-pub async fn route(
+pub async fn route<B: RequestBody>(
     shared: &Arc<Shared>,
     sale: SaleId,
     action: Action,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Reply {
     let method = req.method().clone();
     let allowed = match action {

@@ -1,7 +1,7 @@
 //! Order-backend routes (`Authorization: Bearer <backend key>`): read a
 //! ticket, confirm it (paid), release it (payment failed).
 
-use hyper::body::Incoming;
+use super::RequestBody;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
@@ -43,12 +43,12 @@ fn failed(e: StoreError) -> Reply {
     Reply::plain(response::unavailable().resp).via_store()
 }
 
-pub async fn route(
+pub async fn route<B: RequestBody>(
     shared: &Shared,
     sale: SaleId,
     ticket: TicketId,
     action: Action,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Reply {
     let want = match action {
         Action::Read => Method::GET,

@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use super::RequestBody;
 use bytes::Buf;
-use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH};
 use hyper::{Request, StatusCode};
 
@@ -37,10 +37,10 @@ const FENCED_ATTEMPTS: usize = 4;
 /// per-request timeout bounds it too.
 const REFILL_ROUNDS: usize = 64;
 
-pub async fn take(
+pub async fn take<B: RequestBody>(
     shared: &Arc<Shared>,
     sale_id: SaleId,
-    req: Request<Incoming>,
+    req: Request<B>,
     peer: IpAddr,
 ) -> Reply {
     let (parts, body) = req.into_parts();
@@ -174,7 +174,7 @@ fn ticket(shared: &Shared, sale: &Sale, user: UserId, issued: Issued, replay: bo
 
 /// Refuses bodies other than empty or a JSON object, reading at most
 /// [`TAKE_BODY_LIMIT`] bytes.
-async fn check_take_body(headers: &HeaderMap, body: Incoming) -> Result<(), Reply> {
+async fn check_take_body<B: RequestBody>(headers: &HeaderMap, body: B) -> Result<(), Reply> {
     if body.is_end_stream() {
         return Ok(());
     }

@@ -93,10 +93,31 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     }
 }
 
-/// One request: shed, route, time out, count.
-async fn handle(
+/// A request body the routes can read: hyper's `Incoming` on the wire, any
+/// other body in benchmarks and tests that skip the socket.
+pub trait RequestBody:
+    hyper::body::Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<T> RequestBody for T where
+    T: hyper::body::Body<
+            Data = bytes::Bytes,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        > + Send
+        + Unpin
+        + 'static
+{
+}
+
+/// One request: shed, route, time out, count. Public so that benchmarks can
+/// drive the whole request path in process, without a socket.
+pub async fn handle<B: RequestBody>(
     shared: Arc<Shared>,
-    req: Request<Incoming>,
+    req: Request<B>,
     peer: std::net::IpAddr,
 ) -> Response<Body> {
     let start = Instant::now();
@@ -150,8 +171,8 @@ fn status_str(s: u16) -> &'static str {
 }
 
 /// Reads a body of at most `limit` bytes (413 beyond, 400 if it breaks off).
-pub(crate) async fn read_limited(
-    body: Incoming,
+pub(crate) async fn read_limited<B: RequestBody>(
+    body: B,
     limit: usize,
 ) -> Result<bytes::Bytes, response::Reply> {
     use http_body_util::BodyExt;

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hyper::body::Incoming;
+use super::RequestBody;
 use hyper::{Method, Request};
 
 use super::response::{self, Reply};
@@ -86,7 +86,11 @@ fn target(path: &str) -> Target {
     }
 }
 
-pub async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>, peer: IpAddr) -> Reply {
+pub async fn dispatch<B: RequestBody>(
+    shared: &Arc<Shared>,
+    req: Request<B>,
+    peer: IpAddr,
+) -> Reply {
     let method = req.method();
     match target(req.uri().path()) {
         Target::Take(sale) => {

@@ -1,0 +1,715 @@
+//! `bigtap sale audit`: reconcile one sale's records after the fact.
+//!
+//! The scripts keep a sale's records consistent by construction; the audit
+//! checks that they are, from the outside, the way an operator would after a
+//! Redis failover, a restore from backup or a suspected bug. It reads, in one
+//! `MULTI`/`EXEC` block so that the picture is a single instant, the ticket
+//! records (`:tickets`), the winners hash (`:winners`), the order stream
+//! (`:orders`), the counters (`:acct`), the leases and the pending-ticket
+//! index, and optionally a file of ticket ids the order backend received
+//! (one per line). It writes nothing.
+//!
+//! Every discrepancy is listed, not only the first: a ticket without its
+//! stream entry (a winner the backend will never hear of), a stream entry
+//! without a ticket, a user with two tickets, a counter that disagrees with
+//! the records, a delivered id nobody issued, an entry never delivered.
+//!
+//! The read is one atomic step, so its cost grows with the sale: a sale of
+//! a hundred thousand tickets blocks Redis for tens of milliseconds. Run it
+//! after the rush, not during it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+use redis::Value;
+
+use crate::id::SaleId;
+
+/// Why the audit could not run (as opposed to what it found).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unknown sale {0}")]
+    UnknownSale(String),
+    #[error("delivered-ids file {0}: {1}")]
+    Delivered(String, #[source] std::io::Error),
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+}
+
+/// One thing that does not add up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discrepancy {
+    /// A ticket record with no entry in the order stream: the order backend
+    /// will never hear of this winner.
+    TicketWithoutStreamEntry { ticket: String, user: String },
+    /// A stream entry whose ticket has no record.
+    StreamEntryWithoutTicket { entry: String, ticket: String },
+    /// A ticket that appears in several stream entries.
+    DuplicateStreamEntry { ticket: String, entries: usize },
+    /// A stream entry that names another user than the ticket record.
+    StreamUserMismatch {
+        ticket: String,
+        stream_user: String,
+        record_user: String,
+    },
+    /// A stream entry lacking a contract field.
+    MalformedStreamEntry { entry: String },
+    /// A user holding more than one ticket record of the sale.
+    UserWithSeveralTickets {
+        user: String,
+        tickets: Vec<String>,
+        live: usize,
+    },
+    /// A winners entry whose ticket has no record, or a record of someone else.
+    WinnerWithoutTicket { user: String, ticket: String },
+    /// A ticket record that the winners hash does not point to.
+    TicketNotInWinners { ticket: String, user: String },
+    /// A ticket record that cannot be parsed.
+    UnreadableTicket { ticket: String, record: String },
+    /// A counter that disagrees with the records it summarises.
+    CounterMismatch {
+        counter: &'static str,
+        counter_value: i64,
+        records: i64,
+    },
+    /// `total != available + leased + pending + confirmed`.
+    Unbalanced {
+        total: i64,
+        available: i64,
+        leased: i64,
+        pending: i64,
+        confirmed: i64,
+    },
+    /// More units sold than exist.
+    Oversold { sold: i64, total: i64 },
+    /// A counter below zero.
+    NegativeCounter { counter: &'static str, value: i64 },
+    /// A pending ticket missing from the expiry index, or an index entry
+    /// that is not a pending ticket.
+    ExpiryIndexMismatch { ticket: String },
+    /// The order backend received a ticket id that was never issued.
+    DeliveredUnknown { ticket: String },
+    /// A stream entry the order backend never received.
+    NotDelivered { ticket: String, user: String },
+}
+
+impl fmt::Display for Discrepancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Discrepancy::*;
+        match self {
+            TicketWithoutStreamEntry { ticket, user } => write!(
+                f,
+                "ticket {ticket} of user {user} has no entry in the order stream"
+            ),
+            StreamEntryWithoutTicket { entry, ticket } => write!(
+                f,
+                "stream entry {entry} names ticket {ticket}, which has no record"
+            ),
+            DuplicateStreamEntry { ticket, entries } => {
+                write!(f, "ticket {ticket} appears in {entries} stream entries")
+            }
+            StreamUserMismatch {
+                ticket,
+                stream_user,
+                record_user,
+            } => write!(
+                f,
+                "ticket {ticket}: stream says user {stream_user}, record says {record_user}"
+            ),
+            MalformedStreamEntry { entry } => {
+                write!(f, "stream entry {entry} lacks a contract field")
+            }
+            UserWithSeveralTickets {
+                user,
+                tickets,
+                live,
+            } => write!(
+                f,
+                "user {user} holds {} tickets ({live} live): {}",
+                tickets.len(),
+                tickets.join(", ")
+            ),
+            WinnerWithoutTicket { user, ticket } => write!(
+                f,
+                "winners says user {user} holds ticket {ticket}, but no such ticket record of that user exists"
+            ),
+            TicketNotInWinners { ticket, user } => write!(
+                f,
+                "ticket {ticket} of user {user} is not the user's entry in the winners hash"
+            ),
+            UnreadableTicket { ticket, record } => {
+                write!(f, "ticket {ticket} has an unreadable record {record:?}")
+            }
+            CounterMismatch {
+                counter,
+                counter_value,
+                records,
+            } => write!(
+                f,
+                "counter {counter} is {counter_value} but the records say {records}"
+            ),
+            Unbalanced {
+                total,
+                available,
+                leased,
+                pending,
+                confirmed,
+            } => write!(
+                f,
+                "unbalanced: total {total} != available {available} + leased {leased} + pending {pending} + confirmed {confirmed}"
+            ),
+            Oversold { sold, total } => write!(
+                f,
+                "oversold: {sold} units pending or confirmed, only {total} exist"
+            ),
+            NegativeCounter { counter, value } => {
+                write!(f, "counter {counter} is negative ({value})")
+            }
+            ExpiryIndexMismatch { ticket } => write!(
+                f,
+                "ticket {ticket}: pending state and the expiry index disagree"
+            ),
+            DeliveredUnknown { ticket } => write!(
+                f,
+                "the order backend received ticket {ticket}, which was never issued"
+            ),
+            NotDelivered { ticket, user } => write!(
+                f,
+                "ticket {ticket} of user {user} never reached the order backend"
+            ),
+        }
+    }
+}
+
+/// What the audit read and found.
+#[derive(Debug, Clone, Default)]
+pub struct AuditReport {
+    pub sale: String,
+    /// Counters of `:acct` (missing ones read as 0).
+    pub total: i64,
+    pub available: i64,
+    pub leased: i64,
+    pub pending: i64,
+    pub confirmed: i64,
+    pub released: i64,
+    pub enqueued: i64,
+    /// Ticket records by state.
+    pub tickets: usize,
+    pub pending_records: usize,
+    pub confirmed_records: usize,
+    pub released_records: usize,
+    pub winners: usize,
+    pub stream_entries: usize,
+    pub lease_units: i64,
+    /// Distinct ids in the delivered file, when one was given.
+    pub delivered: Option<usize>,
+    pub discrepancies: Vec<Discrepancy>,
+}
+
+impl AuditReport {
+    pub fn is_clean(&self) -> bool {
+        self.discrepancies.is_empty()
+    }
+}
+
+impl fmt::Display for AuditReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "sale {}", self.sale)?;
+        writeln!(
+            f,
+            "  counters: total {} available {} leased {} pending {} confirmed {} released {} enqueued {}",
+            self.total,
+            self.available,
+            self.leased,
+            self.pending,
+            self.confirmed,
+            self.released,
+            self.enqueued
+        )?;
+        writeln!(
+            f,
+            "  records: {} tickets ({} pending, {} confirmed, {} released), {} winners, {} stream entries, {} units in leases",
+            self.tickets,
+            self.pending_records,
+            self.confirmed_records,
+            self.released_records,
+            self.winners,
+            self.stream_entries,
+            self.lease_units
+        )?;
+        if let Some(d) = self.delivered {
+            writeln!(f, "  delivered: {d} distinct ticket ids")?;
+        }
+        if self.is_clean() {
+            write!(f, "  clean: no discrepancy")
+        } else {
+            write!(f, "  {} discrepancies:", self.discrepancies.len())?;
+            for d in &self.discrepancies {
+                write!(f, "\n  - {d}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A ticket record `state:user:issued_at_ms:expires_at_ms`.
+struct Record {
+    state: u8,
+    user: String,
+}
+
+fn parse_record(raw: &str) -> Option<Record> {
+    let mut it = raw.split(':');
+    let state = match it.next()? {
+        "p" => b'p',
+        "c" => b'c',
+        "r" => b'r',
+        _ => return None,
+    };
+    let user = it.next().filter(|u| !u.is_empty())?.to_owned();
+    it.next()?.parse::<u64>().ok()?;
+    it.next()?.parse::<u64>().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some(Record { state, user })
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A hash reply (RESP2 flat array or RESP3 map) as ordered pairs.
+fn pairs(v: &Value) -> Result<Vec<(String, String)>, AuditError> {
+    let bad = || AuditError::Protocol(format!("expected a hash, got {v:?}"));
+    match v {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(items) => items
+            .chunks(2)
+            .map(|kv| match kv {
+                [k, v] => Ok((text(k).ok_or_else(bad)?, text(v).ok_or_else(bad)?)),
+                _ => Err(bad()),
+            })
+            .collect(),
+        Value::Map(m) => m
+            .iter()
+            .map(|(k, v)| Ok((text(k).ok_or_else(bad)?, text(v).ok_or_else(bad)?)))
+            .collect(),
+        _ => Err(bad()),
+    }
+}
+
+/// One stream entry: id and fields.
+fn entries(v: &Value) -> Result<Vec<(String, BTreeMap<String, String>)>, AuditError> {
+    let Value::Array(items) = v else {
+        return Err(AuditError::Protocol(format!("expected entries, got {v:?}")));
+    };
+    items
+        .iter()
+        .map(|e| match e {
+            Value::Array(parts) if parts.len() == 2 => {
+                let id = text(&parts[0])
+                    .ok_or_else(|| AuditError::Protocol(format!("bad entry id {e:?}")))?;
+                Ok((id, pairs(&parts[1])?.into_iter().collect()))
+            }
+            other => Err(AuditError::Protocol(format!("bad entry {other:?}"))),
+        })
+        .collect()
+}
+
+/// Reads a file of delivered ticket ids, one per line (blank lines and
+/// surrounding spaces ignored).
+fn read_delivered(path: &Path) -> Result<BTreeSet<String>, AuditError> {
+    let raw = std::fs::read_to_string(path)
+        .map_err(|e| AuditError::Delivered(path.display().to_string(), e))?;
+    Ok(raw
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Audits sale `sale` under key prefix `prefix` (default `bigtap`).
+/// Read-only. `delivered` is a file of ticket ids the order backend
+/// received, one per line.
+pub async fn audit(
+    redis_url: &str,
+    prefix: &str,
+    sale: &SaleId,
+    delivered: Option<&Path>,
+) -> Result<AuditReport, AuditError> {
+    let delivered = delivered.map(read_delivered).transpose()?;
+    let client = redis::Client::open(redis_url)?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    let key = |suffix: &str| format!("{prefix}:{{{sale}}}:{suffix}");
+    let reply: Vec<Value> = redis::pipe()
+        .atomic()
+        .cmd("EXISTS")
+        .arg(key("cfg"))
+        .cmd("HGETALL")
+        .arg(key("acct"))
+        .cmd("HGETALL")
+        .arg(key("tickets"))
+        .cmd("HGETALL")
+        .arg(key("winners"))
+        .cmd("HGETALL")
+        .arg(key("leases"))
+        .cmd("ZRANGE")
+        .arg(key("expiry"))
+        .arg(0)
+        .arg(-1)
+        .cmd("XRANGE")
+        .arg(key("orders"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await?;
+    let [exists, acct, tickets, winners, leases, expiry, stream] = &reply[..] else {
+        return Err(AuditError::Protocol(format!(
+            "expected 7 replies, got {}",
+            reply.len()
+        )));
+    };
+    if !matches!(exists, Value::Int(1)) {
+        return Err(AuditError::UnknownSale(sale.to_string()));
+    }
+    let expiry: BTreeSet<String> = match expiry {
+        Value::Array(items) => items.iter().filter_map(text).collect(),
+        other => return Err(AuditError::Protocol(format!("bad ZRANGE reply {other:?}"))),
+    };
+    let snapshot = Snapshot {
+        acct: pairs(acct)?.into_iter().collect(),
+        tickets: pairs(tickets)?,
+        winners: pairs(winners)?.into_iter().collect(),
+        leases: pairs(leases)?,
+        expiry,
+        stream: entries(stream)?,
+    };
+    Ok(reconcile(sale, &snapshot, delivered.as_ref()))
+}
+
+/// The raw records of one sale, as read.
+struct Snapshot {
+    acct: BTreeMap<String, String>,
+    tickets: Vec<(String, String)>,
+    winners: BTreeMap<String, String>,
+    leases: Vec<(String, String)>,
+    expiry: BTreeSet<String>,
+    stream: Vec<(String, BTreeMap<String, String>)>,
+}
+
+fn reconcile(sale: &SaleId, s: &Snapshot, delivered: Option<&BTreeSet<String>>) -> AuditReport {
+    use Discrepancy::*;
+    let mut found = Vec::new();
+    let counter = |name: &str| -> i64 {
+        s.acct
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut r = AuditReport {
+        sale: sale.to_string(),
+        total: counter("total"),
+        available: counter("avail"),
+        leased: counter("leased"),
+        pending: counter("pending"),
+        confirmed: counter("confirmed"),
+        released: counter("released"),
+        enqueued: counter("enqueued"),
+        winners: s.winners.len(),
+        stream_entries: s.stream.len(),
+        delivered: delivered.map(BTreeSet::len),
+        ..AuditReport::default()
+    };
+
+    // Ticket records.
+    let mut records: BTreeMap<&str, Record> = BTreeMap::new();
+    let mut by_user: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
+    for (ticket, raw) in &s.tickets {
+        match parse_record(raw) {
+            Some(rec) => {
+                match rec.state {
+                    b'p' => r.pending_records += 1,
+                    b'c' => r.confirmed_records += 1,
+                    _ => r.released_records += 1,
+                }
+                by_user
+                    .entry(rec.user.clone())
+                    .or_default()
+                    .push((ticket.clone(), rec.state != b'r'));
+                records.insert(ticket, rec);
+            }
+            None => found.push(UnreadableTicket {
+                ticket: ticket.clone(),
+                record: raw.clone(),
+            }),
+        }
+    }
+    r.tickets = s.tickets.len();
+    for (user, held) in &by_user {
+        if held.len() > 1 {
+            found.push(UserWithSeveralTickets {
+                user: user.clone(),
+                tickets: held.iter().map(|(t, _)| t.clone()).collect(),
+                live: held.iter().filter(|(_, live)| *live).count(),
+            });
+        }
+    }
+
+    // Winners hash against the records, both ways.
+    for (user, ticket) in &s.winners {
+        if records.get(ticket.as_str()).is_none_or(|rec| rec.user != *user) {
+            found.push(WinnerWithoutTicket {
+                user: user.clone(),
+                ticket: ticket.clone(),
+            });
+        }
+    }
+    for (ticket, rec) in &records {
+        if s.winners.get(&rec.user).map(String::as_str) != Some(*ticket) {
+            found.push(TicketNotInWinners {
+                ticket: (*ticket).to_owned(),
+                user: rec.user.clone(),
+            });
+        }
+    }
+
+    // The stream against the records, both ways.
+    let mut in_stream: BTreeMap<&str, usize> = BTreeMap::new();
+    for (id, fields) in &s.stream {
+        let (Some(ticket), Some(user)) = (fields.get("ticket"), fields.get("user")) else {
+            found.push(MalformedStreamEntry { entry: id.clone() });
+            continue;
+        };
+        let required = ["sale", "issued_at_ms", "expires_at_ms"];
+        if required.iter().any(|f| !fields.contains_key(*f))
+            || fields.get("sale").map(String::as_str) != Some(sale.as_str())
+        {
+            found.push(MalformedStreamEntry { entry: id.clone() });
+        }
+        *in_stream.entry(ticket).or_default() += 1;
+        match records.get(ticket.as_str()) {
+            None => found.push(StreamEntryWithoutTicket {
+                entry: id.clone(),
+                ticket: ticket.clone(),
+            }),
+            Some(rec) if rec.user != *user => found.push(StreamUserMismatch {
+                ticket: ticket.clone(),
+                stream_user: user.clone(),
+                record_user: rec.user.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (ticket, n) in &in_stream {
+        if *n > 1 {
+            found.push(DuplicateStreamEntry {
+                ticket: (*ticket).to_owned(),
+                entries: *n,
+            });
+        }
+    }
+    for (ticket, rec) in &records {
+        if !in_stream.contains_key(ticket) {
+            found.push(TicketWithoutStreamEntry {
+                ticket: (*ticket).to_owned(),
+                user: rec.user.clone(),
+            });
+        }
+    }
+
+    // The pending-ticket index.
+    for (ticket, rec) in &records {
+        if (rec.state == b'p') != s.expiry.contains(*ticket) {
+            found.push(ExpiryIndexMismatch {
+                ticket: (*ticket).to_owned(),
+            });
+        }
+    }
+    for ticket in &s.expiry {
+        if !records.contains_key(ticket.as_str()) {
+            found.push(ExpiryIndexMismatch {
+                ticket: ticket.clone(),
+            });
+        }
+    }
+
+    // Counters against the records.
+    r.lease_units = s
+        .leases
+        .iter()
+        .map(|(_, v)| {
+            v.split(':')
+                .next()
+                .and_then(|u| u.parse::<i64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    for (name, value) in [
+        ("total", r.total),
+        ("avail", r.available),
+        ("leased", r.leased),
+        ("pending", r.pending),
+        ("confirmed", r.confirmed),
+        ("released", r.released),
+        ("enqueued", r.enqueued),
+    ] {
+        if value < 0 {
+            found.push(NegativeCounter {
+                counter: name,
+                value,
+            });
+        }
+    }
+    let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    for (name, value, records) in [
+        ("pending", r.pending, as_i64(r.pending_records)),
+        ("confirmed", r.confirmed, as_i64(r.confirmed_records)),
+        ("released", r.released, as_i64(r.released_records)),
+        ("enqueued", r.enqueued, as_i64(s.stream.len())),
+        ("leased", r.leased, r.lease_units),
+    ] {
+        if value != records {
+            found.push(CounterMismatch {
+                counter: name,
+                counter_value: value,
+                records,
+            });
+        }
+    }
+    if r.total != r.available + r.leased + r.pending + r.confirmed {
+        found.push(Unbalanced {
+            total: r.total,
+            available: r.available,
+            leased: r.leased,
+            pending: r.pending,
+            confirmed: r.confirmed,
+        });
+    }
+    let sold = (r.pending + r.confirmed).max(as_i64(r.pending_records + r.confirmed_records));
+    if sold > r.total {
+        found.push(Oversold {
+            sold,
+            total: r.total,
+        });
+    }
+
+    // The order backend.
+    if let Some(delivered) = delivered {
+        for ticket in delivered {
+            if !records.contains_key(ticket.as_str()) && !in_stream.contains_key(ticket.as_str()) {
+                found.push(DeliveredUnknown {
+                    ticket: ticket.clone(),
+                });
+            }
+        }
+        for (_, fields) in &s.stream {
+            if let Some(ticket) = fields.get("ticket") {
+                if !delivered.contains(ticket) {
+                    found.push(NotDelivered {
+                        ticket: ticket.clone(),
+                        user: fields.get("user").cloned().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+    }
+
+    r.discrepancies = found;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        let mut acct = BTreeMap::new();
+        for (k, v) in [
+            ("total", "3"),
+            ("avail", "1"),
+            ("leased", "0"),
+            ("pending", "1"),
+            ("confirmed", "1"),
+            ("released", "1"),
+            ("enqueued", "3"),
+        ] {
+            acct.insert(k.to_owned(), v.to_owned());
+        }
+        let entry = |id: &str, t: &str, u: &str| {
+            let f: BTreeMap<String, String> = [
+                ("ticket", t),
+                ("sale", "s"),
+                ("user", u),
+                ("issued_at_ms", "1"),
+                ("expires_at_ms", "2"),
+                ("node", "n"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            (id.to_owned(), f)
+        };
+        Snapshot {
+            acct,
+            tickets: vec![
+                ("ta".into(), "p:alice:1:2".into()),
+                ("tb".into(), "c:bob:1:2".into()),
+                ("tc".into(), "r:carol:1:2".into()),
+            ],
+            winners: [("alice", "ta"), ("bob", "tb"), ("carol", "tc")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            leases: vec![],
+            expiry: ["ta".to_owned()].into_iter().collect(),
+            stream: vec![
+                entry("1-0", "ta", "alice"),
+                entry("2-0", "tb", "bob"),
+                entry("3-0", "tc", "carol"),
+            ],
+        }
+    }
+
+    fn sale() -> SaleId {
+        SaleId::parse("s").unwrap()
+    }
+
+    #[test]
+    fn consistent_records_give_a_clean_report() {
+        let r = reconcile(&sale(), &snapshot(), None);
+        assert!(r.is_clean(), "{r}");
+        assert!(r.to_string().contains("clean"));
+    }
+
+    #[test]
+    fn each_kind_of_damage_is_named() {
+        let mut s = snapshot();
+        s.stream.remove(0); // alice's entry lost
+        s.tickets.push(("td".into(), "p:bob:1:2".into())); // bob's second ticket
+        s.acct.insert("pending".into(), "5".into());
+        let delivered: BTreeSet<String> = ["tb", "zz"].into_iter().map(str::to_owned).collect();
+        let r = reconcile(&sale(), &s, Some(&delivered));
+        let text = r.to_string();
+        for needle in [
+            "ticket ta of user alice has no entry in the order stream",
+            "user bob holds 2 tickets",
+            "counter pending is 5",
+            "unbalanced",
+            "oversold",
+            "received ticket zz",
+            "ticket tc of user carol never reached",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+}

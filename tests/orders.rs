@@ -1,0 +1,604 @@
+//! The order-stream consumer against a real redis-server and a real HTTP
+//! sink: delivery, crash takeover, retries with backoff, dead letters and
+//! replay, several consumers, graceful shutdown, and sale discovery.
+
+mod orders_support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bigtap::orders::{Consumer, DeadCommand, OrdersArgs, OrdersCommand};
+use clap::{CommandFactory, Parser};
+use orders_support::*;
+use tokio_util::sync::CancellationToken;
+
+/// Spawns `consumer.run` and returns its stop token and task.
+fn spawn(
+    consumer: Consumer,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), bigtap::orders::OrdersError>>,
+) {
+    let token = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(token.clone()));
+    (token, task)
+}
+
+async fn stop(
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), bigtap::orders::OrdersError>>,
+) {
+    token.cancel();
+    task.await
+        .expect("consumer task")
+        .expect("consumer stops cleanly");
+}
+
+fn counter(text: &str, outcome: &str) -> u64 {
+    let prefix = format!("bigtap_orders_deliveries_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    orders: OrdersArgs,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_winner_reaches_the_sink_with_its_ticket_as_idempotency_key() {
+    let store = Store::start().await;
+    store.create_sale("s1").await;
+    let winners = store.add_winners("s1", 200).await;
+    let sink = TestSink::start(always(200)).await;
+    let mut cfg = config(&store);
+    cfg.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let consumer = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
+    let metrics_addr = consumer.metrics_addr().expect("metrics bound");
+    let (token, task) = spawn(consumer);
+
+    let want: HashSet<String> = winners.iter().map(|(_, t)| t.clone()).collect();
+    eventually("every winner was delivered", || async {
+        sink.delivered() == want
+    })
+    .await;
+    eventually("every entry was acknowledged", || async {
+        store.drained("s1").await
+    })
+    .await;
+
+    let issued: HashMap<&str, usize> = winners
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| (t.as_str(), i))
+        .collect();
+    for call in sink.calls() {
+        let ticket = call.ticket();
+        let i = issued[ticket] as u64;
+        assert_eq!(call.idempotency_key.as_deref(), Some(ticket));
+        assert_eq!(call.content_type.as_deref(), Some("application/json"));
+        assert_eq!(
+            call.body,
+            serde_json::json!({
+                "ticket": ticket,
+                "sale": "s1",
+                "user": format!("user-{i}"),
+                "issued_at_ms": 1_700_000_000_000u64 + i,
+                "expires_at_ms": 1_700_000_000_000u64 + i + 600_000,
+            })
+        );
+    }
+
+    let url = format!("http://{metrics_addr}/metrics");
+    eventually("the gauges show an empty backlog", || async {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        counter(&text, "ok") >= 200
+            && text.contains("bigtap_orders_pending{sale=\"s1\"} 0")
+            && text.contains("bigtap_orders_lag{sale=\"s1\"} 0")
+            && text.contains("bigtap_orders_dead_letters{sale=\"s1\"} 0")
+            && text.contains("bigtap_orders_delivery_duration_seconds_bucket")
+    })
+    .await;
+    stop(token, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_left_pending_by_a_killed_consumer_are_delivered_by_another() {
+    let store = Store::start().await;
+    store.create_sale("s1").await;
+    let winners = store.add_winners("s1", 100).await;
+    // The first 30 calls succeed, then the backend hangs: the first consumer
+    // dies with deliveries in flight.
+    let sink = TestSink::start(Arc::new(|i, _| {
+        if i < 30 {
+            Reply::Status(200)
+        } else {
+            Reply::Hang
+        }
+    }))
+    .await;
+    let mut cfg = config(&store);
+    cfg.concurrency = 8;
+    let first = Consumer::connect(cfg.clone(), http_sink(&sink))
+        .await
+        .unwrap();
+    let (_token, task) = spawn(first);
+    eventually("the first consumer is stuck mid-stream", || async {
+        sink.call_count() >= 38
+    })
+    .await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert!(
+        store.pending("s1").await > 0,
+        "the crash left entries pending"
+    );
+
+    sink.set_behaviour(always(200));
+    cfg.consumer = bigtap::orders::config::unique_consumer_name();
+    let second = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
+    let (token, task) = spawn(second);
+    let want: HashSet<String> = winners.iter().map(|(_, t)| t.clone()).collect();
+    eventually("every winner was delivered", || async {
+        sink.delivered() == want
+    })
+    .await;
+    eventually("every entry was acknowledged", || async {
+        store.drained("s1").await
+    })
+    .await;
+    for call in sink.calls() {
+        // A repeat is the same order under the same key, never a new one.
+        assert_eq!(call.idempotency_key.as_deref(), Some(call.ticket()));
+    }
+    assert!(
+        sink.calls().len() > want.len(),
+        "the hung deliveries were repeated"
+    );
+    stop(token, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_then_unreachable_sink_gets_everything_once_it_recovers_with_growing_waits() {
+    let store = Store::start().await;
+    store.create_sale("s1").await;
+    let winners = store.add_winners("s1", 20).await;
+    // The first 12 calls fail; later ones succeed once the sink is back.
+    let sink = TestSink::start(Arc::new(|i, _| {
+        if i < 12 {
+            Reply::Status(503)
+        } else {
+            Reply::Status(200)
+        }
+    }))
+    .await;
+    let mut cfg = config(&store);
+    cfg.concurrency = 4;
+    cfg.max_deliveries = 1000;
+    let backoff = bigtap::orders::Backoff {
+        base: Duration::from_millis(40),
+        max: Duration::from_millis(400),
+    };
+    cfg.retry = backoff;
+    let consumer = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
+    let metrics = consumer.metrics();
+    let (token, task) = spawn(consumer);
+
+    eventually("the sink answered its failures", || async {
+        sink.call_count() >= 12
+    })
+    .await;
+    sink.stop();
+    let retries_before = counter(&metrics.render(), "retry");
+    eventually(
+        "the consumer keeps retrying the unreachable sink",
+        || async { counter(&metrics.render(), "retry") >= retries_before + 4 },
+    )
+    .await;
+    sink.restart().await;
+
+    let want: HashSet<String> = winners.iter().map(|(_, t)| t.clone()).collect();
+    eventually("every winner was delivered", || async {
+        sink.delivered() == want
+    })
+    .await;
+    eventually("every entry was acknowledged", || async {
+        store.drained("s1").await
+    })
+    .await;
+    assert!(counter(&metrics.render(), "retry") >= 12);
+    assert_eq!(counter(&metrics.render(), "dead"), 0);
+
+    // Each wait is at least half its ceiling, and ceilings double: the k-th
+    // failure of a ticket is followed by at least base * 2^(k-1) / 2.
+    let mut longest = 0;
+    for calls in sink.by_ticket().values() {
+        longest = longest.max(calls.len());
+        for (k, pair) in calls.windows(2).enumerate() {
+            let gap = pair[1].at - pair[0].at;
+            let floor = backoff.ceiling(k as u32 + 1) / 2;
+            assert!(
+                gap >= floor,
+                "attempt {} came {gap:?} after the previous, before {floor:?}",
+                k + 2
+            );
+        }
+    }
+    assert!(
+        longest >= 3,
+        "some ticket failed repeatedly (longest run {longest})"
+    );
+    stop(token, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_entry_is_dead_lettered_after_max_deliveries_and_replayed_once_the_sink_is_fixed()
+{
+    let store = Store::start().await;
+    store.create_sale("s1").await;
+    let winners = store.add_winners("s1", 10).await;
+    let (poison_id, poison) = winners[3].clone();
+    let p = poison.clone();
+    let sink = TestSink::start(Arc::new(move |_, t| {
+        if t == p {
+            Reply::Status(500)
+        } else {
+            Reply::Status(200)
+        }
+    }))
+    .await;
+    let mut cfg = config(&store);
+    cfg.max_deliveries = 4;
+    let consumer = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
+    let metrics = consumer.metrics();
+    let (token, task) = spawn(consumer);
+
+    let mut conn = store.conn.clone();
+    let keys = bigtap::orders::Keys::new("bigtap");
+    let s1 = sale("s1");
+    eventually("the poison entry is dead-lettered", || async {
+        let mut c = store.conn.clone();
+        !bigtap::orders::dead::list(&mut c, &keys, &s1)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    eventually("everything else was acknowledged", || async {
+        store.drained("s1").await
+    })
+    .await;
+    let dead = bigtap::orders::dead::list(&mut conn, &keys, &s1)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(d.field("ticket"), Some(poison.as_str()));
+    assert_eq!(d.field("sale"), Some("s1"));
+    assert_eq!(d.field("node"), Some("node-a"));
+    assert_eq!(d.field("attempts"), Some("4"));
+    assert_eq!(d.field("original_id"), Some(poison_id.as_str()));
+    assert!(d.field("error").unwrap_or("").contains("500"), "{d:?}");
+    assert_eq!(
+        sink.by_ticket()[&poison].len(),
+        4,
+        "exactly max-deliveries attempts"
+    );
+    let others: HashSet<String> = winners
+        .iter()
+        .map(|(_, t)| t.clone())
+        .filter(|t| *t != poison)
+        .collect();
+    assert_eq!(sink.delivered(), others);
+    assert_eq!(counter(&metrics.render(), "dead"), 1);
+    eventually("the dead-letter gauge counts it", || async {
+        metrics
+            .render()
+            .contains("bigtap_orders_dead_letters{sale=\"s1\"} 1")
+    })
+    .await;
+
+    // The operator lists the dead letters, fixes the backend, and replays.
+    let url = store.url();
+    let cli =
+        Cli::try_parse_from(["orders", "--redis", &url, "dead", "list", "--sale", "s1"]).unwrap();
+    let Some(OrdersCommand::Dead(cmd)) = &cli.orders.command else {
+        panic!("dead list parses");
+    };
+    let mut out = Vec::new();
+    cli.orders.run_dead(cmd, &mut out).await.unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(line["id"], d.id.as_str());
+    assert_eq!(line["fields"]["ticket"], poison.as_str());
+
+    sink.set_behaviour(always(200));
+    let cli = Cli::try_parse_from([
+        "orders", "--redis", &url, "dead", "replay", "--sale", "s1", "--id", &d.id,
+    ])
+    .unwrap();
+    let Some(OrdersCommand::Dead(cmd @ DeadCommand::Replay { .. })) = &cli.orders.command else {
+        panic!("dead replay parses");
+    };
+    let mut out = Vec::new();
+    cli.orders.run_dead(cmd, &mut out).await.unwrap();
+    assert!(String::from_utf8_lossy(&out).contains("replayed 1 dead letter(s)"));
+
+    eventually("the replayed order was delivered", || async {
+        sink.delivered().contains(&poison)
+    })
+    .await;
+    eventually("and acknowledged", || async { store.drained("s1").await }).await;
+    assert!(bigtap::orders::dead::list(&mut conn, &keys, &s1)
+        .await
+        .unwrap()
+        .is_empty());
+    stop(token, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_entry_is_dead_lettered_without_bothering_the_sink() {
+    let store = Store::start().await;
+    store.create_sale("s1").await;
+    let mut conn = store.conn.clone();
+    let bad: String = redis::cmd("XADD")
+        .arg("bigtap:{s1}:orders")
+        .arg("*")
+        .arg("ticket")
+        .arg("not a ticket!")
+        .arg("sale")
+        .arg("s1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let good = store.add_winners("s1", 1).await;
+    let sink = TestSink::start(always(200)).await;
+    let (token, task) = spawn(
+        Consumer::connect(config(&store), http_sink(&sink))
+            .await
+            .unwrap(),
+    );
+    let keys = bigtap::orders::Keys::new("bigtap");
+    let s1 = sale("s1");
+    eventually("the malformed entry is dead-lettered", || async {
+        let mut c = store.conn.clone();
+        !bigtap::orders::dead::list(&mut c, &keys, &s1)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    eventually("the good one was delivered", || async {
+        store.drained("s1").await
+    })
+    .await;
+    let dead = bigtap::orders::dead::list(&mut conn, &keys, &s1)
+        .await
+        .unwrap();
+    assert_eq!(dead[0].field("original_id"), Some(bad.as_str()));
+    assert!(dead[0].field("error").unwrap().contains("malformed"));
+    assert_eq!(sink.delivered(), HashSet::from([good[0].1.clone()]));
+    assert_eq!(sink.call_count(), 1);
+    stop(token, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_consumers_at_once_share_the_work_and_lose_nothing() {
+    let store = Store::start().await;
+    let mut want = HashSet::new();
+    for s in ["s1", "s2"] {
+        store.create_sale(s).await;
+        want.extend(store.add_winners(s, 300).await.into_iter().map(|(_, t)| t));
+    }
+    let sink = TestSink::start(Arc::new(|_, _| Reply::Slow(200, Duration::from_millis(5)))).await;
+    let mut cfg = config(&store);
+    cfg.concurrency = 8;
+    // Nobody is dead here: no entry should change hands.
+    cfg.claim_idle = Duration::from_secs(60);
+    let mut cfg_b = cfg.clone();
+    cfg_b.consumer = bigtap::orders::config::unique_consumer_name();
+    let a = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
+    let b = Consumer::connect(cfg_b, http_sink(&sink)).await.unwrap();
+    let (ma, mb) = (a.metrics(), b.metrics());
+    let (ta, ja) = spawn(a);
+    let (tb, jb) = spawn(b);
+
+    eventually("every winner was delivered", || async {
+        sink.delivered() == want
+    })
+    .await;
+    eventually("every entry was acknowledged", || async {
+        store.drained("s1").await && store.drained("s2").await
+    })
+    .await;
+    assert_eq!(
+        sink.calls().len(),
+        want.len(),
+        "each entry went to exactly one consumer"
+    );
+    let (oka, okb) = (counter(&ma.render(), "ok"), counter(&mb.render(), "ok"));
+    assert_eq!(oka + okb, want.len() as u64);
+    assert!(oka > 0 && okb > 0, "both consumers worked ({oka} / {okb})");
+    stop(ta, ja).await;
+    stop(tb, jb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_acknowledges_exactly_what_the_sink_received() {
+    let store = Store::start().await;
+    store.create_sale("s1").await;
+    let winners = store.add_winners("s1", 500).await;
+    let sink = TestSink::start(Arc::new(|_, _| Reply::Slow(200, Duration::from_millis(20)))).await;
+    let mut cfg = config(&store);
+    cfg.concurrency = 16;
+    let consumer = Consumer::connect(cfg.clone(), http_sink(&sink))
+        .await
+        .unwrap();
+    let (token, task) = spawn(consumer);
+    eventually("deliveries are under way", || async {
+        sink.call_count() >= 100
+    })
+    .await;
+    stop(token, task).await;
+
+    let ticket_of: HashMap<&str, &str> = winners
+        .iter()
+        .map(|(id, t)| (id.as_str(), t.as_str()))
+        .collect();
+    let acked: HashSet<String> = store
+        .acknowledged("s1")
+        .await
+        .iter()
+        .map(|id| ticket_of[id.as_str()].to_owned())
+        .collect();
+    let delivered = sink.delivered();
+    assert!(acked.len() < winners.len(), "stopped mid-stream");
+    // Nothing acknowledged undelivered, and nothing in flight abandoned.
+    assert_eq!(acked, delivered);
+
+    // A later consumer finishes the rest.
+    let (token, task) = spawn(
+        Consumer::connect(config(&store), http_sink(&sink))
+            .await
+            .unwrap(),
+    );
+    let want: HashSet<String> = winners.iter().map(|(_, t)| t.clone()).collect();
+    eventually("the rest was delivered", || async {
+        sink.delivered() == want
+    })
+    .await;
+    eventually("and acknowledged", || async { store.drained("s1").await }).await;
+    stop(token, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sales_created_while_the_consumer_runs_are_picked_up() {
+    let store = Store::start().await;
+    let sink = TestSink::start(always(200)).await;
+    let (token, task) = spawn(
+        Consumer::connect(config(&store), http_sink(&sink))
+            .await
+            .unwrap(),
+    );
+    let mut want = HashSet::new();
+    for s in ["early", "late"] {
+        store.create_sale(s).await;
+        want.extend(store.add_winners(s, 5).await.into_iter().map(|(_, t)| t));
+        eventually("the new sale's winners were delivered", || async {
+            want.is_subset(&sink.delivered())
+        })
+        .await;
+    }
+    stop(token, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_sales_named_are_consumed() {
+    let store = Store::start().await;
+    store.create_sale("mine").await;
+    store.create_sale("theirs").await;
+    let mine = store.add_winners("mine", 5).await;
+    store.add_winners("theirs", 5).await;
+    let sink = TestSink::start(always(200)).await;
+    let mut cfg = config(&store);
+    cfg.sales = Some(vec![sale("mine")]);
+    let (token, task) = spawn(Consumer::connect(cfg, http_sink(&sink)).await.unwrap());
+    eventually("the named sale was drained", || async {
+        store.drained("mine").await
+    })
+    .await;
+    let want: HashSet<String> = mine.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(sink.delivered(), want);
+    stop(token, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimming_removes_only_entries_every_group_is_done_with() {
+    let store = Store::start().await;
+    store.create_sale("s1").await;
+    let mut conn = store.conn.clone();
+    // Another reader of the stream that has consumed nothing yet.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("bigtap:{s1}:orders")
+        .arg("audit")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    store.add_winners("s1", 50).await;
+    let sink = TestSink::start(always(200)).await;
+    let mut cfg = config(&store);
+    cfg.trim = true;
+    let (token, task) = spawn(Consumer::connect(cfg, http_sink(&sink)).await.unwrap());
+    eventually("everything was delivered", || async {
+        store.drained("s1").await
+    })
+    .await;
+    // Several stats rounds (each of which trims) pass; "audit" still holds
+    // the whole stream back.
+    let rounds = Instant::now();
+    eventually("a few trim rounds passed", || async {
+        rounds.elapsed() > Duration::from_millis(300)
+    })
+    .await;
+    let len: usize = redis::cmd("XLEN")
+        .arg("bigtap:{s1}:orders")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(len, 50);
+    let _: () = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg("bigtap:{s1}:orders")
+        .arg("audit")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    eventually("the consumed entries were trimmed", || async {
+        let len: usize = redis::cmd("XLEN")
+            .arg("bigtap:{s1}:orders")
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        len <= 1
+    })
+    .await;
+    stop(token, task).await;
+}
+
+#[test]
+fn the_orders_flags_have_the_documented_defaults() {
+    Cli::command().debug_assert();
+    let cli = Cli::try_parse_from([
+        "orders",
+        "--redis",
+        "redis://r/",
+        "--sink",
+        "http://b/orders",
+        "--sale",
+        "a",
+        "--sale",
+        "b",
+    ])
+    .unwrap();
+    let (cfg, _sink) = cli.orders.consumer_config().unwrap();
+    assert_eq!(cfg.prefix, "bigtap");
+    assert_eq!(cfg.sales, Some(vec![sale("a"), sale("b")]));
+    assert_eq!(cfg.max_deliveries, 10);
+    assert_eq!(cfg.claim_idle, Duration::from_secs(30));
+    assert_eq!(cfg.concurrency, 64);
+    assert_eq!(cli.orders.sink_timeout_ms, 5000);
+    assert_eq!(cfg.metrics_listen, Some("127.0.0.1:9091".parse().unwrap()));
+    assert!(!cfg.trim);
+    assert!(Cli::try_parse_from(["orders", "--redis", "redis://r/"])
+        .unwrap()
+        .orders
+        .consumer_config()
+        .is_err());
+}
