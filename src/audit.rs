@@ -410,12 +410,8 @@ struct Snapshot {
 fn reconcile(sale: &SaleId, s: &Snapshot, delivered: Option<&BTreeSet<String>>) -> AuditReport {
     use Discrepancy::*;
     let mut found = Vec::new();
-    let counter = |name: &str| -> i64 {
-        s.acct
-            .get(name)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let counter =
+        |name: &str| -> i64 { s.acct.get(name).and_then(|v| v.parse().ok()).unwrap_or(0) };
     let mut r = AuditReport {
         sale: sale.to_string(),
         total: counter("total"),
@@ -467,7 +463,10 @@ fn reconcile(sale: &SaleId, s: &Snapshot, delivered: Option<&BTreeSet<String>>) 
 
     // Winners hash against the records, both ways.
     for (user, ticket) in &s.winners {
-        if records.get(ticket.as_str()).is_none_or(|rec| rec.user != *user) {
+        if records
+            .get(ticket.as_str())
+            .is_none_or(|rec| rec.user != *user)
+        {
             found.push(WinnerWithoutTicket {
                 user: user.clone(),
                 ticket: ticket.clone(),

@@ -35,6 +35,8 @@ pub struct RedisProcess {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Extra redis-server arguments (e.g. cluster mode in tests).
+    extra: Vec<String>,
     /// Keeps a temporary data directory alive as long as the server.
     _tmp: Option<tempfile::TempDir>,
 }
@@ -42,11 +44,17 @@ pub struct RedisProcess {
 impl RedisProcess {
     /// Starts redis-server with its data in `dir` (created when missing).
     pub fn start_in(dir: &Path) -> Result<Self, EmbeddedError> {
+        Self::start_in_with(dir, &[])
+    }
+
+    /// Like [`RedisProcess::start_in`], with extra redis-server arguments.
+    pub fn start_in_with(dir: &Path, extra: &[&str]) -> Result<Self, EmbeddedError> {
         std::fs::create_dir_all(dir).map_err(|e| EmbeddedError::DataDir(dir.to_owned(), e))?;
         let mut p = RedisProcess {
             child: None,
             port: 0,
             dir: dir.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: None,
         };
         p.spawn_on_free_port()?;
@@ -56,11 +64,16 @@ impl RedisProcess {
     /// Starts redis-server with its data in a fresh temporary directory,
     /// removed when the handle is dropped (tests use this).
     pub fn start_temporary() -> Result<Self, EmbeddedError> {
+        Self::start_temporary_with(&[])
+    }
+
+    /// Like [`RedisProcess::start_temporary`], with extra redis-server arguments.
+    pub fn start_temporary_with(extra: &[&str]) -> Result<Self, EmbeddedError> {
         let tmp = tempfile::Builder::new()
             .prefix("bigtap-redis-")
             .tempdir()
             .map_err(|e| EmbeddedError::DataDir(std::env::temp_dir(), e))?;
-        let mut p = Self::start_in(tmp.path())?;
+        let mut p = Self::start_in_with(tmp.path(), extra)?;
         p._tmp = Some(tmp);
         Ok(p)
     }
@@ -157,6 +170,7 @@ impl RedisProcess {
             .args(["--daemonize", "no"])
             .arg("--logfile")
             .arg(self.log_path())
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -5,6 +5,11 @@
 //! `:eligible`, `:orders` (the contract stream). `P:sales` lists the sales;
 //! it is written before a sale's own keys, so a sale is never invisible.
 //!
+//! A URL of scheme `redis+cluster://` (or `rediss+cluster://`) names a seed
+//! node of a Redis Cluster (MemoryDB, ElastiCache cluster mode); every
+//! script touches one sale's keys, all in one slot, so each call routes to
+//! one shard unchanged.
+//!
 //! Calls go through one auto-reconnecting multiplexed connection with a
 //! bounded wait: while Redis is away, calls fail fast with
 //! [`StoreError::Timeout`] or [`StoreError::Io`], and the connection comes
@@ -16,8 +21,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{RedisResult, Script, Value};
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::{ClusterClient, ClusterConfig};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
 use async_trait::async_trait;
 
 use super::*;
@@ -104,10 +111,53 @@ impl Scripts {
     }
 }
 
+/// A connection to one Redis or to a Redis Cluster.
+#[derive(Clone)]
+enum Con {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Con {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Con::Single(c) => c.req_packed_command(cmd),
+            Con::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Con::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Con::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Con::Single(c) => c.get_db(),
+            Con::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The seed URL of a cluster URL (`redis+cluster://h:p` → `redis://h:p`).
+fn cluster_seed(url: &str) -> Option<String> {
+    ["redis", "rediss"].iter().find_map(|scheme| {
+        url.strip_prefix(&format!("{scheme}+cluster://"))
+            .map(|rest| format!("{scheme}://{rest}"))
+    })
+}
+
 /// The Redis implementation of [`Store`].
 #[derive(Clone)]
 pub struct RedisStore {
-    con: ConnectionManager,
+    con: Con,
     scripts: Arc<Scripts>,
     prefix: Arc<str>,
     timeout: Duration,
@@ -116,19 +166,32 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Connects lazily: the first call (or [`RedisStore::wait_ready`]) dials.
+    /// Must be called within a Tokio runtime.
     pub fn open(
         url: &str,
         prefix: &str,
         timeout: Duration,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, StoreError> {
-        let client = ::redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let con = ConnectionManager::new_lazy_with_config(client, config)?;
+        let con = match cluster_seed(url) {
+            Some(seed) => {
+                let client = ClusterClient::builder([seed])
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()?;
+                Con::Cluster(client.get_pending_async_connection_with_config(ClusterConfig::new()))
+            }
+            None => {
+                let client = ::redis::Client::open(url)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                Con::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+            }
+        };
         Ok(RedisStore {
             con,
             scripts: Arc::new(Scripts::new()),

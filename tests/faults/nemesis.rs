@@ -1,0 +1,103 @@
+//! The nemesis: a seeded schedule of faults.
+#![allow(dead_code)]
+
+use std::fmt;
+
+use super::procs::LEASE_TTL_MS;
+use super::rng::Rng;
+
+/// One fault and its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `kill -9` a front node; it comes back under a new node id.
+    KillNode(usize),
+    /// `kill -9` the order consumer; it is started again.
+    KillConsumer,
+    /// `kill -9` redis-server; it comes back on the same port and data.
+    KillRedis,
+    /// SIGSTOP a node for longer than its lease TTL, then SIGCONT.
+    PauseNode(usize),
+    /// Delay every chunk between a node and Redis.
+    Delay(usize, u64),
+    /// Accept but stop forwarding between a node and Redis.
+    Blackhole(usize),
+    /// Abort every connection between a node and Redis (RST).
+    Reset(usize),
+}
+
+impl Fault {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::KillNode(_) => "kill_node",
+            Fault::KillConsumer => "kill_consumer",
+            Fault::KillRedis => "kill_redis",
+            Fault::PauseNode(_) => "pause_node",
+            Fault::Delay(..) => "delay",
+            Fault::Blackhole(_) => "blackhole",
+            Fault::Reset(_) => "reset",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::KillNode(n) | Fault::PauseNode(n) | Fault::Blackhole(n) | Fault::Reset(n) => {
+                write!(f, "{}(node{n})", self.kind())
+            }
+            Fault::Delay(n, ms) => write!(f, "delay(node{n},{ms}ms)"),
+            _ => f.write_str(self.kind()),
+        }
+    }
+}
+
+/// A fault at a time, held for a while before it heals.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    /// Gap after the previous step healed (the first: after the load began).
+    pub after_ms: u64,
+    pub fault: Fault,
+    pub hold_ms: u64,
+}
+
+/// 1–3 faults, one at a time, drawn from the seed.
+pub fn plan(rng: &mut Rng, nodes: usize, consumer: bool) -> Vec<Step> {
+    let n = rng.range(1, 3) as usize;
+    let node = |rng: &mut Rng| rng.below(nodes as u64) as usize;
+    (0..n)
+        .map(|i| {
+            let kinds = if consumer { 7 } else { 6 };
+            let fault = match rng.below(kinds) {
+                0 => Fault::KillNode(node(rng)),
+                1 => Fault::KillRedis,
+                2 => Fault::PauseNode(node(rng)),
+                3 => Fault::Delay(node(rng), rng.range(50, 300)),
+                4 => Fault::Blackhole(node(rng)),
+                5 => Fault::Reset(node(rng)),
+                _ => Fault::KillConsumer,
+            };
+            let hold_ms = match fault {
+                // Longer than the lease TTL, so the lease expires under it.
+                Fault::PauseNode(_) => LEASE_TTL_MS + rng.range(300, 900),
+                Fault::Blackhole(_) => rng.range(600, 1600),
+                Fault::Delay(..) => rng.range(400, 1000),
+                Fault::Reset(_) => 0,
+                _ => rng.range(200, 700),
+            };
+            Step {
+                after_ms: if i == 0 {
+                    rng.range(150, 500)
+                } else {
+                    rng.range(100, 400)
+                },
+                fault,
+                hold_ms,
+            }
+        })
+        .collect()
+}
+
+/// How long a plan runs, faults and gaps included.
+pub fn duration_ms(plan: &[Step]) -> u64 {
+    plan.iter().map(|s| s.after_ms + s.hold_ms + 100).sum()
+}

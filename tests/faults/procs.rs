@@ -1,0 +1,258 @@
+//! Process control: `bigtap serve` and `bigtap orders` as real child
+//! processes, so a crash is a real `kill -9` and a pause a real SIGSTOP.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::support::{ADMIN_KEY, BACKEND_KEY, SESSION_KEYS, TICKET_KEYS};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_bigtap");
+/// Lease TTL of every node in the fault runs.
+pub const LEASE_TTL_MS: u64 = 1000;
+/// How long a fresh process gets to become ready.
+const READY_WITHIN: Duration = Duration::from_secs(15);
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a child we spawned; a stale pid fails harmlessly.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+fn command(log: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("BIGTAP_SESSION_KEYS", SESSION_KEYS)
+        .env("BIGTAP_TICKET_KEYS", TICKET_KEYS)
+        .env("BIGTAP_ADMIN_KEY", ADMIN_KEY)
+        .env("BIGTAP_BACKEND_KEY", BACKEND_KEY)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        Ok(f) => c.stderr(f),
+        Err(_) => c.stderr(Stdio::null()),
+    };
+    c
+}
+
+/// A `bigtap serve` process.
+pub struct NodeProc {
+    child: Option<Child>,
+    pub port: u16,
+    pub node_id: String,
+    pub redis_url: String,
+    pub extra: Vec<String>,
+    pub log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl NodeProc {
+    /// Starts a node on `port` and waits until it is ready.
+    pub async fn start(
+        node_id: &str,
+        redis_url: &str,
+        port: u16,
+        extra: &[&str],
+        log_dir: &Path,
+    ) -> Result<NodeProc, String> {
+        let mut n = NodeProc {
+            child: None,
+            port,
+            node_id: node_id.to_owned(),
+            redis_url: redis_url.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: log_dir.join(format!("{node_id}.log")),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap(),
+        };
+        n.spawn().await?;
+        Ok(n)
+    }
+
+    async fn spawn(&mut self) -> Result<(), String> {
+        let mut c = command(&self.log);
+        c.arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--redis", &self.redis_url])
+            .args(["--node-id", &self.node_id])
+            .args(["--lease-ttl-ms", &LEASE_TTL_MS.to_string()])
+            .args(["--user-rate", "0", "--refresh-ms", "50", "--sweep-ms", "200"])
+            .args(["--redis-timeout-ms", "500"])
+            .args(&self.extra);
+        let child = c.spawn().map_err(|e| format!("spawn bigtap serve: {e}"))?;
+        self.child = Some(child);
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(format!(
+                        "{} exited during start-up ({status}); see {}",
+                        self.node_id,
+                        self.log.display()
+                    ));
+                }
+            }
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.url())).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("{} not ready in time", self.node_id));
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// `kill -9`: no drain, no lease returned.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Starts the node again (after a kill) under a new node id, the way an
+    /// orchestrator replaces a crashed instance.
+    pub async fn restart_as(&mut self, node_id: &str) -> Result<(), String> {
+        self.kill().await;
+        self.node_id = node_id.to_owned();
+        self.spawn().await
+    }
+
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, libc::SIGSTOP);
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, libc::SIGCONT);
+        }
+    }
+
+    /// SIGTERM, then waits up to `limit` for the exit.
+    pub async fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        if let Some(pid) = c.id() {
+            signal(pid, libc::SIGTERM);
+        }
+        match tokio::time::timeout(limit, c.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            _ => {
+                let _ = c.kill().await;
+                None
+            }
+        }
+    }
+
+    /// Sum of `bigtap_commits_total{result="fenced"}` on this node.
+    pub async fn fenced_commits(&self) -> Option<u64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(metric_sum(&text, "bigtap_commits_total", "result=\"fenced\""))
+    }
+}
+
+/// Sums the samples of `name` whose labels contain `label`.
+pub fn metric_sum(text: &str, name: &str, label: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// True when the binary has a working `orders` subcommand (it is optional
+/// in the fault runs until it exists).
+pub fn orders_available() -> bool {
+    std::process::Command::new(BIN)
+        .args(["orders", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--sink"))
+        .unwrap_or(false)
+}
+
+/// A `bigtap orders` consumer process.
+pub struct OrdersProc {
+    child: Option<Child>,
+    redis_url: String,
+    sink: String,
+    log: PathBuf,
+}
+
+impl OrdersProc {
+    pub fn start(redis_url: &str, sink: &str, log_dir: &Path) -> Result<OrdersProc, String> {
+        let mut p = OrdersProc {
+            child: None,
+            redis_url: redis_url.to_owned(),
+            sink: sink.to_owned(),
+            log: log_dir.join("orders.log"),
+        };
+        p.spawn()?;
+        Ok(p)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let mut c = command(&self.log);
+        c.arg("orders")
+            .args(["--redis", &self.redis_url])
+            .args(["--sink", &self.sink])
+            .args(["--claim-idle-ms", "1000"]);
+        self.child = Some(c.spawn().map_err(|e| format!("spawn bigtap orders: {e}"))?);
+        Ok(())
+    }
+
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    pub async fn restart(&mut self) -> Result<(), String> {
+        self.kill().await;
+        self.spawn()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}

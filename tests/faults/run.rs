@@ -1,0 +1,479 @@
+//! One seeded fault run: a cluster of real processes, buyers, the nemesis,
+//! then settling, checking and auditing.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bigtap::store::embedded::{free_port, RedisProcess};
+use bigtap::store::redis::RedisStore;
+use bigtap::store::Store;
+use bigtap::SaleId;
+use parking_lot::Mutex;
+use serde_json::json;
+
+use super::checker::{check, RedisView, Report};
+use super::history::{buyer_client, take, Call, Log, Outcome};
+use super::nemesis::{self, Fault, Step};
+use super::procs::{orders_available, NodeProc, OrdersProc, LEASE_TTL_MS};
+use super::proxy::{Mode, Proxy};
+use super::rng::Rng;
+use super::sink::Sink;
+use crate::support::{now_ms, ADMIN_KEY};
+
+const SALE: &str = "flash";
+const NODES: usize = 2;
+/// Client timeout of a buyer: longer than a pause, so requests queued at a
+/// paused node are served (late) when it resumes.
+const BUYER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Takes sent at a node while it is paused, to have commits in flight
+/// when its lease expires.
+const PAUSE_BURST: usize = 16;
+
+/// What one run found.
+pub struct RunResult {
+    pub seed: u64,
+    pub plan: Vec<Step>,
+    pub report: Report,
+    /// Fenced commits seen on all node processes.
+    pub fenced: u64,
+    /// For each pause past the TTL: fenced commits of the paused node after it resumed.
+    pub pause_fenced: Vec<u64>,
+    pub audit: String,
+    pub audit_clean: bool,
+    pub consumer: bool,
+    pub stock: u64,
+    pub buyers: usize,
+    pub settle_ms: u128,
+    pub elapsed: Duration,
+}
+
+impl RunResult {
+    pub fn ok(&self) -> bool {
+        self.report.ok() && self.audit_clean
+    }
+
+    pub fn line(&self) -> String {
+        let mut kinds: BTreeMap<&str, u32> = BTreeMap::new();
+        for s in &self.plan {
+            *kinds.entry(s.fault.kind()).or_default() += 1;
+        }
+        let faults: Vec<String> = kinds.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+        let g = &self.report.figures;
+        format!(
+            "seed={} faults=[{}] stock={} buyers={} winners={} oversold={} lost={} double={} stranded={} fenced={} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={} settle_ms={} audit={} {:.1}s",
+            self.seed,
+            faults.join(" "),
+            self.stock,
+            self.buyers,
+            g.winners,
+            g.oversold,
+            g.lost,
+            g.double,
+            g.stranded,
+            self.fenced,
+            g.unknown,
+            g.resolved_won,
+            g.resolved_new,
+            g.resolved_lost,
+            if self.consumer { g.undelivered.to_string() } else { "-".into() },
+            if self.consumer { "on" } else { "off" },
+            self.settle_ms,
+            if self.audit_clean { "clean" } else { "DIRTY" },
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+struct Slot {
+    proc: tokio::sync::Mutex<NodeProc>,
+    url: String,
+    proxy: Proxy,
+    /// Fenced commits of earlier (killed) incarnations.
+    fenced_before: Mutex<u64>,
+    generation: Mutex<u32>,
+}
+
+struct Cluster {
+    redis: Arc<Mutex<RedisProcess>>,
+    redis_url: String,
+    slots: Vec<Slot>,
+    consumer: Option<tokio::sync::Mutex<OrdersProc>>,
+    sink: Option<Sink>,
+    http: reqwest::Client,
+    log: Arc<Log>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(with_consumer: bool) -> Result<Cluster, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("bigtap-faults-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let redis = RedisProcess::start_temporary().map_err(|e| e.to_string())?;
+        let redis_url = redis.url();
+        let upstream = ([127, 0, 0, 1], redis.port()).into();
+        let mut starting = Vec::new();
+        for i in 0..NODES {
+            let proxy = Proxy::start(upstream).await.map_err(|e| e.to_string())?;
+            let port = free_port().map_err(|e| e.to_string())?;
+            let url = proxy.url();
+            let path: PathBuf = dir.path().to_owned();
+            starting.push(async move {
+                let p = NodeProc::start(&format!("node{i}"), &url, port, &[], &path).await?;
+                Ok::<_, String>(Slot {
+                    url: p.url(),
+                    proc: tokio::sync::Mutex::new(p),
+                    proxy,
+                    fenced_before: Mutex::new(0),
+                    generation: Mutex::new(0),
+                })
+            });
+        }
+        let slots = futures::future::try_join_all(starting).await?;
+        let (consumer, sink) = if with_consumer {
+            let sink = Sink::start().await.map_err(|e| e.to_string())?;
+            let c = OrdersProc::start(&redis_url, &sink.url(), dir.path())?;
+            (Some(tokio::sync::Mutex::new(c)), Some(sink))
+        } else {
+            (None, None)
+        };
+        Ok(Cluster {
+            redis: Arc::new(Mutex::new(redis)),
+            redis_url,
+            slots,
+            consumer,
+            sink,
+            http: buyer_client(BUYER_TIMEOUT),
+            log: Arc::new(Log::default()),
+            _dir: dir,
+        })
+    }
+
+    async fn open_sale(&self, stock: u64) -> Result<(), String> {
+        let now = now_ms();
+        let r = self
+            .http
+            .put(format!("{}/v1/admin/sales/{SALE}", self.slots[0].url))
+            .header("authorization", format!("Bearer {ADMIN_KEY}"))
+            .json(&json!({"stock": stock, "starts_at_ms": now - 1000, "ends_at_ms": now + 3_600_000, "ticket_ttl_ms": 3_600_000}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status() != 201 {
+            return Err(format!("sale not created: {}", r.status()));
+        }
+        // Every node serves the sale before the first buyer arrives.
+        for s in &self.slots {
+            let ok = crate::support::eventually(Duration::from_secs(5), || async {
+                self.http
+                    .get(format!("{}/v1/sales/{SALE}", s.url))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            })
+            .await;
+            if !ok {
+                return Err(format!("{} never discovered the sale", s.url));
+            }
+        }
+        Ok(())
+    }
+
+    /// One buyer's take, logged.
+    async fn buy(&self, node: usize, user: &str, resolution: bool) -> Outcome {
+        let outcome = take(&self.http, &self.slots[node].url, SALE, user).await;
+        self.log.push(Call {
+            user: user.to_owned(),
+            node,
+            outcome: outcome.clone(),
+            resolution,
+        });
+        outcome
+    }
+
+    async fn fenced_now(&self, i: usize) -> u64 {
+        let p = self.slots[i].proc.lock().await;
+        p.fenced_commits().await.unwrap_or(0)
+    }
+
+    /// Applies one fault, holds it, heals it.
+    async fn apply(self: &Arc<Self>, step: &Step, burst_id: usize) -> Result<Option<u64>, String> {
+        let hold = Duration::from_millis(step.hold_ms);
+        match step.fault {
+            Fault::KillNode(i) => {
+                let s = &self.slots[i];
+                let mut p = s.proc.lock().await;
+                // What this incarnation fenced dies with it: keep the count.
+                *s.fenced_before.lock() += p.fenced_commits().await.unwrap_or(0);
+                p.kill().await;
+                tokio::time::sleep(hold).await;
+                let generation = {
+                    let mut g = s.generation.lock();
+                    *g += 1;
+                    *g
+                };
+                p.restart_as(&format!("node{i}-g{generation}")).await?;
+            }
+            Fault::KillConsumer => {
+                if let Some(c) = &self.consumer {
+                    let mut c = c.lock().await;
+                    c.kill().await;
+                    tokio::time::sleep(hold).await;
+                    c.restart().await?;
+                }
+            }
+            Fault::KillRedis => {
+                self.redis.lock().kill();
+                tokio::time::sleep(hold).await;
+                let r = self.redis.clone();
+                tokio::task::spawn_blocking(move || r.lock().restart())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            }
+            Fault::PauseNode(i) => {
+                let before = self.fenced_now(i).await;
+                let p = self.slots[i].proc.lock().await;
+                p.pause();
+                // Buyers keep arriving at the paused node; their requests
+                // wait in its socket buffers and are served when it resumes,
+                // with units of a lease that has expired meanwhile.
+                let mut burst = Vec::new();
+                for j in 0..PAUSE_BURST {
+                    let c = self.clone();
+                    burst.push(tokio::spawn(async move {
+                        c.buy(i, &format!("p{burst_id}x{j}"), false).await;
+                    }));
+                }
+                tokio::time::sleep(hold).await;
+                p.resume();
+                drop(p);
+                for b in burst {
+                    let _ = b.await;
+                }
+                let after = self.fenced_now(i).await;
+                return Ok(Some(after.saturating_sub(before)));
+            }
+            Fault::Delay(i, ms) => {
+                self.slots[i]
+                    .proxy
+                    .set(Mode::Delay(Duration::from_millis(ms)));
+                tokio::time::sleep(hold).await;
+                self.slots[i].proxy.set(Mode::Pass);
+            }
+            Fault::Blackhole(i) => {
+                self.slots[i].proxy.set(Mode::Blackhole);
+                tokio::time::sleep(hold).await;
+                self.slots[i].proxy.set(Mode::Pass);
+            }
+            Fault::Reset(i) => {
+                self.slots[i].proxy.reset();
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                self.slots[i].proxy.reset();
+            }
+        }
+        Ok(None)
+    }
+
+    /// Brings every part back (a heal that a failed step may have skipped).
+    async fn heal(&self) -> Result<(), String> {
+        {
+            let mut r = self.redis.lock();
+            if !r.is_running() {
+                r.restart().map_err(|e| e.to_string())?;
+            }
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            s.proxy.set(Mode::Pass);
+            let mut p = s.proc.lock().await;
+            p.resume();
+            if !p.is_running() {
+                let g = {
+                    let mut g = s.generation.lock();
+                    *g += 1;
+                    *g
+                };
+                p.restart_as(&format!("node{i}-g{g}")).await?;
+            }
+        }
+        if let Some(c) = &self.consumer {
+            let mut c = c.lock().await;
+            if !c.is_running() {
+                c.restart().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fenced_total(&self) -> u64 {
+        let mut n = 0;
+        for i in 0..self.slots.len() {
+            n += *self.slots[i].fenced_before.lock() + self.fenced_now(i).await;
+        }
+        n
+    }
+}
+
+/// Runs seed `seed` end to end.
+pub async fn run(seed: u64) -> Result<RunResult, String> {
+    let started = Instant::now();
+    let mut rng = Rng::new(seed);
+    let with_consumer = orders_available();
+    let plan = nemesis::plan(&mut rng.fork(), NODES, with_consumer);
+    let stock = rng.range(50, 200);
+    let buyers = (stock + rng.range(60, 200)) as usize;
+    let cluster = Arc::new(Cluster::start(with_consumer).await?);
+    cluster.open_sale(stock).await?;
+
+    // Buyers arrive over the whole fault schedule, so faults meet a sale
+    // that is still selling.
+    let load_ms = nemesis::duration_ms(&plan).max(1500) + 300;
+    let t0 = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    let mut buyer_rng = rng.fork();
+    for b in 0..buyers {
+        let at = Duration::from_millis(buyer_rng.below(load_ms));
+        let node = buyer_rng.below(NODES as u64) as usize;
+        let double = buyer_rng.chance(25);
+        let c = cluster.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(t0 + at).await;
+            let user = format!("b{b}");
+            for attempt in 0..3 {
+                let n = (node + attempt) % NODES;
+                let outcomes = if double && attempt == 0 {
+                    // A double click: the same buyer on two nodes at once.
+                    let (x, y) = tokio::join!(
+                        c.buy(n, &user, false),
+                        c.buy((n + 1) % NODES, &user, false)
+                    );
+                    vec![x, y]
+                } else {
+                    vec![c.buy(n, &user, false).await]
+                };
+                if outcomes
+                    .iter()
+                    .any(|o| !matches!(o, Outcome::Unknown(_)))
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }));
+    }
+
+    let mut pause_fenced = Vec::new();
+    for (k, step) in plan.iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(step.after_ms)).await;
+        if let Some(f) = cluster.apply(step, k).await? {
+            pause_fenced.push(f);
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    cluster.heal().await?;
+
+    // Settle every unknown outcome: a retry must return the ticket if the
+    // win was recorded.
+    let sale = SaleId::parse(SALE).unwrap();
+    let view = RedisView::read(&cluster.redis_url, SALE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let calls = cluster.log.calls();
+    let mut unsettled: HashSet<String> = HashSet::new();
+    let won: HashSet<&str> = calls
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Won { .. }))
+        .map(|c| c.user.as_str())
+        .collect();
+    for c in &calls {
+        if matches!(c.outcome, Outcome::Unknown(_)) && !won.contains(c.user.as_str()) {
+            unsettled.insert(c.user.clone());
+        }
+    }
+    for u in view.winners.keys() {
+        if !won.contains(u.as_str()) {
+            unsettled.insert(u.clone());
+        }
+    }
+    let mut unsettled: Vec<String> = unsettled.into_iter().collect();
+    unsettled.sort();
+    for (k, user) in unsettled.iter().enumerate() {
+        for attempt in 0..20 {
+            let o = cluster.buy((k + attempt) % NODES, user, true).await;
+            if !matches!(o, Outcome::Unknown(_)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Bounded undersell: idle nodes return their leases, and expired leases
+    // of dead incarnations are reclaimed, within TTL plus an interval.
+    let store = RedisStore::open(&cluster.redis_url, "bigtap", Duration::from_secs(2), None)
+        .map_err(|e| e.to_string())?;
+    let quiet = Instant::now();
+    let limit = Duration::from_millis(3 * LEASE_TTL_MS);
+    loop {
+        let leased = store
+            .snapshot(&sale)
+            .await
+            .ok()
+            .flatten()
+            .map_or(u64::MAX, |s| s.leased);
+        if leased == 0 || quiet.elapsed() > limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let settle_ms = quiet.elapsed().as_millis();
+    let fenced = cluster.fenced_total().await;
+
+    // Every stream entry reaches the order backend.
+    let mut delivered = None;
+    let mut delivered_file = None;
+    if let Some(sink) = &cluster.sink {
+        let view = RedisView::read(&cluster.redis_url, SALE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let want: HashSet<String> = view.stream.iter().map(|(t, _)| t.clone()).collect();
+        crate::support::eventually(Duration::from_secs(20), || async {
+            want.is_subset(&sink.tickets())
+        })
+        .await;
+        let got = sink.tickets();
+        let path = cluster._dir.path().join("delivered.txt");
+        let mut ids: Vec<&String> = got.iter().collect();
+        ids.sort();
+        let text: String = ids.iter().map(|t| format!("{t}\n")).collect();
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        delivered = Some(got);
+        delivered_file = Some(path);
+    }
+
+    let view = RedisView::read(&cluster.redis_url, SALE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let report = check(&cluster.log.calls(), &view, delivered.as_ref());
+    let audit = bigtap::audit::audit(&cluster.redis_url, "bigtap", &sale, delivered_file.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(RunResult {
+        seed,
+        plan,
+        report,
+        fenced,
+        pause_fenced,
+        audit_clean: audit.is_clean(),
+        audit: audit.to_string(),
+        consumer: with_consumer,
+        stock,
+        buyers,
+        settle_ms,
+        elapsed: started.elapsed(),
+    })
+}
