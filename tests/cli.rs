@@ -1,0 +1,137 @@
+//! The `bigtap` command line: sale administration, token minting and
+//! purchase-token verification, run as a real process.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use reqwest::StatusCode;
+use support::*;
+
+fn bigtap(args: &[&str], redis_url: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bigtap"))
+        .args(args)
+        .env("BIGTAP_REDIS_URL", redis_url)
+        .env("BIGTAP_SESSION_KEYS", SESSION_KEYS)
+        .env("BIGTAP_TICKET_KEYS", TICKET_KEYS)
+        .output()
+        .expect("bigtap runs")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn ops_create_stock_load_close_and_inspect_a_sale_from_the_command_line() {
+    let redis = redis();
+    let url = redis.url();
+    assert!(stdout(&bigtap(
+        &[
+            "sale",
+            "create",
+            "cli",
+            "--stock",
+            "5",
+            "--eligibility",
+            "list"
+        ],
+        &url
+    ))
+    .contains("created"));
+    assert!(
+        stdout(&bigtap(&["sale", "stock", "cli", "--add", "3"], &url)).contains("stock_total 8")
+    );
+    assert!(
+        stdout(&bigtap(&["sale", "stock", "cli", "--add", "-2"], &url)).contains("stock_total 6")
+    );
+    let too_much = bigtap(&["sale", "stock", "cli", "--add", "-100"], &url);
+    assert!(!too_much.status.success());
+
+    let users = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(users.path(), "u0000001\nu0000002\n\n").unwrap();
+    let out = stdout(&bigtap(
+        &[
+            "sale",
+            "eligible",
+            "cli",
+            "--file",
+            users.path().to_str().unwrap(),
+        ],
+        &url,
+    ));
+    assert!(out.contains("2 users added"), "{out}");
+    std::fs::write(users.path(), "ok\nnot ok\n").unwrap();
+    let bad = bigtap(
+        &[
+            "sale",
+            "eligible",
+            "cli",
+            "--file",
+            users.path().to_str().unwrap(),
+        ],
+        &url,
+    );
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("line 2"));
+
+    let n = node(&url).await;
+    assert!(
+        eventually(std::time::Duration::from_secs(3), || async {
+            n.get("/v1/sales/cli").await.status == StatusCode::OK
+        })
+        .await
+    );
+    assert_eq!(n.take("cli", "u0000001").await.status, StatusCode::CREATED);
+    assert_eq!(
+        n.take("cli", "u0000003").await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    let show: serde_json::Value =
+        serde_json::from_str(&stdout(&bigtap(&["sale", "show", "cli"], &url))).unwrap();
+    assert_eq!(
+        (show["stock_total"].as_u64(), show["pending"].as_u64()),
+        (Some(6), Some(1))
+    );
+    assert_eq!(show["balanced"], true);
+    assert!(stdout(&bigtap(&["sale", "close", "cli"], &url)).contains("closed"));
+    assert!(!bigtap(&["sale", "show", "nosuch"], &url).status.success());
+}
+
+#[tokio::test]
+async fn minted_session_tokens_buy_and_the_purchase_token_verifies_from_the_command_line() {
+    let redis = redis();
+    let n = node(&redis.url()).await;
+    n.open_sale("mint", 10).await;
+    let tokens = stdout(&bigtap(
+        &["users", "mint", "--count", "3", "--prefix", "lt"],
+        &redis.url(),
+    ));
+    let tokens: Vec<&str> = tokens.lines().collect();
+    assert_eq!(tokens.len(), 3);
+    assert!(tokens[0].starts_with("v1.s1.lt0000001."));
+    let won = n.take_with("mint", &format!("Bearer {}", tokens[2])).await;
+    assert_eq!(won.status, StatusCode::CREATED);
+    let token = won.body["token"].as_str().unwrap();
+
+    let ok: serde_json::Value =
+        serde_json::from_str(&stdout(&bigtap(&["ticket", "verify", token], &redis.url()))).unwrap();
+    assert_eq!(
+        (ok["valid"].as_bool(), ok["user"].as_str()),
+        (Some(true), Some("lt0000003"))
+    );
+    assert_eq!(ok["ticket"], won.body["ticket"]);
+
+    let mut forged = token.to_owned();
+    let last = if forged.ends_with('A') { "B" } else { "A" };
+    forged.replace_range(forged.len() - 1.., last);
+    assert_ne!(forged, token);
+    let bad = bigtap(&["ticket", "verify", &forged], &redis.url());
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("\"valid\":false"));
+}

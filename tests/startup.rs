@@ -1,0 +1,84 @@
+//! Start-up behaviour: unsafe Redis settings are refused, the embedded
+//! redis-server runs a sale and stops with the node, and a missing
+//! redis-server is explained.
+
+mod support;
+
+use std::process::Command;
+
+use bigtap::store::embedded::RedisProcess;
+use bigtap::{App, ServeConfig};
+use reqwest::StatusCode;
+use support::*;
+
+#[tokio::test]
+async fn a_redis_that_may_evict_keys_is_refused_unless_explicitly_allowed() {
+    let redis = RedisProcess::start_temporary_with(&["--maxmemory-policy", "allkeys-lru"]).unwrap();
+    let err = App::build(config(&redis.url()))
+        .await
+        .err()
+        .expect("unsafe redis is refused");
+    let text = err.to_string();
+    assert!(text.contains("maxmemory-policy is allkeys-lru"), "{text}");
+    assert!(text.contains("--allow-unsafe-redis"), "{text}");
+
+    let mut c = config(&redis.url());
+    c.allow_unsafe_redis = true;
+    assert!(App::build(c).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_redis_without_persistence_is_refused() {
+    let redis = RedisProcess::start_temporary_with(&["--appendonly", "no"]).unwrap();
+    let err = App::build(config(&redis.url()))
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("appendonly is off"), "{err}");
+}
+
+#[tokio::test]
+async fn without_a_redis_url_the_node_runs_its_own_redis_and_stops_it_on_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c: ServeConfig = config("unused");
+    c.redis = None;
+    c.data_dir = dir.path().join("data");
+    let app = App::build(c).await.expect("embedded mode starts");
+    let redis_url = app.redis_url().to_owned();
+    let h = app.spawn();
+    let base = h.url();
+    let n = Node {
+        handle: h,
+        http: reqwest::Client::new(),
+        base,
+    };
+    n.open_sale("local", 3).await;
+    assert_eq!(n.take("local", "alice").await.status, StatusCode::CREATED);
+    assert!(
+        dir.path().join("data").read_dir().unwrap().count() > 0,
+        "the AOF lives in --data-dir"
+    );
+    n.handle.stop().await;
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let gone = client.get_multiplexed_async_connection().await.is_err();
+    assert!(gone, "the embedded redis-server stopped with the node");
+}
+
+#[test]
+fn without_redis_server_installed_serve_explains_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bigtap"))
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("PATH", dir.path())
+        .env_remove("BIGTAP_REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("redis-server was not found")
+            && err.contains("apt-get install -y redis-server"),
+        "{err}"
+    );
+}
