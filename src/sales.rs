@@ -28,6 +28,9 @@ const TAIL_BATCH: usize = 1000;
 /// Pause between stream reads once caught up: bounds how long a winner from
 /// another node is unknown here.
 const TAIL_IDLE: Duration = Duration::from_millis(50);
+/// How often a sale past its window is refreshed and tailed: it can only
+/// change by releases, sweeps and admin actions, none of them urgent.
+const ENDED_PERIOD: Duration = Duration::from_secs(2);
 /// How often the list of sales is re-read.
 const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 
@@ -167,14 +170,20 @@ async fn refresh_loop(
     stop: CancellationToken,
 ) {
     loop {
+        let wait = if ended(&sale) { ENDED_PERIOD } else { period };
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return,
         }
         if let Err(e) = refresh(&*store, &sale).await {
             tracing::debug!(sale = %sale.id, error = %e, "refresh failed");
         }
     }
+}
+
+/// True when the sale no longer admits buyers (by this node's clock).
+fn ended(sale: &Sale) -> bool {
+    sale.window(crate::clock::unix_ms()) == crate::stock::Window::Ended
 }
 
 /// One refresh: settings, accounting, and the eligibility list if it changed.
@@ -188,6 +197,15 @@ pub async fn refresh(store: &dyn Store, sale: &Sale) -> Result<(), StoreError> {
             let users = store.eligible_users(&sale.id).await?;
             sale.load_eligible(version, users);
         }
+    }
+    Ok(())
+}
+
+/// Loads the eligibility list now, whatever its version.
+pub async fn reload_eligible(store: &dyn Store, sale: &Sale) -> Result<(), StoreError> {
+    if let Some(snap) = store.snapshot(&sale.id).await? {
+        let users = store.eligible_users(&sale.id).await?;
+        sale.load_eligible(snap.eligibility_version, users);
     }
     Ok(())
 }

@@ -167,6 +167,9 @@ pub struct Sale {
     winners: SkipMap<UserId, Issued>,
     eligible: SkipSet<UserId>,
     eligible_loaded: AtomicU64,
+    /// The eligibility version seen at the previous refresh (see
+    /// [`Sale::eligibility_stale`]).
+    eligible_seen: AtomicU64,
     pub gauges: SaleGauges,
 }
 
@@ -200,6 +203,7 @@ impl Sale {
             winners: SkipMap::new(),
             eligible: SkipSet::new(),
             eligible_loaded: AtomicU64::new(0),
+            eligible_seen: AtomicU64::new(0),
             gauges,
         };
         sale.apply(snap);
@@ -351,10 +355,16 @@ impl Sale {
         self.eligible.contains(user)
     }
 
-    /// The eligibility version Redis has, if this node has not loaded it.
+    /// The eligibility version to load, once the list has stopped changing.
+    ///
+    /// A large list is uploaded in many chunks, each bumping the version;
+    /// reloading after every chunk would rescan the whole set each time.
+    /// Waiting until two refreshes in a row see the same version loads it
+    /// once, one refresh interval after the upload ends.
     pub fn eligibility_stale(&self) -> Option<u64> {
         let want = self.mirror.eligibility_version.load(Relaxed);
-        (want != self.eligible_loaded.load(Relaxed)).then_some(want)
+        let previous = self.eligible_seen.swap(want, Relaxed);
+        (want != self.eligible_loaded.load(Relaxed) && want == previous).then_some(want)
     }
 
     pub fn load_eligible(&self, version: u64, users: impl IntoIterator<Item = UserId>) {

@@ -555,3 +555,34 @@ async fn probes_report_liveness_readiness_and_metrics() {
     }
     assert!(!text.contains("alice"), "no user ids in metrics");
 }
+
+#[tokio::test]
+async fn an_eligibility_list_loaded_through_one_node_reaches_the_others() {
+    let redis = redis();
+    let a = node(&redis.url()).await;
+    let b = node(&redis.url()).await;
+    let now = now_ms();
+    a.admin(
+        Method::PUT,
+        "vip",
+        Some(json!({"stock": 5, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "eligibility": "list"})),
+    )
+    .await;
+    for chunk in [["u1", "u2"], ["u3", "u4"]] {
+        a.admin(
+            Method::POST,
+            "vip/eligible",
+            Some(json!({ "users": chunk })),
+        )
+        .await;
+    }
+    let loaded = eventually(std::time::Duration::from_secs(5), || async {
+        b.take("vip", "u4").await.status == StatusCode::CREATED
+    })
+    .await;
+    assert!(loaded, "node b learnt the list");
+    assert_eq!(
+        b.take("vip", "stranger").await.status,
+        StatusCode::FORBIDDEN
+    );
+}

@@ -206,6 +206,11 @@ async fn sync_sale(shared: &Shared, sale: SaleId) {
     match shared.sales.load(sale).await {
         Ok(Some(live)) => {
             let _ = crate::sales::refresh(&*shared.store, &live.sale).await;
+            // Load an eligibility change now, on this node, whatever the
+            // debounce that protects the fleet from rescans decides.
+            if live.sale.list_only() {
+                let _ = crate::sales::reload_eligible(&*shared.store, &live.sale).await;
+            }
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(sale = %sale, error = %e, "could not load sale"),

@@ -88,7 +88,14 @@ impl NodeProc {
             .args(["--redis", &self.redis_url])
             .args(["--node-id", &self.node_id])
             .args(["--lease-ttl-ms", &LEASE_TTL_MS.to_string()])
-            .args(["--user-rate", "0", "--refresh-ms", "50", "--sweep-ms", "200"])
+            .args([
+                "--user-rate",
+                "0",
+                "--refresh-ms",
+                "50",
+                "--sweep-ms",
+                "200",
+            ])
             .args(["--redis-timeout-ms", "500"])
             .args(&self.extra);
         let child = c.spawn().map_err(|e| format!("spawn bigtap serve: {e}"))?;
@@ -187,7 +194,11 @@ impl NodeProc {
             .text()
             .await
             .ok()?;
-        Some(metric_sum(&text, "bigtap_commits_total", "result=\"fenced\""))
+        Some(metric_sum(
+            &text,
+            "bigtap_commits_total",
+            "result=\"fenced\"",
+        ))
     }
 }
 

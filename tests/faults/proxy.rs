@@ -131,7 +131,8 @@ async fn pump(mut mode: watch::Receiver<Mode>, from: Arc<TcpStream>, to: Arc<Tcp
             // The mode changed while waiting for data: re-check it.
             _ = mode.changed() => continue,
         };
-        if let Mode::Delay(d) = *mode.borrow() {
+        let current = *mode.borrow();
+        if let Mode::Delay(d) = current {
             tokio::time::sleep(d).await;
         }
         while *mode.borrow_and_update() == Mode::Blackhole {

@@ -346,18 +346,13 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
                 let n = (node + attempt) % NODES;
                 let outcomes = if double && attempt == 0 {
                     // A double click: the same buyer on two nodes at once.
-                    let (x, y) = tokio::join!(
-                        c.buy(n, &user, false),
-                        c.buy((n + 1) % NODES, &user, false)
-                    );
+                    let (x, y) =
+                        tokio::join!(c.buy(n, &user, false), c.buy((n + 1) % NODES, &user, false));
                     vec![x, y]
                 } else {
                     vec![c.buy(n, &user, false).await]
                 };
-                if outcomes
-                    .iter()
-                    .any(|o| !matches!(o, Outcome::Unknown(_)))
-                {
+                if outcomes.iter().any(|o| !matches!(o, Outcome::Unknown(_))) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(150)).await;
@@ -459,9 +454,14 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
         .await
         .map_err(|e| e.to_string())?;
     let report = check(&cluster.log.calls(), &view, delivered.as_ref());
-    let audit = bigtap::audit::audit(&cluster.redis_url, "bigtap", &sale, delivered_file.as_deref())
-        .await
-        .map_err(|e| e.to_string())?;
+    let audit = bigtap::audit::audit(
+        &cluster.redis_url,
+        "bigtap",
+        &sale,
+        delivered_file.as_deref(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(RunResult {
         seed,
         plan,

@@ -1,0 +1,563 @@
+//! Seeded fault runs that try to break DESIGN §2's promises (no oversell,
+//! one winner per user, no lost winner, bounded undersell), the negative
+//! controls that show the checker can see a broken system, and the sale
+//! audit.
+//!
+//! `BIGTAP_FAULT_SEEDS=N` runs seeds 1..=N (a soak; 20 by default);
+//! `BIGTAP_FAULT_SEED=K` reproduces seed K alone.
+
+mod support;
+
+#[path = "faults/mod.rs"]
+mod harness;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bigtap::store::redis::RedisStore;
+use bigtap::store::{
+    AdmitReply, Candidate, Issued, LeaseReply, OrderEntry, PutOutcome, RenewReply, ReturnReply,
+    SafetyReport, SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord, Transition,
+    Verdict,
+};
+use bigtap::{App, SaleId, TicketId, UserId};
+use futures::stream::{self, StreamExt};
+use harness::checker::{check, RedisView};
+use harness::history::{buyer_client, take, Call, Outcome};
+use harness::run::{run, RunResult};
+use redis::AsyncCommands;
+use support::*;
+
+const CI_SEEDS: u64 = 20;
+
+fn seeds() -> Vec<u64> {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse().ok());
+    if let Some(k) = var("BIGTAP_FAULT_SEED") {
+        return vec![k];
+    }
+    (1..=var("BIGTAP_FAULT_SEEDS").unwrap_or(CI_SEEDS)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seeded_fault_runs_never_oversell_lose_a_winner_double_a_buyer_or_strand_units() {
+    let seeds = seeds();
+    let mut results: Vec<RunResult> = Vec::new();
+    let mut failures = Vec::new();
+    for &seed in &seeds {
+        match run(seed).await {
+            Ok(r) => {
+                println!("{}", r.line());
+                if !r.ok() {
+                    println!("{}\n{}", r.report, r.audit);
+                    failures.push(seed);
+                }
+                results.push(r);
+            }
+            Err(e) => {
+                println!("seed={seed} harness error: {e}");
+                failures.push(seed);
+            }
+        }
+    }
+
+    let mut kinds: BTreeMap<&str, u32> = BTreeMap::new();
+    for r in &results {
+        for s in &r.plan {
+            *kinds.entry(s.fault.kind()).or_default() += 1;
+        }
+    }
+    let sum = |f: &dyn Fn(&RunResult) -> u64| results.iter().map(f).sum::<u64>();
+    let pauses: Vec<u64> = results
+        .iter()
+        .flat_map(|r| r.pause_fenced.iter().copied())
+        .collect();
+    println!(
+        "SUMMARY runs={} failed={:?} faults={:?} winners={} oversold={} lost={} double={} stranded={} fenced={} pauses_past_ttl={} pauses_with_fenced_commits={} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={}",
+        results.len(),
+        failures,
+        kinds,
+        sum(&|r| r.report.figures.winners as u64),
+        sum(&|r| r.report.figures.oversold as u64),
+        sum(&|r| r.report.figures.lost as u64),
+        sum(&|r| r.report.figures.double as u64),
+        sum(&|r| r.report.figures.stranded as u64),
+        sum(&|r| r.fenced),
+        pauses.len(),
+        pauses.iter().filter(|n| **n > 0).count(),
+        sum(&|r| r.report.figures.unknown as u64),
+        sum(&|r| r.report.figures.resolved_won as u64),
+        sum(&|r| r.report.figures.resolved_new as u64),
+        sum(&|r| r.report.figures.resolved_lost as u64),
+        sum(&|r| r.report.figures.undelivered as u64),
+        if results.iter().any(|r| r.consumer) { "on" } else { "off (bigtap orders not available)" },
+    );
+    assert!(
+        failures.is_empty(),
+        "seeds that broke a promise: {failures:?}"
+    );
+    // The fencing path was really exercised: a node paused past its TTL
+    // came back with units of an expired lease and had its commits refused.
+    if !pauses.is_empty() {
+        assert!(
+            pauses.iter().any(|n| *n > 0),
+            "no pause past the TTL led to a fenced commit: {pauses:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Negative control (a): a doctored history must fail the checker.
+
+fn won(user: &str, ticket: &str) -> Call {
+    Call {
+        user: user.into(),
+        node: 0,
+        outcome: Outcome::Won {
+            ticket: ticket.into(),
+            replay: false,
+        },
+        resolution: false,
+    }
+}
+
+fn clean_sale() -> (Vec<Call>, RedisView) {
+    let mut view = RedisView {
+        total: 3,
+        available: 0,
+        pending: 3,
+        ..RedisView::default()
+    };
+    let mut calls = Vec::new();
+    for i in 0..3 {
+        let (u, t) = (format!("u{i}"), format!("t{i}"));
+        view.tickets.insert(t.clone(), ('p', u.clone()));
+        view.winners.insert(u.clone(), t.clone());
+        view.stream.push((t.clone(), u.clone()));
+        calls.push(won(&u, &t));
+    }
+    calls.push(Call {
+        user: "late".into(),
+        node: 1,
+        outcome: Outcome::SoldOut,
+        resolution: false,
+    });
+    (calls, view)
+}
+
+#[test]
+fn the_checker_passes_a_clean_history_and_fails_each_doctored_one() {
+    let (calls, view) = clean_sale();
+    let clean = check(&calls, &view, None);
+    assert!(clean.ok(), "{clean}");
+
+    // A win the buyer was given but the stream never heard of.
+    let mut c = calls.clone();
+    c.push(won("ghost", "t9"));
+    let r = check(&c, &view, None);
+    assert_eq!(r.figures.lost, 1, "{r}");
+    assert!(r.violations.iter().any(|v| v.contains("no stream entry")));
+
+    // Two tickets for one buyer, in the log and in Redis.
+    let mut c = calls.clone();
+    c.push(won("u0", "t1"));
+    let r = check(&c, &view, None);
+    assert!(r.figures.double >= 1, "{r}");
+    let mut v = view.clone();
+    v.tickets.insert("t7".into(), ('p', "u1".into()));
+    let r = check(&calls, &v, None);
+    assert!(
+        r.violations
+            .iter()
+            .any(|x| x.contains("holds 2 live tickets")),
+        "{r}"
+    );
+
+    // An oversold count.
+    let mut v = view.clone();
+    v.pending = 4;
+    v.available = -1;
+    let r = check(&calls, &v, None);
+    assert_eq!(r.figures.oversold, 1, "{r}");
+
+    // A unit left in a lease after the TTL, and an entry never delivered.
+    let mut v = view.clone();
+    v.leased = 2;
+    v.total = 5;
+    let delivered = ["t0", "t1"].iter().map(|s| s.to_string()).collect();
+    let r = check(&calls, &v, Some(&delivered));
+    assert_eq!((r.figures.stranded, r.figures.undelivered), (2, 1), "{r}");
+
+    // An unknown outcome nobody settled, and a recorded win never handed out.
+    let mut c = calls.clone();
+    c[0].outcome = Outcome::Unknown("timeout".into());
+    let r = check(&c, &view, None);
+    assert_eq!(r.figures.unresolved, 1, "{r}");
+    assert!(r.violations.iter().any(|x| x.contains("never given it")));
+}
+
+// ---------------------------------------------------------------------------
+// Negative control (b): a store whose admit is not atomic oversells, and the
+// checker says so.
+
+/// `RedisStore` with a broken `admit`: it reads whether a unit is left, yields,
+/// and then writes the win in separate commands, ignoring the lease.
+struct BrokenStore {
+    inner: RedisStore,
+    con: redis::aio::MultiplexedConnection,
+}
+
+impl BrokenStore {
+    fn key(sale: &SaleId, s: &str) -> String {
+        format!("bigtap:{{{sale}}}:{s}")
+    }
+
+    async fn admit_one(
+        &self,
+        sale: &SaleId,
+        node: &str,
+        c: &Candidate,
+    ) -> Result<Verdict, StoreError> {
+        let mut con = self.con.clone();
+        if let Some(rec) = self.inner.winner(sale, &c.user).await? {
+            return Ok(Verdict::Replay(Issued {
+                ticket: rec.ticket,
+                issued_at_ms: rec.issued_at_ms,
+                expires_at_ms: rec.expires_at_ms,
+            }));
+        }
+        let (total, pending): (i64, i64) = redis::cmd("HMGET")
+            .arg(Self::key(sale, "acct"))
+            .arg("total")
+            .arg("pending")
+            .query_async(&mut con)
+            .await?;
+        if pending >= total {
+            return Ok(Verdict::NoUnits);
+        }
+        // The bug: another buyer's check runs in this gap.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let now = now_ms();
+        let exp = now + 3_600_000;
+        let (user, ticket) = (c.user.as_str(), c.ticket.as_str());
+        let _: () = con.hset(Self::key(sale, "winners"), user, ticket).await?;
+        let _: () = con
+            .hset(
+                Self::key(sale, "tickets"),
+                ticket,
+                format!("p:{user}:{now}:{exp}"),
+            )
+            .await?;
+        let _: () = con.zadd(Self::key(sale, "expiry"), ticket, exp).await?;
+        let _: String = redis::cmd("XADD")
+            .arg(Self::key(sale, "orders"))
+            .arg("*")
+            .arg(&[
+                ("ticket", ticket),
+                ("sale", sale.as_str()),
+                ("user", user),
+                ("node", node),
+            ])
+            .arg(&[("issued_at_ms", now), ("expires_at_ms", exp)])
+            .query_async(&mut con)
+            .await?;
+        for (field, by) in [("pending", 1), ("enqueued", 1), ("avail", -1)] {
+            let _: i64 = con.hincr(Self::key(sale, "acct"), field, by).await?;
+        }
+        Ok(Verdict::Won(Issued {
+            ticket: c.ticket,
+            issued_at_ms: now,
+            expires_at_ms: exp,
+        }))
+    }
+}
+
+#[async_trait]
+impl Store for BrokenStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn safety(&self) -> Result<SafetyReport, StoreError> {
+        self.inner.safety().await
+    }
+    async fn sales(&self) -> Result<Vec<SaleId>, StoreError> {
+        self.inner.sales().await
+    }
+    async fn put_sale(&self, sale: &SaleId, spec: &SaleSpec) -> Result<PutOutcome, StoreError> {
+        self.inner.put_sale(sale, spec).await
+    }
+    async fn add_stock(&self, sale: &SaleId, delta: i64) -> Result<StockChange, StoreError> {
+        self.inner.add_stock(sale, delta).await
+    }
+    async fn add_eligible(
+        &self,
+        sale: &SaleId,
+        users: &[UserId],
+    ) -> Result<Option<u64>, StoreError> {
+        self.inner.add_eligible(sale, users).await
+    }
+    async fn close(&self, sale: &SaleId) -> Result<bool, StoreError> {
+        self.inner.close(sale).await
+    }
+    async fn snapshot(&self, sale: &SaleId) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.snapshot(sale).await
+    }
+    async fn eligible_users(&self, sale: &SaleId) -> Result<Vec<UserId>, StoreError> {
+        self.inner.eligible_users(sale).await
+    }
+    /// Hands out units freely: the lease is ignored.
+    async fn lease(
+        &self,
+        _: &SaleId,
+        _: &str,
+        want: u64,
+        ttl_ms: u64,
+    ) -> Result<LeaseReply, StoreError> {
+        Ok(LeaseReply::Granted {
+            granted: want,
+            epoch: 1,
+            lease_units: want,
+            expires_at_ms: now_ms() + ttl_ms,
+            available: 1000,
+        })
+    }
+    async fn renew(
+        &self,
+        _: &SaleId,
+        _: &str,
+        _: u64,
+        ttl_ms: u64,
+    ) -> Result<RenewReply, StoreError> {
+        Ok(RenewReply::Renewed {
+            lease_units: 0,
+            expires_at_ms: now_ms() + ttl_ms,
+        })
+    }
+    async fn return_lease(&self, _: &SaleId, _: &str, _: u64) -> Result<ReturnReply, StoreError> {
+        Ok(ReturnReply::Returned(0))
+    }
+    async fn reclaim(&self, _: &SaleId) -> Result<(u64, u64), StoreError> {
+        Ok((0, 0))
+    }
+    async fn admit(
+        &self,
+        sale: &SaleId,
+        node: &str,
+        _epoch: u64,
+        batch: &[Candidate],
+    ) -> Result<AdmitReply, StoreError> {
+        let verdicts =
+            futures::future::try_join_all(batch.iter().map(|c| self.admit_one(sale, node, c)))
+                .await?;
+        Ok(AdmitReply::Judged {
+            lease_units_left: 1000,
+            verdicts,
+        })
+    }
+    async fn winner(
+        &self,
+        sale: &SaleId,
+        user: &UserId,
+    ) -> Result<Option<TicketRecord>, StoreError> {
+        self.inner.winner(sale, user).await
+    }
+    async fn ticket(
+        &self,
+        sale: &SaleId,
+        ticket: &TicketId,
+    ) -> Result<Option<TicketRecord>, StoreError> {
+        self.inner.ticket(sale, ticket).await
+    }
+    async fn confirm(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError> {
+        self.inner.confirm(sale, ticket).await
+    }
+    async fn release(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError> {
+        self.inner.release(sale, ticket).await
+    }
+    async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError> {
+        self.inner.sweep(sale, limit).await
+    }
+    async fn read_orders(
+        &self,
+        sale: &SaleId,
+        after: &str,
+        count: usize,
+    ) -> Result<Vec<OrderEntry>, StoreError> {
+        self.inner.read_orders(sale, after, count).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_checker_catches_the_oversell_of_a_store_whose_admit_is_not_atomic() {
+    let redis = redis();
+    let url = redis.url();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let inner = RedisStore::open(&url, "bigtap", Duration::from_secs(2), None).unwrap();
+        inner.wait_ready(Duration::from_secs(5)).await.unwrap();
+        let con = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let broken: Arc<dyn Store> = Arc::new(BrokenStore { inner, con });
+        let app = App::build_with_store(config(&url), broken, &url)
+            .await
+            .unwrap();
+        nodes.push(app.spawn().url());
+    }
+    let admin = reqwest::Client::new();
+    let now = now_ms();
+    let r = admin
+        .put(format!("{}/v1/admin/sales/broken", nodes[0]))
+        .header("authorization", format!("Bearer {ADMIN_KEY}"))
+        .json(&serde_json::json!({"stock": 20, "starts_at_ms": now - 1000, "ends_at_ms": now + 600_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let http = buyer_client(Duration::from_secs(5));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            http.get(format!("{}/v1/sales/broken", nodes[1]))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await
+    );
+
+    let calls: Vec<Call> = stream::iter(0..300)
+        .map(|i| {
+            let (http, node) = (&http, i % 2);
+            let base = nodes[node].clone();
+            async move {
+                let user = format!("r{i}");
+                let outcome = take(http, &base, "broken", &user).await;
+                Call {
+                    user,
+                    node,
+                    outcome,
+                    resolution: false,
+                }
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let view = RedisView::read(&url, "broken").await.unwrap();
+    let report = check(&calls, &view, None);
+    println!("broken store: {report}");
+    assert!(
+        report.figures.oversold > 0,
+        "the checker missed the oversell: {report}"
+    );
+    assert!(!report.ok());
+    let audit = bigtap::audit::audit(&url, "bigtap", &SaleId::parse("broken").unwrap(), None)
+        .await
+        .unwrap();
+    assert!(audit.to_string().contains("oversold"), "{audit}");
+}
+
+// ---------------------------------------------------------------------------
+// The sale audit: clean sale, clean report; doctored Redis, each discrepancy named.
+
+#[tokio::test]
+async fn the_audit_of_a_clean_sale_is_clean_and_names_each_doctored_discrepancy() {
+    let redis = redis();
+    let url = redis.url();
+    let n = node(&url).await;
+    n.open_sale("audited", 10).await;
+    let mut tickets = HashMap::new();
+    for u in ["ann", "ben", "cat"] {
+        let a = n.take("audited", u).await;
+        tickets.insert(u, a.body["ticket"].as_str().unwrap().to_owned());
+    }
+    n.handle.stop().await;
+    let sale = SaleId::parse("audited").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("delivered.txt");
+    let all: String = tickets.values().map(|t| format!("{t}\n")).collect();
+    std::fs::write(&file, &all).unwrap();
+    let report = bigtap::audit::audit(&url, "bigtap", &sale, Some(&file))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!((report.tickets, report.stream_entries), (3, 3));
+
+    // Doctor Redis behind bigtap's back.
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = |s: &str| format!("bigtap:{{audited}}:{s}");
+    let entries: redis::streams::StreamRangeReply = con.xrange_all(key("orders")).await.unwrap();
+    let ann_entry = entries
+        .ids
+        .iter()
+        .find(|e| e.get::<String>("user").as_deref() == Some("ann"))
+        .unwrap()
+        .id
+        .clone();
+    let _: i64 = con.xdel(key("orders"), &[&ann_entry]).await.unwrap();
+    let _: () = con
+        .hset(
+            key("tickets"),
+            "0123456789abcdef0123456789abcdef",
+            "p:ben:1:9999999999999",
+        )
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(key("orders"))
+        .arg("*")
+        .arg(&[
+            ("ticket", "feedfeedfeedfeedfeedfeedfeedfeed"),
+            ("sale", "audited"),
+            ("user", "dan"),
+        ])
+        .arg(&[("issued_at_ms", 1), ("expires_at_ms", 2)])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: i64 = con.hincr(key("acct"), "pending", 7).await.unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n{}\nnot-a-ticket-we-issued\n",
+            tickets["ann"], tickets["ben"]
+        ),
+    )
+    .unwrap();
+
+    let report = bigtap::audit::audit(&url, "bigtap", &sale, Some(&file))
+        .await
+        .unwrap();
+    println!("{report}");
+    assert!(!report.is_clean());
+    let text = report.to_string();
+    for needle in [
+        format!(
+            "ticket {} of user ann has no entry in the order stream",
+            tickets["ann"]
+        ),
+        "names ticket feedfeedfeedfeedfeedfeedfeedfeed, which has no record".into(),
+        "user ben holds 2 tickets".into(),
+        "counter pending is 10 but the records say 4".into(),
+        "unbalanced".into(),
+        "received ticket not-a-ticket-we-issued, which was never issued".into(),
+        format!(
+            "ticket {} of user cat never reached the order backend",
+            tickets["cat"]
+        ),
+    ] {
+        assert!(text.contains(&needle), "missing {needle:?} in\n{text}");
+    }
+    let unknown = bigtap::audit::audit(&url, "bigtap", &SaleId::parse("nope").unwrap(), None).await;
+    assert!(matches!(
+        unknown,
+        Err(bigtap::audit::AuditError::UnknownSale(_))
+    ));
+}
