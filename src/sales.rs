@@ -211,8 +211,35 @@ pub async fn reload_eligible(store: &dyn Store, sale: &Sale) -> Result<(), Store
 }
 
 /// Feeds the winners replica from the sale's order stream.
+///
+/// It starts from the winners hash rather than the stream's beginning,
+/// because the order consumer may have trimmed delivered entries: the
+/// stream's newest id is read first, then every winner from the hash, then
+/// the stream is tailed from that id, so no win falls between the two.
 async fn tail_loop(store: Arc<dyn Store>, sale: Arc<Sale>, stop: CancellationToken) {
-    let mut after = String::from("0");
+    let mut after = loop {
+        let boot = async {
+            let last = store.last_order_id(&sale.id).await?;
+            for (user, issued) in store.winners(&sale.id).await? {
+                sale.remember_winner(user, issued);
+            }
+            Ok::<_, StoreError>(last.unwrap_or_else(|| "0".into()))
+        };
+        let r = tokio::select! {
+            r = boot => r,
+            _ = stop.cancelled() => return,
+        };
+        match r {
+            Ok(id) => break id,
+            Err(e) => {
+                tracing::debug!(sale = %sale.id, error = %e, "winners bootstrap failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    };
     loop {
         let read = tokio::select! {
             r = store.read_orders(&sale.id, &after, TAIL_BATCH) => r,

@@ -378,6 +378,12 @@ impl Store for BrokenStore {
     async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError> {
         self.inner.sweep(sale, limit).await
     }
+    async fn last_order_id(&self, sale: &SaleId) -> Result<Option<String>, StoreError> {
+        self.inner.last_order_id(sale).await
+    }
+    async fn winners(&self, sale: &SaleId) -> Result<Vec<(UserId, Issued)>, StoreError> {
+        self.inner.winners(sale).await
+    }
     async fn read_orders(
         &self,
         sale: &SaleId,

@@ -312,3 +312,49 @@ async fn a_node_stopped_gracefully_returns_its_unused_units() {
     assert_eq!(acct["leased"], 0, "{acct}");
     assert_eq!(acct["available"], 999);
 }
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_node_joining_after_the_order_stream_was_trimmed_still_answers_from_memory() {
+    let redis = redis();
+    let a = node(&redis.url()).await;
+    a.open_sale("trim", 3).await;
+    let mut tickets = Vec::new();
+    for u in ["a", "b", "c"] {
+        tickets.push(a.take("trim", u).await.body["ticket"].clone());
+    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("XTRIM")
+        .arg("bigtap:{trim}:orders")
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+
+    let b = node(&redis.url()).await;
+    // Let b see the sale and its accounting (no units left anywhere).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let replay = b.take("trim", "b").await;
+    assert_eq!(
+        (replay.status, &replay.body["ticket"]),
+        (StatusCode::OK, &tickets[1])
+    );
+    assert_eq!(b.take("trim", "zed").await.status, StatusCode::GONE);
+    let m = b.get("/metrics").await.body.as_str().unwrap().to_owned();
+    let memory = metric(
+        &m,
+        "bigtap_http_request_duration_seconds_count{route=\"take\",answered_by=\"memory\"}",
+    );
+    let store = metric(
+        &m,
+        "bigtap_http_request_duration_seconds_count{route=\"take\",answered_by=\"store\"}",
+    );
+    assert_eq!((memory, store), (2.0, 0.0), "both answers came from memory");
+}

@@ -353,6 +353,13 @@ pub trait Store: Send + Sync + 'static {
     /// Releases up to `limit` expired pending tickets; returns how many.
     async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError>;
 
+    /// The id of the newest order-stream entry, if any.
+    async fn last_order_id(&self, sale: &SaleId) -> Result<Option<String>, StoreError>;
+
+    /// Every winner of the sale with their ticket, from the winners hash
+    /// (complete even when the order stream has been trimmed).
+    async fn winners(&self, sale: &SaleId) -> Result<Vec<(UserId, Issued)>, StoreError>;
+
     /// Order-stream entries after `after` (`"0"` for the start), oldest first.
     async fn read_orders(
         &self,

@@ -891,6 +891,82 @@ impl Store for RedisStore {
         Reply::new(Op::Sweep, &items).u64()
     }
 
+    async fn last_order_id(&self, sale: &SaleId) -> Result<Option<String>, StoreError> {
+        let mut con = self.con.clone();
+        let key = self.key(sale, "orders");
+        let v: Value = self
+            .timed(Op::ReadOrders, async {
+                ::redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        match v {
+            Value::Array(entries) => Ok(entries.first().and_then(parse_entry).map(|e| e.id)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn winners(&self, sale: &SaleId) -> Result<Vec<(UserId, Issued)>, StoreError> {
+        let winners_key = self.key(sale, "winners");
+        let tickets_key = self.key(sale, "tickets");
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let mut con = self.con.clone();
+            let (next, flat): (u64, Vec<String>) = self
+                .timed(Op::Command, async {
+                    ::redis::cmd("HSCAN")
+                        .arg(&winners_key)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut con)
+                        .await
+                })
+                .await?;
+            let pairs: Vec<(UserId, TicketId)> = flat
+                .chunks(2)
+                .filter_map(|p| match p {
+                    [u, t] => Some((UserId::parse(u).ok()?, TicketId::parse(t).ok()?)),
+                    _ => None,
+                })
+                .collect();
+            if !pairs.is_empty() {
+                let mut con = self.con.clone();
+                let mut cmd = ::redis::cmd("HMGET");
+                cmd.arg(&tickets_key);
+                for (_, t) in &pairs {
+                    cmd.arg(t.as_str());
+                }
+                let recs: Vec<Option<String>> = self
+                    .timed(Op::Command, async { cmd.query_async(&mut con).await })
+                    .await?;
+                for ((user, ticket), rec) in pairs.into_iter().zip(recs) {
+                    if let Some(r) = rec.as_deref().and_then(|r| parse_record(ticket, r)) {
+                        out.push((
+                            user,
+                            Issued {
+                                ticket,
+                                issued_at_ms: r.issued_at_ms,
+                                expires_at_ms: r.expires_at_ms,
+                            },
+                        ));
+                    }
+                }
+            }
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
     async fn read_orders(
         &self,
         sale: &SaleId,

@@ -245,7 +245,9 @@ impl OrdersProc {
         c.arg("orders")
             .args(["--redis", &self.redis_url])
             .args(["--sink", &self.sink])
-            .args(["--claim-idle-ms", "1000"]);
+            .args(["--claim-idle-ms", "1000", "--retry-base-ms", "50"])
+            .args(["--retry-max-ms", "500", "--discover-ms", "200"])
+            .args(["--metrics-listen", "127.0.0.1:0"]);
         self.child = Some(c.spawn().map_err(|e| format!("spawn bigtap orders: {e}"))?);
         Ok(())
     }

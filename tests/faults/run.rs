@@ -103,15 +103,18 @@ struct Cluster {
     sink: Option<Sink>,
     http: reqwest::Client,
     log: Arc<Log>,
-    _dir: tempfile::TempDir,
+    /// Process logs; removed after a run that kept every promise.
+    dir: PathBuf,
 }
 
 impl Cluster {
-    async fn start(with_consumer: bool) -> Result<Cluster, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("bigtap-faults-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+    async fn start(seed: u64, with_consumer: bool) -> Result<Cluster, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "bigtap-faults-{seed}-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let redis = RedisProcess::start_temporary().map_err(|e| e.to_string())?;
         let redis_url = redis.url();
         let upstream = ([127, 0, 0, 1], redis.port()).into();
@@ -120,7 +123,7 @@ impl Cluster {
             let proxy = Proxy::start(upstream).await.map_err(|e| e.to_string())?;
             let port = free_port().map_err(|e| e.to_string())?;
             let url = proxy.url();
-            let path: PathBuf = dir.path().to_owned();
+            let path: PathBuf = dir.clone();
             starting.push(async move {
                 let p = NodeProc::start(&format!("node{i}"), &url, port, &[], &path).await?;
                 Ok::<_, String>(Slot {
@@ -135,7 +138,7 @@ impl Cluster {
         let slots = futures::future::try_join_all(starting).await?;
         let (consumer, sink) = if with_consumer {
             let sink = Sink::start().await.map_err(|e| e.to_string())?;
-            let c = OrdersProc::start(&redis_url, &sink.url(), dir.path())?;
+            let c = OrdersProc::start(&redis_url, &sink.url(), &dir)?;
             (Some(tokio::sync::Mutex::new(c)), Some(sink))
         } else {
             (None, None)
@@ -148,7 +151,7 @@ impl Cluster {
             sink,
             http: buyer_client(BUYER_TIMEOUT),
             log: Arc::new(Log::default()),
-            _dir: dir,
+            dir,
         })
     }
 
@@ -325,7 +328,7 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
     let plan = nemesis::plan(&mut rng.fork(), NODES, with_consumer);
     let stock = rng.range(50, 200);
     let buyers = (stock + rng.range(60, 200)) as usize;
-    let cluster = Arc::new(Cluster::start(with_consumer).await?);
+    let cluster = Arc::new(Cluster::start(seed, with_consumer).await?);
     cluster.open_sale(stock).await?;
 
     // Buyers arrive over the whole fault schedule, so faults meet a sale
@@ -441,7 +444,7 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
         })
         .await;
         let got = sink.tickets();
-        let path = cluster._dir.path().join("delivered.txt");
+        let path = cluster.dir.join("delivered.txt");
         let mut ids: Vec<&String> = got.iter().collect();
         ids.sort();
         let text: String = ids.iter().map(|t| format!("{t}\n")).collect();
@@ -462,13 +465,22 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    let audit_clean = audit.is_clean();
+    if report.ok() && audit_clean {
+        let _ = std::fs::remove_dir_all(&cluster.dir);
+    } else {
+        println!(
+            "seed={seed}: process logs kept in {}",
+            cluster.dir.display()
+        );
+    }
     Ok(RunResult {
         seed,
         plan,
         report,
         fenced,
         pause_fenced,
-        audit_clean: audit.is_clean(),
+        audit_clean,
         audit: audit.to_string(),
         consumer: with_consumer,
         stock,
