@@ -9,7 +9,7 @@ output "alb_dns_name" {
 }
 
 output "store_address" {
-  description = "MemoryDB cluster endpoint (TLS). Connect as rediss://<store_user_name>:<password from SSM>@<this>."
+  description = "MemoryDB cluster endpoint (TLS). Connect as rediss+cluster://<store_user_name>:<password from SSM>@<this>."
   value       = "${local.store_host}:${local.store_port}"
 }
 
