@@ -164,12 +164,19 @@ impl Backend {
         match self.call_bigtap(&url).await {
             // bigtap's answer is the outcome: 200 done (idempotent), 409 when
             // the ticket already went the other way (paid too late: refund).
+            // Anything else is bigtap's problem, not the shop's: 502.
             Ok((status, answer)) => {
                 tracing::info!(ticket = %claims.ticket, action, status = status.as_u16(), "payment reported to bigtap");
-                reply(
-                    status,
-                    json!({"ticket": claims.ticket.as_str(), "bigtap": answer}),
-                )
+                let ours = match status {
+                    StatusCode::OK | StatusCode::CONFLICT => status,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                let body = json!({
+                    "ticket": claims.ticket.as_str(),
+                    "bigtap_status": status.as_u16(),
+                    "bigtap": answer,
+                });
+                reply(ours, body)
             }
             Err(e) => {
                 tracing::warn!(ticket = %claims.ticket, error = %e, "bigtap unreachable");

@@ -9,8 +9,10 @@
 --
 -- Replies:
 --   {"unknown_sale"} | {"not_started"} | {"ended"} | {"closed"}   (no write)
---   {"ok", granted, epoch, lease_units, expires_at_ms, available}
+--   {"ok", granted, epoch, lease_units, expires_at_ms, available, leased, enqueued}
 --     granted = 0 with epoch = 0: the pool is empty and this node holds no lease.
+--     leased and enqueued (sale-wide, after this call) let a node that finds
+--     the pool empty tell at once whether any unit is still out anywhere.
 --
 -- A node that still holds a live lease gets its units topped up under the
 -- same epoch. A node whose own lease expired is treated like any dead node:
@@ -46,8 +48,11 @@ if cur then
 end
 
 local grant = math.min(want, avail)
+if epoch == 0 and grant == 0 then
+  local a = redis.call('HMGET', KEYS[2], 'leased', 'enqueued')
+  return {'ok', 0, 0, 0, 0, avail, tonumber(a[1]) or 0, tonumber(a[2]) or 0}
+end
 if epoch == 0 then
-  if grant == 0 then return {'ok', 0, 0, 0, 0, avail} end
   epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
 end
 units = units + grant
@@ -57,4 +62,5 @@ if grant > 0 then
   redis.call('HINCRBY', KEYS[2], 'avail', -grant)
   redis.call('HINCRBY', KEYS[2], 'leased', grant)
 end
-return {'ok', grant, epoch, units, expires, avail - grant}
+local a = redis.call('HMGET', KEYS[2], 'leased', 'enqueued')
+return {'ok', grant, epoch, units, expires, avail - grant, tonumber(a[1]) or 0, tonumber(a[2]) or 0}

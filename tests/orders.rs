@@ -213,6 +213,16 @@ async fn a_failing_then_unreachable_sink_gets_everything_once_it_recovers_with_g
     .await;
     assert!(counter(&metrics.render(), "retry") >= 12);
     assert_eq!(counter(&metrics.render(), "dead"), 0);
+    let mut conn = store.conn.clone();
+    let counters: usize = redis::cmd("HLEN")
+        .arg("bigtap:{s1}:orders:attempts")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        counters, 0,
+        "attempt counters are cleared on acknowledgement"
+    );
 
     // Each wait is at least half its ceiling, and ceilings double: the k-th
     // failure of a ticket is followed by at least base * 2^(k-1) / 2.
@@ -328,10 +338,29 @@ async fn a_poison_entry_is_dead_lettered_after_max_deliveries_and_replayed_once_
     cli.orders.run_dead(cmd, &mut out).await.unwrap();
     assert!(String::from_utf8_lossy(&out).contains("replayed 1 dead letter(s)"));
 
+    let again = cli.orders.run_dead(cmd, &mut Vec::new()).await;
+    assert!(
+        matches!(again, Err(bigtap::orders::OrdersError::NoDeadLetter { .. })),
+        "a dead letter is replayed once: {again:?}"
+    );
+
     eventually("the replayed order was delivered", || async {
         sink.delivered().contains(&poison)
     })
     .await;
+    // The ticket still has exactly one entry in the order stream.
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("bigtap:{s1}:orders")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut store.conn.clone())
+        .await
+        .unwrap();
+    let with_ticket = entries
+        .iter()
+        .filter(|(_, f)| f.iter().any(|(k, v)| k == "ticket" && v == &poison))
+        .count();
+    assert_eq!(with_ticket, 1, "one order entry per ticket after a replay");
     eventually("and acknowledged", || async { store.drained("s1").await }).await;
     assert!(bigtap::orders::dead::list(&mut conn, &keys, &s1)
         .await
@@ -497,6 +526,45 @@ async fn sales_created_while_the_consumer_runs_are_picked_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_resume_after_redis_restarts() {
+    let mut store = Store::start().await;
+    store.create_sale("s1").await;
+    let mut want: HashSet<String> = store
+        .add_winners("s1", 20)
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let sink = TestSink::start(always(200)).await;
+    let (token, task) = spawn(
+        Consumer::connect(config(&store), http_sink(&sink))
+            .await
+            .unwrap(),
+    );
+    eventually("the first winners were delivered", || async {
+        store.drained("s1").await
+    })
+    .await;
+
+    // AOF with fsync on every write: the stream and the group survive.
+    tokio::task::block_in_place(|| store.redis.restart()).expect("redis restarts");
+    store.reconnect().await;
+    want.extend(
+        store
+            .add_winners("s1", 20)
+            .await
+            .into_iter()
+            .map(|(_, t)| t),
+    );
+    eventually("the later winners were delivered", || async {
+        sink.delivered() == want
+    })
+    .await;
+    eventually("and acknowledged", || async { store.drained("s1").await }).await;
+    stop(token, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_sales_named_are_consumed() {
     let store = Store::start().await;
     store.create_sale("mine").await;
@@ -596,9 +664,58 @@ fn the_orders_flags_have_the_documented_defaults() {
     assert_eq!(cli.orders.sink_timeout_ms, 5000);
     assert_eq!(cfg.metrics_listen, Some("127.0.0.1:9091".parse().unwrap()));
     assert!(!cfg.trim);
+    let too_slow = [
+        "orders",
+        "--redis",
+        "redis://r/",
+        "--sink",
+        "http://b/",
+        "--claim-idle-ms",
+        "12000",
+    ];
+    assert!(Cli::try_parse_from(too_slow)
+        .unwrap()
+        .orders
+        .consumer_config()
+        .is_err());
     assert!(Cli::try_parse_from(["orders", "--redis", "redis://r/"])
         .unwrap()
         .orders
         .consumer_config()
         .is_err());
+}
+
+/// A burst of winners is delivered and acknowledged in full; the rate is
+/// printed as a measurement (never asserted): `BIGTAP_BURST=20000 cargo test
+/// --release --test orders -- --nocapture burst` gives the figure the README
+/// quotes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_winners_is_delivered_and_acknowledged_in_full() {
+    let n: usize = std::env::var("BIGTAP_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let store = Store::start().await;
+    store.create_sale("bench").await;
+    store.add_winners("bench", n).await;
+    let sink = TestSink::start(always(200)).await;
+    let mut cfg = config(&store);
+    // The defaults of `bigtap orders`.
+    cfg.concurrency = 64;
+    cfg.batch = 256;
+    let consumer = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
+    let started = Instant::now();
+    let (token, task) = spawn(consumer);
+    eventually("every entry was acknowledged", || async {
+        store.drained("bench").await
+    })
+    .await;
+    let took = started.elapsed();
+    assert_eq!(sink.delivered().len(), n);
+    println!(
+        "delivered and acknowledged {n} orders in {:.2} s: {:.0} deliveries/s",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+    stop(token, task).await;
 }

@@ -149,6 +149,14 @@ impl OrdersArgs {
         cfg.trim = self.trim;
         cfg.metrics_listen = Some(self.metrics_listen);
         cfg.validate().map_err(OrdersError::Config)?;
+        // An owner is silent for at most one sink call plus one backoff
+        // sleep; longer than claim-idle and others would take over entries
+        // it is still working on.
+        if self.sink_timeout_ms.saturating_add(self.retry_max_ms) >= self.claim_idle_ms {
+            return Err(OrdersError::Config(
+                "--sink-timeout-ms plus --retry-max-ms must be below --claim-idle-ms".into(),
+            ));
+        }
         Ok((cfg, sink))
     }
 
@@ -178,16 +186,17 @@ impl OrdersArgs {
                 let done = dead::replay(&mut conn, &keys, sale, id.as_deref())
                     .await
                     .map_err(OrdersError::Redis)?;
+                if let (Some(id), true) = (id, done.is_empty()) {
+                    return Err(OrdersError::NoDeadLetter {
+                        sale: *sale,
+                        id: id.clone(),
+                    });
+                }
                 for (dead_id, new_id) in &done {
                     writeln!(out, "replayed {dead_id} as {new_id}").map_err(OrdersError::Output)?;
                 }
                 writeln!(out, "replayed {} dead letter(s) of sale {sale}", done.len())
                     .map_err(OrdersError::Output)?;
-                if let (Some(id), true) = (id, done.is_empty()) {
-                    return Err(OrdersError::Config(format!(
-                        "sale {sale} has no dead letter {id}"
-                    )));
-                }
             }
         }
         Ok(())

@@ -10,9 +10,13 @@
 //!   same connection.
 //! - **claimer**: `XAUTOCLAIM`s entries left pending longer than
 //!   `claim_idle` by consumers that died.
-//! - **deliveries**: one task per entry: attempt, then XACK on success, or
-//!   record the failure (`lua/fail.lua`), back off and try again, until the
-//!   entry is delivered, dead-lettered, or taken over by another consumer.
+//! - **deliveries**: one task per entry: attempt; on a 2xx hand the entry to
+//!   the acknowledger; otherwise record the failure (`lua/fail.lua`), back
+//!   off and try again, until the entry is delivered, dead-lettered, or
+//!   taken over by another consumer.
+//! - **acknowledger**: XACKs delivered entries in batches (whatever finished
+//!   during the previous round trip), one command per sale instead of one
+//!   per entry.
 //! - **stats**: refreshes the per-sale gauges, runs metric upkeep, and trims
 //!   streams when asked to.
 //!
@@ -27,9 +31,10 @@
 //!   claimer fetch only about as many entries as there are free permits, so
 //!   a slow or dead sink makes a consumer read less, not pile entries up.
 //! - A failed entry keeps its owner's claim fresh (the fail script resets its
-//!   idle time), and the backoff ceiling is below `claim_idle`, so live
-//!   consumers do not steal each other's entries; an owner that finds its
-//!   entry claimed by someone else stops working on it.
+//!   idle time), and one sink call plus the backoff ceiling stay below
+//!   `claim_idle` (checked at startup), so live consumers do not steal each
+//!   other's entries; an owner that finds its entry claimed by someone else
+//!   stops working on it.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -63,6 +68,10 @@ const REDIS_RETRY_BASE: Duration = Duration::from_millis(50);
 const REDIS_RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long background tasks get to stop after the deliveries drained.
 const TASK_STOP: Duration = Duration::from_secs(2);
+/// Most acknowledgements sent in one round trip.
+const ACK_BATCH: usize = 1024;
+/// Attempts at a failing acknowledgement once the consumer is stopping.
+const ACK_TRIES_AFTER_STOP: u32 = 3;
 
 /// An entry fetched for delivery, with the permit it holds.
 struct Job {
@@ -71,6 +80,17 @@ struct Job {
     fields: HashMap<String, Value>,
     /// Taken over from another consumer, so it may have recorded attempts.
     claimed: bool,
+    _permit: OwnedSemaphorePermit,
+    _in_flight: InFlight,
+}
+
+/// A delivered entry waiting for its XACK. It keeps the delivery's permit
+/// and in-flight mark until acknowledged, so unacknowledged entries count
+/// against `concurrency` and are not claimed again meanwhile.
+struct Ack {
+    sale: SaleId,
+    id: String,
+    clear_attempts: bool,
     _permit: OwnedSemaphorePermit,
     _in_flight: InFlight,
 }
@@ -118,6 +138,9 @@ struct Shared {
     conn: ConnectionManager,
     scripts: Scripts,
     permits: Arc<Semaphore>,
+    /// Delivered entries to the acknowledger. Unbounded, but each message
+    /// holds a permit, so there are never more than `concurrency`.
+    acks: mpsc::UnboundedSender<Ack>,
     in_flight: Arc<Mutex<HashSet<(SaleId, String)>>>,
     /// The sales being consumed (their groups exist).
     sales: watch::Sender<Arc<Vec<SaleId>>>,
@@ -127,6 +150,7 @@ struct Shared {
 pub struct Consumer {
     shared: Arc<Shared>,
     reader: ConnectionManager,
+    acks: mpsc::UnboundedReceiver<Ack>,
     listener: Option<TcpListener>,
 }
 
@@ -163,9 +187,11 @@ impl Consumer {
             ),
             None => None,
         };
+        let (acks_tx, acks) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             keys: Keys::new(&cfg.prefix),
             permits: Arc::new(Semaphore::new(cfg.concurrency)),
+            acks: acks_tx,
             cfg,
             sink,
             metrics: OrdersMetrics::new(),
@@ -178,6 +204,7 @@ impl Consumer {
         Ok(Consumer {
             shared,
             reader,
+            acks,
             listener,
         })
     }
@@ -208,6 +235,7 @@ impl Consumer {
         let Consumer {
             shared,
             reader,
+            acks,
             listener,
         } = self;
         tracing::info!(consumer = %shared.cfg.consumer, "order consumer running");
@@ -231,6 +259,11 @@ impl Consumer {
                 background.clone(),
             ));
         }
+        // The acknowledger stops after the deliveries, flushing what they
+        // left it; a set of its own, so it can be awaited on its own.
+        let acks_stop = CancellationToken::new();
+        let mut acker = JoinSet::new();
+        acker.spawn(ack_loop(shared.clone(), acks, acks_stop.clone()));
 
         // The JoinSet aborts every delivery when dropped: that is what makes
         // a dropped `run` behave like a crash rather than a detached drain.
@@ -270,6 +303,10 @@ impl Consumer {
             }
         }
 
+        acks_stop.cancel();
+        while let Some(done) = acker.join_next().await {
+            log_join(done);
+        }
         background.cancel();
         let stop = tokio::time::Instant::now() + TASK_STOP;
         loop {
@@ -430,40 +467,46 @@ impl Shared {
         true
     }
 
-    /// XACK after a 2xx, retried while Redis fails: the delivery happened,
-    /// so giving up would only cause a repeat. Stops trying on shutdown (the
+    /// XACKs a batch of delivered entries, retried while Redis fails: the
+    /// deliveries happened, so giving up would only cause repeats. After
+    /// `stop` it tries a few more times and then leaves them pending (the
     /// repeat is then the lesser evil).
-    async fn ack(
-        &self,
-        sale: &SaleId,
-        id: &str,
-        clear_attempts: bool,
-        shutdown: &CancellationToken,
-    ) {
+    async fn ack_batch(&self, batch: &[Ack], stop: &CancellationToken) {
+        // One XACK per sale. Where attempts were counted, XACK and the
+        // counter cleanup go together in MULTI/EXEC (one sale = one slot).
+        let mut by_sale: HashMap<SaleId, (Vec<&str>, Vec<&str>)> = HashMap::new();
+        for a in batch {
+            let (ids, clear) = by_sale.entry(a.sale).or_default();
+            ids.push(&a.id);
+            if a.clear_attempts {
+                clear.push(&a.id);
+            }
+        }
+        let mut pipe = redis::pipe();
+        for (sale, (ids, clear)) in &by_sale {
+            if clear.is_empty() {
+                pipe.xack(self.keys.orders(sale), GROUP, ids).ignore();
+            } else {
+                pipe.cmd("MULTI").ignore();
+                pipe.xack(self.keys.orders(sale), GROUP, ids).ignore();
+                pipe.hdel(self.keys.attempts(sale), clear).ignore();
+                pipe.cmd("EXEC").ignore();
+            }
+        }
         let mut failures = 0u32;
         loop {
             let mut conn = self.conn.clone();
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .xack(self.keys.orders(sale), GROUP, &[id])
-                .ignore();
-            if clear_attempts {
-                pipe.hdel(self.keys.attempts(sale), id).ignore();
-            }
-            match pipe.query_async::<()>(&mut conn).await {
+            let e = match pipe.query_async::<()>(&mut conn).await {
                 Ok(()) => return,
-                Err(e) => {
-                    failures += 1;
-                    if shutdown.is_cancelled() {
-                        tracing::warn!(sale = %sale, id, error = %e, "could not acknowledge a delivered entry; it will be delivered again");
-                        return;
-                    }
-                    tracing::warn!(sale = %sale, id, error = %e, "acknowledgement failed; retrying");
-                    if !sleep_or_cancel(redis_backoff(failures), shutdown).await {
-                        return;
-                    }
-                }
+                Err(e) => e,
+            };
+            failures += 1;
+            if stop.is_cancelled() && failures >= ACK_TRIES_AFTER_STOP {
+                tracing::warn!(count = batch.len(), error = %e, "could not acknowledge delivered entries; they will be delivered again");
+                return;
             }
+            tracing::warn!(count = batch.len(), error = %e, "acknowledgement failed; retrying");
+            tokio::time::sleep(redis_backoff(failures)).await;
         }
     }
 
@@ -676,12 +719,54 @@ async fn claim_loop(shared: Arc<Shared>, jobs: mpsc::Sender<Job>, shutdown: Canc
     }
 }
 
+/// Sends XACKs in batches: whatever deliveries finished while the previous
+/// batch was in flight goes in the next round trip. On `stop`, flushes the
+/// queue and returns.
+async fn ack_loop(
+    shared: Arc<Shared>,
+    mut acks: mpsc::UnboundedReceiver<Ack>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(ACK_BATCH);
+    loop {
+        let first = tokio::select! {
+            biased;
+            a = acks.recv() => a,
+            _ = stop.cancelled() => None,
+        };
+        match first {
+            Some(a) => batch.push(a),
+            // Stopping (or every sender gone): drain without waiting.
+            None => match acks.try_recv() {
+                Ok(a) => batch.push(a),
+                Err(_) => return,
+            },
+        }
+        while batch.len() < ACK_BATCH {
+            match acks.try_recv() {
+                Ok(a) => batch.push(a),
+                Err(_) => break,
+            }
+        }
+        shared.ack_batch(&batch, &stop).await;
+        // Dropping the acks releases their permits and in-flight marks.
+        batch.clear();
+    }
+}
+
 /// Delivers one entry until it is acknowledged, dead-lettered, taken over,
 /// or the consumer stops.
 async fn deliver(shared: Arc<Shared>, job: Job, shutdown: CancellationToken) {
-    let sale = job.sale;
-    let id = job.id.as_str();
-    let order = match Order::from_fields(&sale, &job.fields) {
+    let Job {
+        sale,
+        id,
+        fields,
+        claimed,
+        _permit: permit,
+        _in_flight: in_flight,
+    } = job;
+    let id = id.as_str();
+    let order = match Order::from_fields(&sale, &fields) {
         Ok(o) => o,
         Err(why) => {
             // Retrying cannot fix a malformed entry.
@@ -700,7 +785,7 @@ async fn deliver(shared: Arc<Shared>, job: Job, shutdown: CancellationToken) {
         }
     };
     // Whether the attempts hash may hold a counter for this entry.
-    let mut counted = job.claimed;
+    let mut counted = claimed;
     let mut failures = 0u32;
     loop {
         let started = Instant::now();
@@ -712,7 +797,18 @@ async fn deliver(shared: Arc<Shared>, job: Job, shutdown: CancellationToken) {
         let err = match result {
             Ok(()) => {
                 shared.metrics.ok.increment(1);
-                shared.ack(&sale, id, counted, &shutdown).await;
+                let ack = Ack {
+                    sale,
+                    id: id.to_owned(),
+                    clear_attempts: counted,
+                    _permit: permit,
+                    _in_flight: in_flight,
+                };
+                if shared.acks.send(ack).is_err() {
+                    // Only when the consumer is being torn down; the entry
+                    // stays pending and is delivered again later.
+                    tracing::debug!(sale = %sale, id, "acknowledger gone; entry stays pending");
+                }
                 return;
             }
             Err(e) => e,

@@ -51,6 +51,8 @@ pub enum OrdersError {
     SinkUrl(#[from] SinkUrlError),
     #[error("could not listen for metrics on {0}")]
     MetricsListen(SocketAddr, #[source] std::io::Error),
+    #[error("sale {sale} has no dead letter {id}")]
+    NoDeadLetter { sale: crate::id::SaleId, id: String },
     #[error("could not write output")]
     Output(#[source] std::io::Error),
 }

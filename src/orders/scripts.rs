@@ -56,10 +56,10 @@ pub struct Scripts {
 impl Default for Scripts {
     fn default() -> Self {
         Scripts {
-            fail: Script::new(include_str!("lua/fail.lua")),
-            replay: Script::new(include_str!("lua/replay.lua")),
-            trim: Script::new(include_str!("lua/trim.lua")),
-            retire: Script::new(include_str!("lua/retire.lua")),
+            fail: Script::new(include_str!("../../lua/orders_fail.lua")),
+            replay: Script::new(include_str!("../../lua/orders_replay.lua")),
+            trim: Script::new(include_str!("../../lua/orders_trim.lua")),
+            retire: Script::new(include_str!("../../lua/orders_retire.lua")),
         }
     }
 }

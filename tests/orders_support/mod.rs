@@ -72,6 +72,15 @@ impl Store {
         self.redis.url()
     }
 
+    /// A fresh connection, after the server restarted.
+    pub async fn reconnect(&mut self) {
+        self.conn = redis::Client::open(self.redis.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection");
+    }
+
     /// Registers `sale` in `bigtap:sales`.
     pub async fn create_sale(&self, sale: &str) {
         let mut c = self.conn.clone();
@@ -84,14 +93,29 @@ impl Store {
         let mut c = self.conn.clone();
         let key = format!("bigtap:{{{sale}}}:orders");
         let mut out = Vec::with_capacity(n);
+        // In pipelines of modest size: one huge pipeline would outlast the
+        // connection's response timeout.
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            out.extend(self.add_chunk(&mut c, &key, sale, chunk).await);
+        }
+        out
+    }
+
+    async fn add_chunk(
+        &self,
+        c: &mut MultiplexedConnection,
+        key: &str,
+        sale: &str,
+        indexes: &[usize],
+    ) -> Vec<(String, String)> {
         let mut pipe = redis::pipe();
-        let mut tickets = Vec::with_capacity(n);
-        for i in 0..n {
+        let mut tickets = Vec::with_capacity(indexes.len());
+        for &i in indexes {
             let ticket = bigtap::TicketId::random().to_string();
             let user = format!("user-{i}");
             let issued = 1_700_000_000_000u64 + i as u64;
             pipe.cmd("XADD")
-                .arg(&key)
+                .arg(key)
                 .arg("*")
                 .arg("ticket")
                 .arg(&ticket)
@@ -107,11 +131,8 @@ impl Store {
                 .arg("node-a");
             tickets.push(ticket);
         }
-        let ids: Vec<String> = pipe.query_async(&mut c).await.expect("XADD");
-        for (id, t) in ids.into_iter().zip(tickets) {
-            out.push((id, t));
-        }
-        out
+        let ids: Vec<String> = pipe.query_async(c).await.expect("XADD");
+        ids.into_iter().zip(tickets).collect()
     }
 
     /// Pending entries of group `orders` on the sale's stream.
@@ -136,9 +157,22 @@ impl Store {
             .and_then(|g| g.lag)
     }
 
-    /// True once group `orders` has read and acknowledged every entry.
+    /// True once group `orders` has read and acknowledged every entry. One
+    /// XINFO GROUPS answers both questions at the same instant: asked
+    /// separately, a read between the two could make a fresh group look done.
     pub async fn drained(&self, sale: &str) -> bool {
-        self.pending(sale).await == 0 && self.lag(sale).await == Some(0)
+        let mut c = self.conn.clone();
+        let Ok(r) = c
+            .xinfo_groups::<_, redis::streams::StreamInfoGroupsReply>(format!(
+                "bigtap:{{{sale}}}:orders"
+            ))
+            .await
+        else {
+            return false;
+        };
+        r.groups
+            .iter()
+            .any(|g| g.name == "orders" && g.pending == 0 && g.lag == Some(0))
     }
 
     /// Ids the group has acknowledged: read (at or below the last-delivered

@@ -2,6 +2,9 @@
 --
 -- The XADD to the order stream and the XDEL from the dead-letter stream
 -- happen together, so a replayed entry exists in exactly one of the two.
+-- The original order entry (acknowledged when it was dead-lettered) is
+-- deleted in the same step, so the ticket keeps exactly one entry in the
+-- order stream (DESIGN §2).
 -- The new entry carries the original fields, without the dead letter's
 -- error/attempts/original_id, plus `replay_of` = the original entry id, so
 -- readers of the stream can tell a replay from a new win of the same ticket.
@@ -43,4 +46,7 @@ if original then
 end
 local new_id = redis.call('XADD', unpack(args))
 redis.call('XDEL', dead, id)
+if original then
+  redis.call('XDEL', stream, original)
+end
 return new_id
