@@ -22,6 +22,10 @@ use crate::store::{Eligibility, PutOutcome, SaleSpec, Snapshot, StockChange, Sto
 const ADMIN_BODY_LIMIT: usize = 8 * 1024 * 1024;
 /// Ticket TTL when none is given: 15 minutes to pay.
 const DEFAULT_TICKET_TTL_MS: u64 = 15 * 60 * 1000;
+/// Largest number a script handles exactly: Lua numbers are doubles, and a
+/// larger one reaches Redis in exponent form, which HINCRBY refuses and
+/// replies cannot encode (a sale created with one could not be read back).
+const MAX_NUMBER: u64 = (1 << 53) - 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -168,8 +172,14 @@ async fn put(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
     if ticket_ttl_ms == 0 {
         return invalid("ticket_ttl_ms must be positive");
     }
-    if b.stock.is_some_and(|s| s > i64::MAX as u64 / 2) {
+    if b.stock.is_some_and(|s| s > MAX_NUMBER) {
         return invalid("stock is too large");
+    }
+    if [b.starts_at_ms, b.ends_at_ms, ticket_ttl_ms]
+        .iter()
+        .any(|n| *n > MAX_NUMBER)
+    {
+        return invalid("times must be at most 2^53 - 1");
     }
     let spec = SaleSpec {
         stock: b.stock,
@@ -224,6 +234,9 @@ async fn stock(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
     };
     if b.add == 0 {
         return invalid("add must not be 0");
+    }
+    if b.add.unsigned_abs() > MAX_NUMBER {
+        return invalid("add is too large");
     }
     let r = match shared.store.add_stock(&sale, b.add).await {
         Ok(StockChange::Changed { total, available }) => reply(

@@ -95,7 +95,8 @@ async fn acquire(shared: &Arc<Shared>, live: &Arc<LiveSale>, user: UserId, now: 
             refills += 1;
             match lease::refill(&shared.lease, sale).await {
                 Refill::Ready => continue,
-                Refill::SoldOut => return sold_out(shared, sale, user).await,
+                // This buyer's request made the lease call: it reached Redis.
+                Refill::SoldOut => return sold_out(shared, sale, user).await.via_store(),
                 Refill::Refused(r) => return refusal(sale, r),
                 Refill::Failed => return response::unavailable().via_store(),
             }

@@ -36,7 +36,6 @@ use crate::app::Shared;
 use response::Body;
 
 pub use admin::accounting as accounting_json;
-pub use router::route_index;
 
 /// Serves HTTP on `listener` until `shutdown`, then drains.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -121,7 +120,8 @@ pub async fn handle<B: RequestBody>(
     peer: std::net::IpAddr,
 ) -> Response<Body> {
     let start = Instant::now();
-    let route = route_index(req.uri().path());
+    let target = router::target(req.uri().path());
+    let route = target.route();
     let m = &shared.metrics;
     let inflight = shared.inflight.fetch_add(1, Relaxed) + 1;
     m.inflight.set(inflight as f64);
@@ -130,7 +130,7 @@ pub async fn handle<B: RequestBody>(
         response::unavailable()
     } else {
         let limit = Duration::from_millis(shared.config.request_timeout_ms);
-        match tokio::time::timeout(limit, router::dispatch(&shared, req, peer)).await {
+        match tokio::time::timeout(limit, router::dispatch(&shared, req, peer, target)).await {
             Ok(r) => r,
             Err(_) => response::unavailable().via_store(),
         }

@@ -19,31 +19,10 @@ pub const PROBE: usize = 4;
 pub const METRICS: usize = 5;
 pub const UNKNOWN: usize = 6;
 
-/// The metrics route of a path (index into `metrics::ROUTES`).
-pub fn route_index(path: &str) -> usize {
-    let mut seg = path.trim_start_matches('/').split('/');
-    match (
-        seg.next(),
-        seg.next(),
-        seg.next(),
-        seg.next(),
-        seg.next(),
-        seg.next(),
-    ) {
-        (Some("v1"), Some("sales"), Some(_), Some("tickets"), None, None) => TAKE,
-        (Some("v1"), Some("sales"), Some(_), None, None, None) => SALE_STATUS,
-        (Some("v1"), Some("sales"), Some(_), Some("tickets"), Some(_), _) => BACKEND,
-        (Some("v1"), Some("admin"), ..) => ADMIN,
-        (Some("healthz" | "readyz"), None, ..) => PROBE,
-        (Some("metrics"), None, ..) => METRICS,
-        _ => UNKNOWN,
-    }
-}
-
 /// Where a request goes, parsed from the path into copyable values so the
 /// request itself can then be moved into its handler.
 #[derive(Clone, Copy)]
-enum Target {
+pub enum Target {
     Take(Option<SaleId>),
     Status(Option<SaleId>),
     Ticket(Option<(SaleId, TicketId)>, backend::Action),
@@ -54,7 +33,23 @@ enum Target {
     NotFound,
 }
 
-fn target(path: &str) -> Target {
+impl Target {
+    /// The metrics route (index into `metrics::ROUTES`).
+    pub fn route(&self) -> usize {
+        match self {
+            Target::Take(_) => TAKE,
+            Target::Status(_) => SALE_STATUS,
+            Target::Ticket(..) => BACKEND,
+            Target::Admin(..) => ADMIN,
+            Target::Healthz | Target::Readyz => PROBE,
+            Target::Metrics => METRICS,
+            Target::NotFound => UNKNOWN,
+        }
+    }
+}
+
+/// Parses a request path once, for both dispatch and metrics.
+pub fn target(path: &str) -> Target {
     let mut seg = path.trim_start_matches('/').split('/');
     let parts = (
         seg.next(),
@@ -90,9 +85,10 @@ pub async fn dispatch<B: RequestBody>(
     shared: &Arc<Shared>,
     req: Request<B>,
     peer: IpAddr,
+    target: Target,
 ) -> Reply {
     let method = req.method();
-    match target(req.uri().path()) {
+    match target {
         Target::Take(sale) => {
             if method != Method::POST {
                 return response::method_not_allowed("POST");
@@ -160,12 +156,14 @@ mod tests {
 
     #[test]
     fn paths_map_to_their_metric_routes() {
-        assert_eq!(route_index("/v1/sales/s/tickets"), TAKE);
-        assert_eq!(route_index("/v1/sales/s"), SALE_STATUS);
-        assert_eq!(route_index("/v1/sales/s/tickets/t/confirm"), BACKEND);
-        assert_eq!(route_index("/v1/admin/sales/s/stock"), ADMIN);
-        assert_eq!(route_index("/readyz"), PROBE);
-        assert_eq!(route_index("/metrics"), METRICS);
-        assert_eq!(route_index("/nope"), UNKNOWN);
+        let route = |p: &str| target(p).route();
+        assert_eq!(route("/v1/sales/s/tickets"), TAKE);
+        assert_eq!(route("/v1/sales/s"), SALE_STATUS);
+        assert_eq!(route("/v1/sales/s/tickets/t/confirm"), BACKEND);
+        assert_eq!(route("/v1/admin/sales/s/stock"), ADMIN);
+        assert_eq!(route("/readyz"), PROBE);
+        assert_eq!(route("/metrics"), METRICS);
+        assert_eq!(route("/nope"), UNKNOWN);
+        assert_eq!(route("/v1/sales/s/tickets/t/confirm/extra"), UNKNOWN);
     }
 }

@@ -153,7 +153,10 @@ pub enum LeaseReply {
         epoch: u64,
         lease_units: u64,
         expires_at_ms: u64,
+        /// Sale-wide, after this call.
         available: u64,
+        leased: u64,
+        orders_enqueued: u64,
     },
     Refused(Refusal),
 }

@@ -275,10 +275,7 @@ impl RedisStore {
         let v: Value = self
             .timed(op, async { inv.invoke_async(&mut con).await })
             .await?;
-        match v {
-            Value::Array(items) => Ok(items),
-            other => Ok(vec![other]),
-        }
+        Ok(into_items(v))
     }
 
     fn refusal(op: Op, status: &str) -> Result<Refusal, StoreError> {
@@ -291,8 +288,37 @@ impl RedisStore {
         }
     }
 
+    /// One page of `SSCAN`/`HSCAN` over `key`: the next cursor and the
+    /// flat list of members (or field/value pairs).
+    async fn scan_page(
+        &self,
+        command: &'static str,
+        key: &str,
+        cursor: u64,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let mut con = self.con.clone();
+        self.timed(Op::Command, async {
+            ::redis::cmd(command)
+                .arg(key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await
+        })
+        .await
+    }
+
     fn sale_keys(&self, sale: &SaleId, names: &[&str]) -> Vec<String> {
         names.iter().map(|n| self.key(sale, n)).collect()
+    }
+}
+
+/// A script reply as a list of items (a bare value becomes a list of one).
+fn into_items(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items,
+        other => vec![other],
     }
 }
 
@@ -563,10 +589,7 @@ impl Store for RedisStore {
             let v: Value = self
                 .timed(Op::AddEligible, async { inv.invoke_async(&mut con).await })
                 .await?;
-            let items = match v {
-                Value::Array(items) => items,
-                other => vec![other],
-            };
+            let items = into_items(v);
             let mut r = Reply::new(Op::AddEligible, &items);
             match r.str()? {
                 "unknown_sale" => return Ok(None),
@@ -631,18 +654,7 @@ impl Store for RedisStore {
         let mut cursor: u64 = 0;
         let mut users = Vec::new();
         loop {
-            let mut con = self.con.clone();
-            let (next, batch): (u64, Vec<String>) = self
-                .timed(Op::Command, async {
-                    ::redis::cmd("SSCAN")
-                        .arg(&key)
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut con)
-                        .await
-                })
-                .await?;
+            let (next, batch) = self.scan_page("SSCAN", &key, cursor).await?;
             users.extend(batch.iter().filter_map(|u| UserId::parse(u).ok()));
             if next == 0 {
                 return Ok(users);
@@ -674,6 +686,8 @@ impl Store for RedisStore {
                 lease_units: r.u64()?,
                 expires_at_ms: r.u64()?,
                 available: r.u64()?,
+                leased: r.u64()?,
+                orders_enqueued: r.u64()?,
             }),
             other => Ok(LeaseReply::Refused(Self::refusal(Op::Lease, other)?)),
         }
@@ -764,10 +778,7 @@ impl Store for RedisStore {
         let v: Value = self
             .timed(Op::Admit, async { inv.invoke_async(&mut con).await })
             .await?;
-        let items = match v {
-            Value::Array(items) => items,
-            other => vec![other],
-        };
+        let items = into_items(v);
         let mut r = Reply::new(Op::Admit, &items);
         let status = r.str()?;
         if status != "ok" {
@@ -918,18 +929,7 @@ impl Store for RedisStore {
         let mut cursor: u64 = 0;
         let mut out = Vec::new();
         loop {
-            let mut con = self.con.clone();
-            let (next, flat): (u64, Vec<String>) = self
-                .timed(Op::Command, async {
-                    ::redis::cmd("HSCAN")
-                        .arg(&winners_key)
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut con)
-                        .await
-                })
-                .await?;
+            let (next, flat) = self.scan_page("HSCAN", &winners_key, cursor).await?;
             let pairs: Vec<(UserId, TicketId)> = flat
                 .chunks(2)
                 .filter_map(|p| match p {
