@@ -308,7 +308,10 @@ fn pairs(v: &Value) -> Result<Vec<(String, String)>, AuditError> {
 }
 
 /// One stream entry: id and fields.
-fn entries(v: &Value) -> Result<Vec<(String, BTreeMap<String, String>)>, AuditError> {
+type Entry = (String, BTreeMap<String, String>);
+
+/// The entries of an XRANGE reply.
+fn entries(v: &Value) -> Result<Vec<Entry>, AuditError> {
     let Value::Array(items) = v else {
         return Err(AuditError::Protocol(format!("expected entries, got {v:?}")));
     };
@@ -404,7 +407,7 @@ struct Snapshot {
     winners: BTreeMap<String, String>,
     leases: Vec<(String, String)>,
     expiry: BTreeSet<String>,
-    stream: Vec<(String, BTreeMap<String, String>)>,
+    stream: Vec<Entry>,
 }
 
 fn reconcile(sale: &SaleId, s: &Snapshot, delivered: Option<&BTreeSet<String>>) -> AuditReport {

@@ -98,9 +98,11 @@ async fn lease_once(ctx: &LeaseCtx, sale: &Sale) -> Refill {
             granted,
             epoch,
             available,
+            leased,
+            orders_enqueued,
             ..
         }) => {
-            sale.set_available_hint(available);
+            sale.observe_pool(available, leased, orders_enqueued);
             if granted > 0 {
                 m.leases[0].increment(1);
                 m.lease_units.increment(granted);

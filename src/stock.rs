@@ -301,8 +301,14 @@ impl Sale {
         }
     }
 
-    pub fn set_available_hint(&self, available: u64) {
-        self.mirror.available.store(available, Relaxed);
+    /// Takes in the pool as a lease call saw it (fresher than the last
+    /// refresh: it lets a node that finds the pool empty prove at once that
+    /// its winners replica is complete).
+    pub fn observe_pool(&self, available: u64, leased: u64, orders_enqueued: u64) {
+        let m = &self.mirror;
+        m.available.store(available, Relaxed);
+        m.leased.store(leased, Relaxed);
+        m.orders_enqueued.store(orders_enqueued, Relaxed);
     }
 
     pub fn is_sold_out(&self) -> bool {

@@ -69,12 +69,12 @@ async fn seeded_fault_runs_never_oversell_lose_a_winner_double_a_buyer_or_strand
         }
     }
     let sum = |f: &dyn Fn(&RunResult) -> u64| results.iter().map(f).sum::<u64>();
-    let pauses: Vec<u64> = results
+    let pauses: Vec<_> = results
         .iter()
-        .flat_map(|r| r.pause_fenced.iter().copied())
+        .flat_map(|r| r.pauses.iter().copied())
         .collect();
     println!(
-        "SUMMARY runs={} failed={:?} faults={:?} winners={} oversold={} lost={} double={} stranded={} fenced={} pauses_past_ttl={} pauses_with_fenced_commits={} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={}",
+        "SUMMARY runs={} failed={:?} faults={:?} winners={} oversold={} lost={} double={} stranded={} fenced={}/{} pauses_past_ttl={} pauses_with_fenced_commits={} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={}",
         results.len(),
         failures,
         kinds,
@@ -84,8 +84,9 @@ async fn seeded_fault_runs_never_oversell_lose_a_winner_double_a_buyer_or_strand
         sum(&|r| r.report.figures.double as u64),
         sum(&|r| r.report.figures.stranded as u64),
         sum(&|r| r.fenced),
+        sum(&|r| r.fenced_wire),
         pauses.len(),
-        pauses.iter().filter(|n| **n > 0).count(),
+        pauses.iter().filter(|p| p.fenced > 0).count(),
         sum(&|r| r.report.figures.unknown as u64),
         sum(&|r| r.report.figures.resolved_won as u64),
         sum(&|r| r.report.figures.resolved_new as u64),
@@ -98,10 +99,12 @@ async fn seeded_fault_runs_never_oversell_lose_a_winner_double_a_buyer_or_strand
         "seeds that broke a promise: {failures:?}"
     );
     // The fencing path was really exercised: a node paused past its TTL
-    // came back with units of an expired lease and had its commits refused.
-    if !pauses.is_empty() {
+    // came back with units of an expired lease, and its commits were
+    // refused. Whether one given pause catches the node holding units is a
+    // race, so this is judged over a set of runs (the CI set has several).
+    if pauses.len() >= 3 {
         assert!(
-            pauses.iter().any(|n| *n > 0),
+            pauses.iter().any(|p| p.fenced > 0) || sum(&|r| r.fenced_wire) > 0,
             "no pause past the TTL led to a fenced commit: {pauses:?}"
         );
     }
@@ -320,6 +323,8 @@ impl Store for BrokenStore {
             lease_units: want,
             expires_at_ms: now_ms() + ttl_ms,
             available: 1000,
+            leased: want,
+            orders_enqueued: 0,
         })
     }
     async fn renew(

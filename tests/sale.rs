@@ -358,3 +358,26 @@ async fn a_node_joining_after_the_order_stream_was_trimmed_still_answers_from_me
     );
     assert_eq!((memory, store), (2.0, 0.0), "both answers came from memory");
 }
+
+#[tokio::test]
+async fn right_after_sell_out_losers_are_refused_from_memory_without_waiting_for_a_refresh() {
+    let redis = redis();
+    // Refreshes never run during the test: only what requests learn counts.
+    let n = node_with(&redis.url(), |c| c.refresh_ms = 600_000).await;
+    n.open_sale("fast", 2).await;
+    assert_eq!(n.take("fast", "w1").await.status, StatusCode::CREATED);
+    assert_eq!(n.take("fast", "w2").await.status, StatusCode::CREATED);
+    for i in 0..20 {
+        assert_eq!(
+            n.take("fast", &format!("loser{i}")).await.status,
+            StatusCode::GONE
+        );
+    }
+    let m = n.get("/metrics").await.body.as_str().unwrap().to_owned();
+    let memory = metric(
+        &m,
+        "bigtap_http_request_duration_seconds_count{route=\"take\",answered_by=\"memory\"}",
+    );
+    // Two commits and at most one lease call that found the pool empty.
+    assert!(memory >= 19.0, "losers answered from memory: {memory}\n{m}");
+}

@@ -66,14 +66,16 @@ pub fn plan(rng: &mut Rng, nodes: usize, consumer: bool) -> Vec<Step> {
     let node = |rng: &mut Rng| rng.below(nodes as u64) as usize;
     (0..n)
         .map(|i| {
-            let kinds = if consumer { 7 } else { 6 };
+            // Pauses weigh double: whether one catches its node holding
+            // units is a race, and the fencing path must be exercised.
+            let kinds = if consumer { 8 } else { 7 };
             let fault = match rng.below(kinds) {
                 0 => Fault::KillNode(node(rng)),
                 1 => Fault::KillRedis,
-                2 => Fault::PauseNode(node(rng)),
-                3 => Fault::Delay(node(rng), rng.range(50, 300)),
-                4 => Fault::Blackhole(node(rng)),
-                5 => Fault::Reset(node(rng)),
+                2 | 3 => Fault::PauseNode(node(rng)),
+                4 => Fault::Delay(node(rng), rng.range(50, 300)),
+                5 => Fault::Blackhole(node(rng)),
+                6 => Fault::Reset(node(rng)),
                 _ => Fault::KillConsumer,
             };
             let hold_ms = match fault {

@@ -86,18 +86,22 @@ impl NodeProc {
         c.arg("serve")
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--redis", &self.redis_url])
-            .args(["--node-id", &self.node_id])
-            .args(["--lease-ttl-ms", &LEASE_TTL_MS.to_string()])
-            .args([
-                "--user-rate",
-                "0",
-                "--refresh-ms",
-                "50",
-                "--sweep-ms",
-                "200",
-            ])
-            .args(["--redis-timeout-ms", "500"])
-            .args(&self.extra);
+            .args(["--node-id", &self.node_id]);
+        let ttl = LEASE_TTL_MS.to_string();
+        let defaults = [
+            ("--lease-ttl-ms", ttl.as_str()),
+            ("--user-rate", "0"),
+            ("--refresh-ms", "50"),
+            ("--sweep-ms", "200"),
+            ("--redis-timeout-ms", "500"),
+        ];
+        for (flag, value) in defaults {
+            // A flag given in `extra` replaces the default.
+            if !self.extra.iter().any(|e| e == flag) {
+                c.args([flag, value]);
+            }
+        }
+        c.args(&self.extra);
         let child = c.spawn().map_err(|e| format!("spawn bigtap serve: {e}"))?;
         self.child = Some(child);
         self.wait_ready().await
@@ -168,12 +172,16 @@ impl NodeProc {
         }
     }
 
-    /// SIGTERM, then waits up to `limit` for the exit.
-    pub async fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let mut c = self.child.take()?;
-        if let Some(pid) = c.id() {
+    /// SIGTERM: the graceful stop.
+    pub fn signal_term(&self) {
+        if let Some(pid) = self.pid() {
             signal(pid, libc::SIGTERM);
         }
+    }
+
+    /// Waits up to `limit` for the process to exit (killing it after that).
+    pub async fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
         match tokio::time::timeout(limit, c.wait()).await {
             Ok(Ok(status)) => Some(status),
             _ => {
@@ -183,22 +191,37 @@ impl NodeProc {
         }
     }
 
+    /// SIGTERM, then waits up to `limit` for the exit.
+    pub async fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        self.signal_term();
+        self.wait(limit).await
+    }
+
     /// Sum of `bigtap_commits_total{result="fenced"}` on this node.
     pub async fn fenced_commits(&self) -> Option<u64> {
-        let text = self
-            .http
+        let text = self.metrics().await?;
+        Some(metric_sum(
+            &text,
+            "bigtap_commits_total",
+            "result=\"fenced\"",
+        ))
+    }
+
+    /// Units the node holds locally, as its gauge last saw them.
+    pub async fn local_units(&self) -> Option<u64> {
+        let text = self.metrics().await?;
+        Some(metric_sum(&text, "bigtap_stock_local_units", ""))
+    }
+
+    async fn metrics(&self) -> Option<String> {
+        self.http
             .get(format!("{}/metrics", self.url()))
             .send()
             .await
             .ok()?
             .text()
             .await
-            .ok()?;
-        Some(metric_sum(
-            &text,
-            "bigtap_commits_total",
-            "result=\"fenced\"",
-        ))
+            .ok()
     }
 }
 
@@ -246,9 +269,16 @@ impl OrdersProc {
             .args(["--redis", &self.redis_url])
             .args(["--sink", &self.sink])
             .args(["--claim-idle-ms", "1000", "--retry-base-ms", "50"])
-            .args(["--retry-max-ms", "500", "--discover-ms", "200"])
+            .args(["--retry-max-ms", "400", "--sink-timeout-ms", "300"])
+            .args(["--discover-ms", "200"])
             .args(["--metrics-listen", "127.0.0.1:0"]);
         self.child = Some(c.spawn().map_err(|e| format!("spawn bigtap orders: {e}"))?);
+        // A consumer that refuses its settings exits at once: say why.
+        std::thread::sleep(Duration::from_millis(100));
+        if !self.is_running() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            return Err(format!("bigtap orders exited at start: {log}"));
+        }
         Ok(())
     }
 

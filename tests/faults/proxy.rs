@@ -30,6 +30,8 @@ struct State {
     /// Bumped by [`Proxy::reset`]; every connection watches it.
     resets: watch::Sender<u64>,
     connections: AtomicU64,
+    /// `fenced` verdicts of `admit` seen in Redis's replies.
+    fenced: AtomicU64,
 }
 
 /// A running proxy; stops when dropped.
@@ -48,6 +50,7 @@ impl Proxy {
             mode: watch::channel(Mode::Pass).0,
             resets: watch::channel(0).0,
             connections: AtomicU64::new(0),
+            fenced: AtomicU64::new(0),
         });
         let s = state.clone();
         let accept = tokio::spawn(async move {
@@ -80,6 +83,12 @@ impl Proxy {
         self.state.resets.send_modify(|n| *n += 1);
     }
 
+    /// Commits Redis refused as fenced on this link: a Redis-side count
+    /// that includes late commits whose node had already given up on them.
+    pub fn fenced_verdicts(&self) -> u64 {
+        self.state.fenced.load(Relaxed)
+    }
+
     pub fn connections(&self) -> u64 {
         self.state.connections.load(Relaxed)
     }
@@ -102,8 +111,13 @@ async fn relay(s: &State, client: TcpStream) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (client, server) = (Arc::new(client), Arc::new(server));
-    let up = pump(s.mode.subscribe(), client.clone(), server.clone());
-    let down = pump(s.mode.subscribe(), server.clone(), client.clone());
+    let up = pump(s.mode.subscribe(), client.clone(), server.clone(), None);
+    let down = pump(
+        s.mode.subscribe(),
+        server.clone(),
+        client.clone(),
+        Some(&s.fenced),
+    );
     tokio::select! {
         _ = async { tokio::join!(up, down) } => {}
         _ = resets.changed() => {
@@ -113,39 +127,92 @@ async fn relay(s: &State, client: TcpStream) {
     }
 }
 
-/// Copies `from` to `to`, obeying the mode.
-async fn pump(mut mode: watch::Receiver<Mode>, from: Arc<TcpStream>, to: Arc<TcpStream>) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        // While blackholed, do not read: the bytes wait in the kernel.
-        while *mode.borrow_and_update() == Mode::Blackhole {
-            if mode.changed().await.is_err() {
+/// Copies `from` to `to`, obeying the mode. A delay is a latency: each
+/// chunk is forwarded `d` after it was read, without holding up the next.
+async fn pump(
+    mode: watch::Receiver<Mode>,
+    from: Arc<TcpStream>,
+    to: Arc<TcpStream>,
+    fenced: Option<&AtomicU64>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let mut read_mode = mode.clone();
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut scan = VerdictScan::default();
+        loop {
+            // While blackholed, do not read: the bytes wait in the kernel.
+            if !wait_open(&mut read_mode).await {
+                return;
+            }
+            let n = tokio::select! {
+                r = read(&from, &mut buf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                },
+                // The mode changed while waiting for data: re-check it.
+                _ = read_mode.changed() => continue,
+            };
+            if let Some(counter) = fenced {
+                counter.fetch_add(scan.feed(&buf[..n]), Relaxed);
+            }
+            let current = *read_mode.borrow();
+            let due = match current {
+                Mode::Delay(d) => tokio::time::Instant::now() + d,
+                _ => tokio::time::Instant::now(),
+            };
+            if tx.send((due, buf[..n].to_vec())).is_err() {
                 return;
             }
         }
-        let n = tokio::select! {
-            r = read(&from, &mut buf) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            },
-            // The mode changed while waiting for data: re-check it.
-            _ = mode.changed() => continue,
-        };
-        let current = *mode.borrow();
-        if let Mode::Delay(d) = current {
-            tokio::time::sleep(d).await;
-        }
-        while *mode.borrow_and_update() == Mode::Blackhole {
-            if mode.changed().await.is_err() {
+    };
+    let mut write_mode = mode;
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if !wait_open(&mut write_mode).await || write_all(&to, &chunk).await.is_err() {
                 return;
             }
         }
-        if write_all(&to, &buf[..n]).await.is_err() {
-            break;
+        // Half-close towards the other side, as a real peer would.
+        let _ = shutdown_write(&to);
+    };
+    tokio::join!(reader, writer);
+}
+
+/// Counts `admit`'s fenced verdicts in a RESP reply stream. Each verdict
+/// is the bulk string `fenced` followed by the empty ticket; `renew` and
+/// `return` reply a lone `fenced`, which this does not count.
+#[derive(Default)]
+struct VerdictScan {
+    tail: Vec<u8>,
+}
+
+impl VerdictScan {
+    const PATTERN: &'static [u8] = b"$6\r\nfenced\r\n$0\r\n";
+
+    fn feed(&mut self, chunk: &[u8]) -> u64 {
+        self.tail.extend_from_slice(chunk);
+        let n = self
+            .tail
+            .windows(Self::PATTERN.len())
+            .filter(|w| *w == Self::PATTERN)
+            .count();
+        // Keep just enough to catch a verdict split between chunks.
+        let keep = (Self::PATTERN.len() - 1).min(self.tail.len());
+        self.tail.drain(..self.tail.len() - keep);
+        n as u64
+    }
+}
+
+/// Waits while the mode is blackhole; false when the proxy is gone.
+async fn wait_open(mode: &mut watch::Receiver<Mode>) -> bool {
+    while *mode.borrow_and_update() == Mode::Blackhole {
+        if mode.changed().await.is_err() {
+            return false;
         }
     }
-    // Half-close towards the other side, as a real peer would.
-    let _ = shutdown_write(&to);
+    true
 }
 
 async fn read(s: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {

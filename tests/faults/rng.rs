@@ -6,7 +6,7 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x5eed_b16_7a9_u64)
+        Rng(seed ^ 0x5eed_b167_a9f0_u64)
     }
 
     pub fn next_u64(&mut self) -> u64 {

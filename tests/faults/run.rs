@@ -10,6 +10,7 @@ use bigtap::store::embedded::{free_port, RedisProcess};
 use bigtap::store::redis::RedisStore;
 use bigtap::store::Store;
 use bigtap::SaleId;
+use futures::stream::{self, StreamExt};
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -31,6 +32,18 @@ const BUYER_TIMEOUT: Duration = Duration::from_secs(3);
 /// when its lease expires.
 const PAUSE_BURST: usize = 16;
 
+/// Added latency on a paused node's link while it wakes up.
+const RESUME_LAG_MS: u64 = 200;
+
+/// A pause of a node past its lease TTL.
+#[derive(Debug, Clone, Copy)]
+pub struct Pause {
+    /// Units the node held when it was paused (in Redis and locally).
+    pub held: u64,
+    /// Commits of the node refused as fenced after it resumed.
+    pub fenced: u64,
+}
+
 /// What one run found.
 pub struct RunResult {
     pub seed: u64,
@@ -38,8 +51,11 @@ pub struct RunResult {
     pub report: Report,
     /// Fenced commits seen on all node processes.
     pub fenced: u64,
-    /// For each pause past the TTL: fenced commits of the paused node after it resumed.
-    pub pause_fenced: Vec<u64>,
+    /// Fenced verdicts Redis sent back, counted on the wire by the proxies
+    /// (includes late commits whose node had already timed out).
+    pub fenced_wire: u64,
+    /// Each pause past the TTL.
+    pub pauses: Vec<Pause>,
     pub audit: String,
     pub audit_clean: bool,
     pub consumer: bool,
@@ -61,10 +77,16 @@ impl RunResult {
         }
         let faults: Vec<String> = kinds.iter().map(|(k, n)| format!("{k}:{n}")).collect();
         let g = &self.report.figures;
+        let pauses: Vec<String> = self
+            .pauses
+            .iter()
+            .map(|p| format!("held {} fenced {}", p.held, p.fenced))
+            .collect();
         format!(
-            "seed={} faults=[{}] stock={} buyers={} winners={} oversold={} lost={} double={} stranded={} fenced={} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={} settle_ms={} audit={} {:.1}s",
+            "seed={} faults=[{}] pauses=[{}] stock={} buyers={} winners={} oversold={} lost={} double={} stranded={} fenced={}/{} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={} settle_ms={} audit={} {:.1}s",
             self.seed,
             faults.join(" "),
+            pauses.join(", "),
             self.stock,
             self.buyers,
             g.winners,
@@ -73,6 +95,7 @@ impl RunResult {
             g.double,
             g.stranded,
             self.fenced,
+            self.fenced_wire,
             g.unknown,
             g.resolved_won,
             g.resolved_new,
@@ -203,7 +226,11 @@ impl Cluster {
     }
 
     /// Applies one fault, holds it, heals it.
-    async fn apply(self: &Arc<Self>, step: &Step, burst_id: usize) -> Result<Option<u64>, String> {
+    async fn apply(
+        self: &Arc<Self>,
+        step: &Step,
+        burst_id: usize,
+    ) -> Result<Option<Pause>, String> {
         let hold = Duration::from_millis(step.hold_ms);
         match step.fault {
             Fault::KillNode(i) => {
@@ -240,6 +267,11 @@ impl Cluster {
             Fault::PauseNode(i) => {
                 let before = self.fenced_now(i).await;
                 let p = self.slots[i].proc.lock().await;
+                // Units the node holds, in Redis and in its own counter.
+                let held = self
+                    .lease_units(&p.node_id)
+                    .await
+                    .min(p.local_units().await.unwrap_or(0));
                 p.pause();
                 // Buyers keep arriving at the paused node; their requests
                 // wait in its socket buffers and are served when it resumes,
@@ -252,13 +284,23 @@ impl Cluster {
                     }));
                 }
                 tokio::time::sleep(hold).await;
+                // A slow link as it wakes: the node learns that its lease
+                // is gone only a round trip after it resumes serving, so
+                // the queued buyers commit under the expired lease first.
+                self.slots[i]
+                    .proxy
+                    .set(Mode::Delay(Duration::from_millis(RESUME_LAG_MS)));
                 p.resume();
                 drop(p);
                 for b in burst {
                     let _ = b.await;
                 }
+                self.slots[i].proxy.set(Mode::Pass);
                 let after = self.fenced_now(i).await;
-                return Ok(Some(after.saturating_sub(before)));
+                return Ok(Some(Pause {
+                    held,
+                    fenced: after.saturating_sub(before),
+                }));
             }
             Fault::Delay(i, ms) => {
                 self.slots[i]
@@ -311,10 +353,29 @@ impl Cluster {
         Ok(())
     }
 
+    /// Units of `node`'s lease as Redis records them (0 when it has none).
+    async fn lease_units(&self, node: &str) -> u64 {
+        let Ok(client) = redis::Client::open(self.redis_url.as_str()) else {
+            return 0;
+        };
+        let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+            return 0;
+        };
+        let rec: Option<String> = redis::cmd("HGET")
+            .arg(format!("bigtap:{{{SALE}}}:leases"))
+            .arg(node)
+            .query_async(&mut con)
+            .await
+            .unwrap_or(None);
+        rec.and_then(|r| r.split(':').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     async fn fenced_total(&self) -> u64 {
         let mut n = 0;
         for i in 0..self.slots.len() {
-            n += *self.slots[i].fenced_before.lock() + self.fenced_now(i).await;
+            let before = *self.slots[i].fenced_before.lock();
+            n += before + self.fenced_now(i).await;
         }
         n
     }
@@ -363,11 +424,11 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
         }));
     }
 
-    let mut pause_fenced = Vec::new();
+    let mut pauses = Vec::new();
     for (k, step) in plan.iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(step.after_ms)).await;
         if let Some(f) = cluster.apply(step, k).await? {
-            pause_fenced.push(f);
+            pauses.push(f);
         }
     }
     for t in tasks {
@@ -400,6 +461,20 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
     }
     let mut unsettled: Vec<String> = unsettled.into_iter().collect();
     unsettled.sort();
+    // And every winner asks again: a retry of a won take returns the same ticket.
+    let mut again: Vec<&str> = won.iter().copied().collect();
+    again.sort();
+    stream::iter(again)
+        .enumerate()
+        .map(|(k, user)| {
+            let c = cluster.clone();
+            async move {
+                c.buy(k % NODES, user, true).await;
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
     for (k, user) in unsettled.iter().enumerate() {
         for attempt in 0..20 {
             let o = cluster.buy((k + attempt) % NODES, user, true).await;
@@ -430,6 +505,11 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
     }
     let settle_ms = quiet.elapsed().as_millis();
     let fenced = cluster.fenced_total().await;
+    let fenced_wire = cluster
+        .slots
+        .iter()
+        .map(|s| s.proxy.fenced_verdicts())
+        .sum();
 
     // Every stream entry reaches the order backend.
     let mut delivered = None;
@@ -479,7 +559,8 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
         plan,
         report,
         fenced,
-        pause_fenced,
+        fenced_wire,
+        pauses,
         audit_clean,
         audit: audit.to_string(),
         consumer: with_consumer,
