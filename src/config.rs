@@ -123,8 +123,10 @@ pub struct ServeConfig {
     #[arg(long, env = "BIGTAP_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
 
-    /// Largest request body accepted (413 beyond).
-    #[arg(long, env = "BIGTAP_BODY_LIMIT", default_value_t = 64 * 1024)]
+    /// Largest operations request body accepted (413 beyond); an
+    /// eligibility upload of 100,000 ids fits in the default. The take route
+    /// accepts at most 1 KiB whatever this says.
+    #[arg(long, env = "BIGTAP_BODY_LIMIT", default_value_t = 8 * 1024 * 1024)]
     pub body_limit: usize,
 
     /// Largest request head (request line plus headers) accepted (431 beyond).
@@ -169,7 +171,7 @@ impl ServeConfig {
             max_inflight: 4096,
             header_timeout_ms: 5000,
             request_timeout_ms: 5000,
-            body_limit: 64 * 1024,
+            body_limit: 8 * 1024 * 1024,
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             drain_ms: 10000,

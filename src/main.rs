@@ -100,6 +100,15 @@ enum SaleAction {
     Close { sale: SaleId },
     /// Print the accounting (JSON).
     Show { sale: SaleId },
+    /// Reconcile ticket records, winners, the order stream, the accounting
+    /// and (given the ids the order backend received) the backend; print
+    /// every discrepancy, exit 1 if there is any.
+    Audit {
+        sale: SaleId,
+        /// File of ticket ids the order backend recorded, one per line.
+        #[arg(long)]
+        delivered: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -259,8 +268,8 @@ async fn sale(cmd: SaleCmd) -> Result<()> {
                     other => bail!("--eligibility must be open or list, not {other:?}"),
                 },
             };
-            if spec.ends_at_ms <= spec.starts_at_ms {
-                bail!("--ends-at-ms must be after --starts-at-ms");
+            if let Err(why) = spec.validate() {
+                bail!("{why}");
             }
             match store.put_sale(&sale, &spec).await? {
                 PutOutcome::Created => println!("created sale {sale}"),
@@ -268,18 +277,34 @@ async fn sale(cmd: SaleCmd) -> Result<()> {
                 PutOutcome::StockRequired => bail!("--stock is required to create a sale"),
             }
         }
-        SaleAction::Stock { sale, add } => match store.add_stock(&sale, add).await? {
-            StockChange::Changed { total, available } => {
-                println!("stock_total {total}, available {available}")
+        SaleAction::Stock { sale, add } => {
+            bigtap::store::validate_stock_delta(add).map_err(anyhow::Error::msg)?;
+            match store.add_stock(&sale, add).await? {
+                StockChange::Changed { total, available } => {
+                    println!("stock_total {total}, available {available}")
+                }
+                StockChange::Insufficient { available, .. } => {
+                    bail!(
+                        "only {available} units are unleased; cannot withdraw {}",
+                        -add
+                    )
+                }
+                StockChange::UnknownSale => bail!("unknown sale {sale}"),
             }
-            StockChange::Insufficient { available, .. } => {
-                bail!(
-                    "only {available} units are unleased; cannot withdraw {}",
-                    -add
-                )
+        }
+        SaleAction::Audit { sale, delivered } => {
+            let report = bigtap::audit::audit(
+                &cmd.store.redis,
+                &cmd.store.prefix,
+                &sale,
+                delivered.as_deref(),
+            )
+            .await?;
+            println!("{report}");
+            if !report.is_clean() {
+                std::process::exit(1);
             }
-            StockChange::UnknownSale => bail!("unknown sale {sale}"),
-        },
+        }
         SaleAction::Eligible { sale, file } => {
             let reader: Box<dyn BufRead> = if file == "-" {
                 Box::new(std::io::stdin().lock())

@@ -79,8 +79,17 @@ impl Sales {
     pub async fn discover(&self) -> Result<usize, StoreError> {
         let mut added = 0;
         for id in self.ctx.store.sales().await? {
-            if !self.map.contains_key(&id) && self.load(id).await?.is_some() {
-                added += 1;
+            if self.map.contains_key(&id) {
+                continue;
+            }
+            // One unreadable sale must not keep the others (or the node)
+            // from being served; it is retried at the next discovery.
+            match self.load(id).await {
+                Ok(Some(_)) => added += 1,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(sale = %id, error = %e, "cannot load sale; skipping it for now")
+                }
             }
         }
         Ok(added)

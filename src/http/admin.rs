@@ -16,16 +16,12 @@ use super::response::{self, Reply};
 use crate::app::Shared;
 use crate::auth::{bearer, secret_eq};
 use crate::id::{SaleId, UserId};
-use crate::store::{Eligibility, PutOutcome, SaleSpec, Snapshot, StockChange, StoreError};
+use crate::store::{
+    validate_stock_delta, Eligibility, PutOutcome, SaleSpec, Snapshot, StockChange, StoreError,
+};
 
-/// Admin bodies: an eligibility upload of 64-char ids fits ~100k users.
-const ADMIN_BODY_LIMIT: usize = 8 * 1024 * 1024;
 /// Ticket TTL when none is given: 15 minutes to pay.
 const DEFAULT_TICKET_TTL_MS: u64 = 15 * 60 * 1000;
-/// Largest number a script handles exactly: Lua numbers are doubles, and a
-/// larger one reaches Redis in exponent form, which HINCRBY refuses and
-/// replies cannot encode (a sale created with one could not be read back).
-const MAX_NUMBER: u64 = (1 << 53) - 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -118,7 +114,7 @@ pub async fn route<B: RequestBody>(
     let body = if method == Method::GET {
         bytes::Bytes::new()
     } else {
-        match super::read_limited(req.into_body(), ADMIN_BODY_LIMIT).await {
+        match super::read_limited(req.into_body(), shared.config.body_limit).await {
             Ok(b) => b,
             Err(r) => return Reply::plain(r.resp),
         }
@@ -165,29 +161,16 @@ async fn put(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
         Some("list") => Eligibility::List,
         Some(_) => return invalid("eligibility must be \"open\" or \"list\""),
     };
-    if b.ends_at_ms <= b.starts_at_ms {
-        return invalid("ends_at_ms must be after starts_at_ms");
-    }
-    let ticket_ttl_ms = b.ticket_ttl_ms.unwrap_or(DEFAULT_TICKET_TTL_MS);
-    if ticket_ttl_ms == 0 {
-        return invalid("ticket_ttl_ms must be positive");
-    }
-    if b.stock.is_some_and(|s| s > MAX_NUMBER) {
-        return invalid("stock is too large");
-    }
-    if [b.starts_at_ms, b.ends_at_ms, ticket_ttl_ms]
-        .iter()
-        .any(|n| *n > MAX_NUMBER)
-    {
-        return invalid("times must be at most 2^53 - 1");
-    }
     let spec = SaleSpec {
         stock: b.stock,
         starts_at_ms: b.starts_at_ms,
         ends_at_ms: b.ends_at_ms,
-        ticket_ttl_ms,
+        ticket_ttl_ms: b.ticket_ttl_ms.unwrap_or(DEFAULT_TICKET_TTL_MS),
         eligibility,
     };
+    if let Err(why) = spec.validate() {
+        return invalid(why);
+    }
     let status = match shared.store.put_sale(&sale, &spec).await {
         Ok(PutOutcome::Created) => StatusCode::CREATED,
         Ok(PutOutcome::Updated) => StatusCode::OK,
@@ -232,11 +215,8 @@ async fn stock(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
         Ok(b) => b,
         Err(e) => return invalid(e),
     };
-    if b.add == 0 {
-        return invalid("add must not be 0");
-    }
-    if b.add.unsigned_abs() > MAX_NUMBER {
-        return invalid("add is too large");
+    if let Err(why) = validate_stock_delta(b.add) {
+        return invalid(why);
     }
     let r = match shared.store.add_stock(&sale, b.add).await {
         Ok(StockChange::Changed { total, available }) => reply(

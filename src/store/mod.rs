@@ -62,6 +62,44 @@ pub struct SaleSpec {
     pub eligibility: Eligibility,
 }
 
+/// Largest number a sale may hold in a count or time: Lua numbers are
+/// doubles, and a larger integer reaches Redis in exponent form, which
+/// `HINCRBY` refuses and integer replies cannot encode.
+pub const MAX_NUMBER: u64 = (1 << 53) - 1;
+
+impl SaleSpec {
+    /// Checks what the store cannot represent or the sale cannot mean.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.ends_at_ms <= self.starts_at_ms {
+            return Err("ends_at_ms must be after starts_at_ms");
+        }
+        if self.ticket_ttl_ms == 0 {
+            return Err("ticket_ttl_ms must be positive");
+        }
+        if self.stock.is_some_and(|s| s > MAX_NUMBER) {
+            return Err("stock is too large");
+        }
+        if [self.starts_at_ms, self.ends_at_ms, self.ticket_ttl_ms]
+            .iter()
+            .any(|n| *n > MAX_NUMBER)
+        {
+            return Err("times must be at most 2^53 - 1");
+        }
+        Ok(())
+    }
+}
+
+/// Checks a stock change: non-zero and representable.
+pub fn validate_stock_delta(delta: i64) -> Result<(), &'static str> {
+    if delta == 0 {
+        Err("add must not be 0")
+    } else if delta.unsigned_abs() > MAX_NUMBER {
+        Err("add is too large")
+    } else {
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
     Created,
