@@ -90,7 +90,7 @@ pub struct ServeConfig {
     pub commit_batch: usize,
 
     /// Commit batches in flight at once per sale.
-    #[arg(long, env = "BIGTAP_COMMIT_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "BIGTAP_COMMIT_CONCURRENCY", default_value_t = 2)]
     pub commit_concurrency: usize,
 
     /// Time allowed for one Redis call before the buyer gets 503.
@@ -115,7 +115,8 @@ pub struct ServeConfig {
     #[arg(long, env = "BIGTAP_MAX_INFLIGHT", default_value_t = 4096)]
     pub max_inflight: usize,
 
-    /// Time a client gets to send its request headers (slowloris defence).
+    /// Time a client gets to send its request headers (slowloris defence);
+    /// 0 turns it off.
     #[arg(long, env = "BIGTAP_HEADER_TIMEOUT_MS", default_value_t = 5000)]
     pub header_timeout_ms: u64,
 
@@ -163,7 +164,7 @@ impl ServeConfig {
             allow_unsafe_redis: false,
             demo: false,
             commit_batch: 128,
-            commit_concurrency: 4,
+            commit_concurrency: 2,
             redis_timeout_ms: 1000,
             refresh_ms: 200,
             sweep_ms: 1000,

@@ -106,8 +106,21 @@ async fn ops_create_stock_load_close_and_inspect_a_sale_from_the_command_line() 
     assert!(!audit.is_empty(), "the audit prints its report");
     let delivered = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(delivered.path(), "0123456789abcdef0123456789abcdef\n").unwrap();
-    let unknown = bigtap(&["sale", "audit", "cli", "--delivered", delivered.path().to_str().unwrap()], &url);
-    assert_eq!(unknown.status.code(), Some(1), "a delivered id nobody issued is a discrepancy");
+    let unknown = bigtap(
+        &[
+            "sale",
+            "audit",
+            "cli",
+            "--delivered",
+            delivered.path().to_str().unwrap(),
+        ],
+        &url,
+    );
+    assert_eq!(
+        unknown.status.code(),
+        Some(1),
+        "a delivered id nobody issued is a discrepancy"
+    );
     assert!(stdout(&bigtap(&["sale", "close", "cli"], &url)).contains("closed"));
     assert!(!bigtap(&["sale", "show", "nosuch"], &url).status.success());
 }

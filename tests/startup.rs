@@ -89,10 +89,23 @@ async fn one_unreadable_sale_does_not_keep_a_node_from_serving_the_others() {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     // A sale whose settings key is of the wrong type: every read of it fails.
-    let _: () = redis::cmd("SET").arg("bigtap:{broken}:cfg").arg("x").query_async(&mut con).await.unwrap();
-    let _: i64 = redis::cmd("SADD").arg("bigtap:sales").arg("broken").query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("bigtap:{broken}:cfg")
+        .arg("x")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("SADD")
+        .arg("bigtap:sales")
+        .arg("broken")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     let first = node(&redis.url()).await;
     first.open_sale("fine", 1).await;
     let second = node(&redis.url()).await;
-    assert_eq!(second.take("fine", "alice").await.status, StatusCode::CREATED);
+    assert_eq!(
+        second.take("fine", "alice").await.status,
+        StatusCode::CREATED
+    );
 }

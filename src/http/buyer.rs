@@ -80,7 +80,8 @@ pub async fn take<B: RequestBody>(
     if let Some(issued) = sale.winner(&user) {
         return ticket(shared, sale, user, issued, true);
     }
-    acquire(shared, &live, user, now).await
+    // Boxed: the commit path's state stays off the rejected path's future.
+    Box::pin(acquire(shared, &live, user, now)).await
 }
 
 /// Takes a unit and commits it, refilling the lease as needed.

@@ -45,7 +45,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(Duration::from_millis(c.header_timeout_ms))
+        .header_read_timeout(
+            (c.header_timeout_ms > 0).then(|| Duration::from_millis(c.header_timeout_ms)),
+        )
         .max_headers(c.max_headers)
         .max_buf_size(c.max_header_bytes.max(8192));
     let graceful = GracefulShutdown::new();
@@ -123,20 +125,20 @@ pub async fn handle<B: RequestBody>(
     let target = router::target(req.uri().path());
     let route = target.route();
     let m = &shared.metrics;
+    // The in-flight gauge is published when metrics are rendered, not here:
+    // two gauge writes per request cost more than the count itself.
     let inflight = shared.inflight.fetch_add(1, Relaxed) + 1;
-    m.inflight.set(inflight as f64);
     let reply = if inflight > shared.config.max_inflight && route != router::PROBE {
         m.shed.increment(1);
         response::unavailable()
     } else {
         let limit = Duration::from_millis(shared.config.request_timeout_ms);
-        match tokio::time::timeout(limit, router::dispatch(&shared, req, peer, target)).await {
-            Ok(r) => r,
-            Err(_) => response::unavailable().via_store(),
+        match within(limit, router::dispatch(&shared, req, peer, target)).await {
+            Some(r) => r,
+            None => response::unavailable().via_store(),
         }
     };
-    let left = shared.inflight.fetch_sub(1, Relaxed) - 1;
-    m.inflight.set(left as f64);
+    shared.inflight.fetch_sub(1, Relaxed);
     let status = reply.resp.status().as_u16();
     m.request(
         route,
@@ -180,5 +182,19 @@ pub(crate) async fn read_limited<B: RequestBody>(
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(response::too_large()),
         Err(_) => Err(response::bad_request("unreadable_body")),
+    }
+}
+
+/// A deadline armed only if the first poll of `fut` does not finish: a
+/// request answered from memory never touches the timer wheel (registering
+/// and cancelling a timer per request showed up in profiles), while one
+/// that waits on Redis is bounded as before. `None` when the time ran out.
+async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    use std::task::Poll;
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => tokio::time::timeout(limit, fut).await.ok(),
     }
 }

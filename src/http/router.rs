@@ -111,20 +111,26 @@ pub async fn dispatch<B: RequestBody>(
             let Some((sale, ticket)) = ids else {
                 return Reply::plain(response::bad_request("bad_id").resp);
             };
-            backend::route(shared, sale, ticket, action, req).await
+            // Boxed: slow paths keep the request future small, so the
+            // rejected path does not move kilobytes of state around.
+            Box::pin(backend::route(shared, sale, ticket, action, req)).await
         }
         Target::Admin(sale, action) => {
             let Some(sale) = sale else {
                 return Reply::plain(response::bad_request("bad_sale_id").resp);
             };
-            admin::route(shared, sale, action, req).await
+            Box::pin(admin::route(shared, sale, action, req)).await
         }
         Target::Healthz => Reply::plain(response::json(
             hyper::StatusCode::OK,
             &b"{\"status\":\"ok\"}"[..],
         )),
-        Target::Readyz => ready(shared).await,
+        Target::Readyz => Box::pin(ready(shared)).await,
         Target::Metrics => {
+            shared
+                .metrics
+                .inflight
+                .set(shared.inflight.load(std::sync::atomic::Ordering::Relaxed) as f64);
             let mut r = response::json(hyper::StatusCode::OK, shared.metrics.render());
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
