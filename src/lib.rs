@@ -12,10 +12,12 @@
 //! - [`commit`]   micro-batched commits of winners through the `admit` script.
 //! - [`lease`]    lease refill, renewal, return, and reclaim of dead nodes.
 //! - [`sales`]    the registry of sales a node serves and their upkeep tasks.
-//! - [`lifecycle`] confirm / release / sweep of tickets.
+//! - [`lifecycle`] the sweeper of expired tickets (confirm and release are
+//!   scripts behind the store).
 //! - [`store`]    the Redis seam: a trait, its Redis implementation, the Lua
 //!   scripts, and an embedded redis-server for one-command runs.
 //! - [`orders`]   the order-stream consumer delivering winners to the backend.
+//! - [`audit`]    reconciliation of a sale's records after an incident.
 //! - [`metrics`]  metric names and the Prometheus exporter.
 //! - [`shutdown`] signals to a cancellation token.
 //! - [`id`]       sale, user and ticket ids parsed at the edge.
