@@ -35,6 +35,32 @@ async fn stop(
         .expect("consumer stops cleanly");
 }
 
+/// Waits until `sale` has a dead letter and every other entry was
+/// acknowledged, then returns the dead letters.
+async fn dead_letters_once_settled(
+    store: &Store,
+    sale_name: &str,
+    what: &str,
+) -> Vec<bigtap::orders::dead::DeadLetter> {
+    let keys = bigtap::orders::Keys::new("bigtap");
+    let s = sale(sale_name);
+    eventually(what, || async {
+        let mut c = store.conn.clone();
+        !bigtap::orders::dead::list(&mut c, &keys, &s)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    eventually("everything else was acknowledged", || async {
+        store.drained(sale_name).await
+    })
+    .await;
+    bigtap::orders::dead::list(&mut store.conn.clone(), &keys, &s)
+        .await
+        .unwrap()
+}
+
 fn counter(text: &str, outcome: &str) -> u64 {
     let prefix = format!("bigtap_orders_deliveries_total{{outcome=\"{outcome}\"}} ");
     text.lines()
@@ -268,24 +294,7 @@ async fn a_poison_entry_is_dead_lettered_after_max_deliveries_and_replayed_once_
     let metrics = consumer.metrics();
     let (token, task) = spawn(consumer);
 
-    let mut conn = store.conn.clone();
-    let keys = bigtap::orders::Keys::new("bigtap");
-    let s1 = sale("s1");
-    eventually("the poison entry is dead-lettered", || async {
-        let mut c = store.conn.clone();
-        !bigtap::orders::dead::list(&mut c, &keys, &s1)
-            .await
-            .unwrap()
-            .is_empty()
-    })
-    .await;
-    eventually("everything else was acknowledged", || async {
-        store.drained("s1").await
-    })
-    .await;
-    let dead = bigtap::orders::dead::list(&mut conn, &keys, &s1)
-        .await
-        .unwrap();
+    let dead = dead_letters_once_settled(&store, "s1", "the poison entry is dead-lettered").await;
     assert_eq!(dead.len(), 1);
     let d = &dead[0];
     assert_eq!(d.field("ticket"), Some(poison.as_str()));
@@ -362,10 +371,13 @@ async fn a_poison_entry_is_dead_lettered_after_max_deliveries_and_replayed_once_
         .count();
     assert_eq!(with_ticket, 1, "one order entry per ticket after a replay");
     eventually("and acknowledged", || async { store.drained("s1").await }).await;
-    assert!(bigtap::orders::dead::list(&mut conn, &keys, &s1)
-        .await
-        .unwrap()
-        .is_empty());
+    let keys = bigtap::orders::Keys::new("bigtap");
+    assert!(
+        bigtap::orders::dead::list(&mut store.conn.clone(), &keys, &sale("s1"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     stop(token, task).await;
 }
 
@@ -391,23 +403,8 @@ async fn a_malformed_entry_is_dead_lettered_without_bothering_the_sink() {
             .await
             .unwrap(),
     );
-    let keys = bigtap::orders::Keys::new("bigtap");
-    let s1 = sale("s1");
-    eventually("the malformed entry is dead-lettered", || async {
-        let mut c = store.conn.clone();
-        !bigtap::orders::dead::list(&mut c, &keys, &s1)
-            .await
-            .unwrap()
-            .is_empty()
-    })
-    .await;
-    eventually("the good one was delivered", || async {
-        store.drained("s1").await
-    })
-    .await;
-    let dead = bigtap::orders::dead::list(&mut conn, &keys, &s1)
-        .await
-        .unwrap();
+    let dead =
+        dead_letters_once_settled(&store, "s1", "the malformed entry is dead-lettered").await;
     assert_eq!(dead[0].field("original_id"), Some(bad.as_str()));
     assert!(dead[0].field("error").unwrap().contains("malformed"));
     assert_eq!(sink.delivered(), HashSet::from([good[0].1.clone()]));
