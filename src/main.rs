@@ -178,6 +178,10 @@ async fn async_main(command: Command) -> Result<()> {
 
 async fn serve(config: ServeConfig) -> Result<()> {
     let demo = config.demo;
+    // Signals first: a stop requested during start-up is honoured once the
+    // node runs, with the usual drain and lease return.
+    let token = CancellationToken::new();
+    cancel_on_signals(token.clone());
     let app = App::build(config)
         .await
         .context("cannot start bigtap serve")?;
@@ -185,8 +189,6 @@ async fn serve(config: ServeConfig) -> Result<()> {
     if demo {
         demo_sale(&app).await?;
     }
-    let token = CancellationToken::new();
-    cancel_on_signals(token.clone());
     tracing::info!(%addr, node = app.node_id(), redis = app.redis_url(), "bigtap serving");
     app.run_until_stopped(token).await;
     Ok(())

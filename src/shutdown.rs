@@ -7,29 +7,28 @@
 
 pub use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` when the process receives SIGTERM or SIGINT.
+/// Cancels `token` when the process receives SIGTERM or SIGINT. The
+/// handlers are installed before this returns (not lazily in the spawned
+/// task), so a signal that arrives right after start-up is not lost to the
+/// default action.
 pub fn cancel_on_signals(token: CancellationToken) {
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received");
-        token.cancel();
-    });
-}
-
-async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    tokio::spawn(async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            // Without signal handlers we can still stop on Ctrl-C.
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
             }
         }
-        // Without signal handlers we can still stop on Ctrl-C.
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+        tracing::info!("shutdown signal received");
+        token.cancel();
+    });
 }

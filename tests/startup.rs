@@ -109,3 +109,41 @@ async fn one_unreadable_sale_does_not_keep_a_node_from_serving_the_others() {
         StatusCode::CREATED
     );
 }
+
+#[test]
+fn serve_demo_with_its_defaults_runs_a_sale_from_a_relative_data_directory() {
+    use std::io::BufRead;
+    let base = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bigtap"))
+        .current_dir(base.path())
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .env_remove("BIGTAP_REDIS_URL")
+        .env_remove("BIGTAP_DATA_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("curl -si") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let ready = rx.recv_timeout(std::time::Duration::from_secs(20));
+    // SAFETY: kill(2) on our own child; SIGTERM asks for a graceful stop.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let line = ready.expect("the demo printed its curl line");
+    assert!(line.contains("/v1/sales/demo/tickets"), "{line}");
+    assert!(
+        base.path().join(".data").join("redis.log").exists(),
+        "the default --data-dir is ./.data"
+    );
+    assert!(status.success(), "a graceful stop exits 0: {status:?}");
+}

@@ -50,10 +50,14 @@ impl RedisProcess {
     /// Like [`RedisProcess::start_in`], with extra redis-server arguments.
     pub fn start_in_with(dir: &Path, extra: &[&str]) -> Result<Self, EmbeddedError> {
         std::fs::create_dir_all(dir).map_err(|e| EmbeddedError::DataDir(dir.to_owned(), e))?;
+        // Absolute: redis-server applies --dir before it opens --logfile, so
+        // a relative log path would be taken relative to the data directory.
+        let dir =
+            std::fs::canonicalize(dir).map_err(|e| EmbeddedError::DataDir(dir.to_owned(), e))?;
         let mut p = RedisProcess {
             child: None,
             port: 0,
-            dir: dir.to_owned(),
+            dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: None,
         };
