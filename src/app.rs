@@ -323,13 +323,6 @@ impl AppHandle {
         self.token.cancel();
         let _ = self.join.await;
     }
-
-    /// Abrupt stop, like a crash: no drain, no lease returned. Background
-    /// tasks are left to die with the runtime only if they are not driven
-    /// by the server task; see the fault tests for process-level crashes.
-    pub fn abort(self) {
-        self.join.abort();
-    }
 }
 
 async fn check_safety(store: &dyn Store, allow_unsafe: bool) -> Result<(), AppError> {
