@@ -12,7 +12,7 @@
 //! the embedded redis-server.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,9 @@ use crate::store::{Store, StoreError};
 
 /// How long start-up waits for Redis.
 const STORE_WAIT: Duration = Duration::from_secs(10);
+/// Failed restarts of the embedded redis-server in a row (half a second
+/// apart) after which the node reports it cannot recover by itself.
+const GIVE_UP_AFTER: u32 = 10;
 /// How often rate-limiter memory is trimmed.
 const RETAIN_EVERY: Duration = Duration::from_secs(10);
 
@@ -70,6 +73,37 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// Requests in progress (load shedding).
     pub inflight: AtomicUsize,
+    /// What the probes report.
+    pub health: Health,
+}
+
+/// What the probes report beyond what they check themselves (DESIGN §3).
+#[derive(Debug, Default)]
+pub struct Health {
+    /// The embedded redis-server could not be restarted, again and again:
+    /// the node cannot recover by itself, so liveness fails and whatever
+    /// replaces instances replaces it.
+    store_lost: AtomicBool,
+    /// The node stopped accepting and is draining: not ready.
+    draining: AtomicBool,
+}
+
+impl Health {
+    pub fn can_recover(&self) -> bool {
+        !self.store_lost.load(Relaxed)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Relaxed)
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Relaxed);
+    }
+
+    fn set_store_lost(&self, lost: bool) {
+        self.store_lost.store(lost, Relaxed);
+    }
 }
 
 /// Secrets given to, or generated for, a server.
@@ -220,6 +254,7 @@ impl App {
             lease,
             clock,
             inflight: AtomicUsize::new(0),
+            health: Health::default(),
         });
         Ok(App {
             shared,
@@ -269,7 +304,7 @@ impl App {
             .take()
             .map(|p| Arc::new(parking_lot::Mutex::new(p)));
         if let Some(p) = &embedded {
-            tasks.spawn(supervise(p.clone(), background.clone()));
+            tasks.spawn(supervise(p.clone(), shared.clone(), background.clone()));
         }
         crate::http::serve(listener, shared.clone(), shutdown).await;
         background.cancel();
@@ -355,8 +390,15 @@ async fn upkeep(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-/// Restarts the embedded redis-server if it dies.
-async fn supervise(p: Arc<parking_lot::Mutex<RedisProcess>>, stop: CancellationToken) {
+/// Restarts the embedded redis-server if it dies. After
+/// [`GIVE_UP_AFTER`] failed restarts in a row the node reports that it
+/// cannot recover by itself (`/healthz` 503), and keeps trying.
+async fn supervise(
+    p: Arc<parking_lot::Mutex<RedisProcess>>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let mut failures = 0u32;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -372,8 +414,17 @@ async fn supervise(p: Arc<parking_lot::Mutex<RedisProcess>>, stop: CancellationT
             Some(p.restart())
         })
         .await;
-        if let Ok(Some(Err(e))) = restarted {
-            tracing::error!(error = %e, "embedded redis-server could not be restarted");
+        match restarted {
+            Ok(None) | Ok(Some(Ok(()))) => failures = 0,
+            Ok(Some(Err(e))) => {
+                failures += 1;
+                tracing::error!(error = %e, failures, "embedded redis-server could not be restarted");
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::error!(error = %e, "embedded redis-server supervisor failed");
+            }
         }
+        shared.health.set_store_lost(failures >= GIVE_UP_AFTER);
     }
 }

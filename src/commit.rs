@@ -13,7 +13,6 @@
 //! of a fenced or exhausted lease are dropped; units of a failed call of
 //! unknown outcome are kept out (selling less, never more).
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -21,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::id::{TicketId, UserId};
 use crate::metrics::Metrics;
-use crate::stock::{Epoch, Sale};
+use crate::stock::{Epoch, Sale, Taken};
 use crate::store::{AdmitReply, Candidate, Refusal, Store, Verdict};
 
 /// Jobs waiting for a batch; beyond this buyers get 503 at once.
@@ -32,15 +31,43 @@ const QUEUE_DEPTH: usize = 16 * 1024;
 pub enum Settled {
     Judged(Verdict),
     Refused(Refusal),
-    /// Redis failed or timed out: the outcome is unknown; a retry replays
-    /// the ticket if the win was recorded.
+    /// Sent, and Redis failed or timed out: the outcome is unknown; a retry
+    /// replays the ticket if the win was recorded.
     Failed,
+    /// Never sent (queue full, node stopping): nothing was taken.
+    NotSent,
 }
 
+/// One buyer's unit on its way to Redis. The job owns the unit's flight
+/// (see [`Sale::take_unit`]): it ends exactly once, when the job is
+/// settled or, failing that, dropped. The buyer may be gone by then (hung
+/// up, timed out); the job does not depend on it.
 pub struct Job {
     user: UserId,
     epoch: Epoch,
-    reply: oneshot::Sender<Settled>,
+    reply: Option<oneshot::Sender<Settled>>,
+    sale: Arc<Sale>,
+}
+
+impl Job {
+    /// Ends the unit's flight and tells the buyer, if still there.
+    fn settle(mut self, s: Settled) {
+        if let Some(reply) = self.reply.take() {
+            self.sale.settle_one();
+            let _ = reply.send(s);
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // Dropped unsettled (its batch task died): the outcome is unknown,
+        // so the unit stays out of the counter, but its flight ends, or the
+        // lease would never again look quiet enough to renew or return.
+        if self.reply.take().is_some() {
+            self.sale.settle_one();
+        }
+    }
 }
 
 /// What a committer needs from the server.
@@ -73,15 +100,29 @@ impl Committer {
         Committer { tx }
     }
 
-    /// Commits one buyer holding a unit of `epoch` taken from `sale`.
-    pub async fn commit(&self, sale: &Sale, user: UserId, epoch: Epoch) -> Settled {
+    /// Commits one buyer holding a unit taken from `sale`.
+    ///
+    /// Once queued, the commit runs to its end even if this future is
+    /// dropped; only the verdict is then lost (a retry replays the ticket).
+    pub async fn commit(&self, sale: &Arc<Sale>, user: UserId, unit: Taken<'_>) -> Settled {
         let (reply, rx) = oneshot::channel();
-        sale.inflight.fetch_add(1, Relaxed);
-        if self.tx.try_send(Job { user, epoch, reply }).is_err() {
-            // Queue full or committer gone: the unit never left this node.
-            sale.inflight.fetch_sub(1, Relaxed);
-            sale.stock.give_back(epoch);
-            return Settled::Failed;
+        let job = Job {
+            user,
+            epoch: unit.epoch,
+            reply: Some(reply),
+            sale: sale.clone(),
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                let _ = unit.hand_over();
+            }
+            Err(e) => {
+                // Queue full or committer gone: the unit never left this
+                // node, and dropping `unit` gives it back.
+                let mut job = e.into_inner();
+                job.reply = None;
+                return Settled::NotSent;
+            }
         }
         rx.await.unwrap_or(Settled::Failed)
     }
@@ -123,14 +164,8 @@ async fn run(
     rx.close();
     while let Ok(j) = rx.try_recv() {
         sale.stock.give_back(j.epoch);
-        settle(&sale, j, Settled::Failed);
+        j.settle(Settled::NotSent);
     }
-}
-
-fn settle(sale: &Sale, job: Job, s: Settled) {
-    sale.inflight.fetch_sub(1, Relaxed);
-    sale.settled.fetch_add(1, Relaxed);
-    let _ = job.reply.send(s);
 }
 
 async fn commit_batch(ctx: &CommitCtx, sale: &Sale, mut jobs: Vec<Job>) {
@@ -184,28 +219,28 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
                         sale.stock.clear(epoch);
                     }
                 }
-                settle(sale, job, Settled::Judged(v));
+                job.settle(Settled::Judged(v));
             }
         }
         Ok(AdmitReply::Judged { .. }) => {
             // A reply that does not match the batch is a protocol fault.
             m[6].increment(jobs.len() as u64);
             for job in jobs {
-                settle(sale, job, Settled::Failed);
+                job.settle(Settled::Failed);
             }
         }
         Ok(AdmitReply::Refused(r)) => {
             m[5].increment(jobs.len() as u64);
             for job in jobs {
                 sale.stock.give_back(epoch);
-                settle(sale, job, Settled::Refused(r));
+                job.settle(Settled::Refused(r));
             }
         }
         Err(e) => {
             tracing::warn!(sale = %sale.id, error = %e, buyers = jobs.len(), "commit failed");
             m[6].increment(jobs.len() as u64);
             for job in jobs {
-                settle(sale, job, Settled::Failed);
+                job.settle(Settled::Failed);
             }
         }
     }

@@ -141,6 +141,12 @@ pub struct ServeConfig {
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "BIGTAP_DRAIN_MS", default_value_t = 10000)]
     pub drain_ms: u64,
+
+    /// Test only: brings back the in-flight leak of requests dropped
+    /// half-way (a buyer hanging up), so the fault harness can show that its
+    /// liveness checker catches a wedged node. Never set it in production.
+    #[arg(long, hide = true)]
+    pub test_leak_inflight: bool,
 }
 
 impl ServeConfig {
@@ -176,6 +182,7 @@ impl ServeConfig {
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             drain_ms: 10000,
+            test_leak_inflight: false,
         }
     }
 

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::stock::{Sale, Window};
+use crate::stock::{Epoch, QuietPoint, Sale, Window};
 use crate::store::{LeaseReply, Refusal, RenewReply, ReturnReply, Store};
 
 /// Share of the pool one lease takes at most (1/8): with up to eight busy
@@ -60,19 +60,30 @@ pub fn lease_size(available: u64, lease_max: u64) -> u64 {
 }
 
 /// Leases more units for `sale`, or waits for the refill already running.
-pub async fn refill(ctx: &LeaseCtx, sale: &Sale) -> Refill {
+///
+/// The lease call runs in a task of its own: a buyer who hangs up or times
+/// out drops this future, but the call still completes, its grant is still
+/// applied, and the single-flight flag is still cleared (by a guard, even if
+/// the task panics). Before, a dropped leader left the flag set and the node
+/// never leased that sale again.
+pub async fn refill(ctx: &Arc<LeaseCtx>, sale: &Arc<Sale>) -> Refill {
     // Register interest before trying to lead, so the leader's wake-up
     // cannot slip between our failed attempt and our wait.
     let notified = sale.refilled.notified();
     tokio::pin!(notified);
     notified.as_mut().enable();
-    if !sale.begin_refill() {
+    let Some(lead) = RefillLead::begin(sale) else {
         let _ = tokio::time::timeout(Duration::from_millis(ctx.ttl_ms), notified).await;
         return Refill::Ready;
-    }
-    let outcome = lease_once(ctx, sale).await;
-    sale.end_refill();
-    outcome
+    };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let outcome = lease_once(&ctx, &lead.0).await;
+        drop(lead);
+        outcome
+    })
+    .await
+    .unwrap_or(Refill::Failed)
 }
 
 /// Starts a background refill when the lease runs low.
@@ -80,40 +91,64 @@ pub fn maybe_prefetch(ctx: &Arc<LeaseCtx>, sale: &Arc<Sale>) {
     let units = u64::from(sale.stock.units());
     let low = sale.last_grant.load(Relaxed) / 4;
     if units <= low && !sale.is_sold_out() && sale.available_hint() > 0 {
-        let (ctx, sale) = (ctx.clone(), sale.clone());
-        tokio::spawn(async move {
-            if sale.begin_refill() {
-                lease_once(&ctx, &sale).await;
-                sale.end_refill();
-            }
-        });
+        if let Some(lead) = RefillLead::begin(sale) {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                lease_once(&ctx, &lead.0).await;
+            });
+        }
+    }
+}
+
+/// The single-flight lead of a refill; ends it (and wakes the waiters)
+/// when dropped, however the refill ends.
+struct RefillLead(Arc<Sale>);
+
+impl RefillLead {
+    fn begin(sale: &Arc<Sale>) -> Option<Self> {
+        sale.begin_refill().then(|| RefillLead(sale.clone()))
+    }
+}
+
+impl Drop for RefillLead {
+    fn drop(&mut self) {
+        self.0.end_refill();
     }
 }
 
 async fn lease_once(ctx: &LeaseCtx, sale: &Sale) -> Refill {
     let want = lease_size(sale.available_hint(), ctx.lease_max);
+    let q = sale.quiet_point();
+    let read_at_ms = ctx.clock.now_ms();
     let m = &ctx.metrics;
     match ctx.store.lease(&sale.id, &ctx.node, want, ctx.ttl_ms).await {
         Ok(LeaseReply::Granted {
             granted,
             epoch,
+            lease_units,
             available,
             leased,
             orders_enqueued,
             ..
         }) => {
-            sale.observe_pool(available, leased, orders_enqueued);
+            sale.observe_pool(available, leased, orders_enqueued, read_at_ms);
             if granted > 0 {
                 m.leases[0].increment(1);
                 m.lease_units.increment(granted);
-                sale.stock
-                    .grant(epoch as u32, granted.min(u64::from(u32::MAX)) as u32);
+                sale.stock.grant(epoch_of(epoch), units_of(granted));
                 sale.last_grant.store(granted, Relaxed);
                 sale.gauges.local_units.set(f64::from(sale.stock.units()));
                 Refill::Ready
             } else {
                 m.leases[1].increment(1);
                 if sale.stock.units() > 0 {
+                    Refill::Ready
+                } else if epoch > 0 && lease_units > 0 {
+                    // The pool is empty but Redis still holds units of this
+                    // node's live lease that the counter lost track of (a
+                    // commit of unknown outcome, a grant whose reply was
+                    // lost). They are this node's to sell: not sold out.
+                    adopt(sale, q, epoch, lease_units).await;
                     Refill::Ready
                 } else {
                     sale.mark_sold_out();
@@ -130,39 +165,67 @@ async fn lease_once(ctx: &LeaseCtx, sale: &Sale) -> Refill {
     }
 }
 
+/// Takes back units of this node's live lease `epoch` that Redis holds and
+/// the local counter lost. A lease the counter never learnt of (its grant's
+/// reply was lost) replaces the dead one; the units of the known lease are
+/// raised only when no commit moved since `q`, else the commits in flight
+/// may spend them and the buyer simply tries again.
+async fn adopt(sale: &Sale, q: Option<QuietPoint>, epoch: u64, lease_units: u64) {
+    let (epoch, units) = (epoch_of(epoch), units_of(lease_units));
+    if sale.stock.epoch() != epoch {
+        if sale.inflight() == 0 {
+            sale.stock.grant(epoch, units);
+            return;
+        }
+    } else if q.is_some_and(|q| sale.reconcile(q, epoch, units)) {
+        return;
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
+/// A lease epoch as the local counter keeps it. Redis counts a sale's
+/// leases from 1; 2^32 of them would take a century at one new lease a
+/// second, so saturating never bites in practice.
+fn epoch_of(epoch: u64) -> Epoch {
+    epoch.min(u64::from(u32::MAX)) as Epoch
+}
+
+/// Units as the local counter keeps them (saturating).
+fn units_of(units: u64) -> u32 {
+    units.min(u64::from(u32::MAX)) as u32
+}
+
 /// Renews, repairs or returns `sale`'s lease every third of the TTL until
 /// `stop`; then returns the lease (after in-flight commits settle).
 pub async fn keep(ctx: Arc<LeaseCtx>, sale: Arc<Sale>, stop: CancellationToken) {
     let period = Duration::from_millis((ctx.ttl_ms / 3).max(10));
     loop {
+        sale.while_retired(&stop).await;
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = stop.cancelled() => break,
         }
         sale.gauges.local_units.set(f64::from(sale.stock.units()));
         let epoch = sale.stock.epoch();
-        if epoch == 0 || (sale.stock.units() == 0 && sale.inflight.load(Relaxed) == 0) {
+        if epoch == 0 || (sale.stock.units() == 0 && sale.inflight() == 0) {
             continue;
         }
         let now = ctx.clock.now_ms();
         let idle = now.saturating_sub(sale.last_take_ms.load(Relaxed)) > ctx.ttl_ms;
         let over = sale.window(now) == Window::Ended;
-        if (idle || over) && sale.inflight.load(Relaxed) == 0 {
+        if (idle || over) && sale.inflight() == 0 {
             give_back(&ctx, &sale).await;
             continue;
         }
-        let quiet = (sale.inflight.load(Relaxed), sale.settled.load(Relaxed));
+        let quiet = sale.quiet_point();
         match ctx
             .store
             .renew(&sale.id, &ctx.node, u64::from(epoch), ctx.ttl_ms)
             .await
         {
             Ok(RenewReply::Renewed { lease_units, .. }) => {
-                if quiet.0 == 0
-                    && (sale.inflight.load(Relaxed), sale.settled.load(Relaxed)) == quiet
-                {
-                    sale.stock
-                        .raise_to(epoch, lease_units.min(u64::from(u32::MAX)) as u32);
+                if let Some(q) = quiet {
+                    sale.reconcile(q, epoch, units_of(lease_units));
                 }
             }
             Ok(RenewReply::Fenced) => {
@@ -174,7 +237,7 @@ pub async fn keep(ctx: Arc<LeaseCtx>, sale: Arc<Sale>, stop: CancellationToken) 
     }
     // Shutdown: wait briefly for commits in flight, then return the lease.
     for _ in 0..100 {
-        if sale.inflight.load(Relaxed) == 0 {
+        if sale.inflight() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -210,6 +273,7 @@ pub async fn give_back(ctx: &LeaseCtx, sale: &Sale) {
 pub async fn reclaim_loop(ctx: Arc<LeaseCtx>, sale: Arc<Sale>, stop: CancellationToken) {
     let period = Duration::from_millis((ctx.ttl_ms / 2).max(10));
     loop {
+        sale.while_retired(&stop).await;
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = stop.cancelled() => return,

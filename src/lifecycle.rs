@@ -27,6 +27,7 @@ pub async fn sweep_loop(
     stop: CancellationToken,
 ) {
     loop {
+        sale.while_retired(&stop).await;
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = stop.cancelled() => return,

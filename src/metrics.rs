@@ -32,7 +32,7 @@ static METADATA: Metadata<'static> = Metadata::new("bigtap", metrics::Level::INF
 /// How many request-counter slots one route has (see [`Metrics::request`]).
 pub const ANSWER_SLOTS: usize = 32;
 /// Routes, in label order.
-pub const ROUTES: [&str; 7] = [
+pub const ROUTES: [&str; 8] = [
     "take",
     "sale_status",
     "admin",
@@ -40,6 +40,7 @@ pub const ROUTES: [&str; 7] = [
     "probe",
     "metrics",
     "unknown",
+    "mine",
 ];
 
 /// Lease results, in label order.

@@ -21,7 +21,7 @@ use crate::id::SaleId;
 use crate::lease::{self, LeaseCtx};
 use crate::lifecycle;
 use crate::stock::Sale;
-use crate::store::{Store, StoreError};
+use crate::store::{SaleState, Store, StoreError};
 
 /// Entries read from the order stream per call.
 const TAIL_BATCH: usize = 1000;
@@ -31,6 +31,12 @@ const TAIL_IDLE: Duration = Duration::from_millis(50);
 /// How often a sale past its window is refreshed and tailed: it can only
 /// change by releases, sweeps and admin actions, none of them urgent.
 const ENDED_PERIOD: Duration = Duration::from_secs(2);
+/// How often a retired sale (over and settled) is refreshed, to notice an
+/// update that opens its window again.
+const RETIRED_PERIOD: Duration = Duration::from_secs(30);
+/// Caught-up polls in a row that find the replica short of the wins Redis
+/// counted before it is bootstrapped again.
+const REBOOT_AFTER_SHORT_POLLS: u32 = 20;
 /// How often the list of sales is re-read.
 const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 
@@ -179,7 +185,13 @@ async fn refresh_loop(
     stop: CancellationToken,
 ) {
     loop {
-        let wait = if ended(&sale) { ENDED_PERIOD } else { period };
+        let wait = if sale.is_retired() {
+            RETIRED_PERIOD
+        } else if ended(&sale) {
+            ENDED_PERIOD
+        } else {
+            period
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return,
@@ -195,12 +207,26 @@ fn ended(sale: &Sale) -> bool {
     sale.window(crate::clock::unix_ms()) == crate::stock::Window::Ended
 }
 
-/// One refresh: settings, accounting, and the eligibility list if it changed.
+/// One refresh: settings, accounting, and the eligibility list if it
+/// changed. It also retires a sale that is over and settled (window past,
+/// no unit in any lease, no pending ticket, every win in the replica): its
+/// tailer, lease keeper, reclaimer and sweeper then sleep, and only this
+/// refresh runs, every [`RETIRED_PERIOD`], so old sales cost the store
+/// next to nothing. A refresh that finds it open again (its window moved)
+/// revives them.
 pub async fn refresh(store: &dyn Store, sale: &Sale) -> Result<(), StoreError> {
     if let Some(snap) = store.snapshot(&sale.id).await? {
         sale.apply(&snap);
         if !snap.balanced {
             tracing::error!(sale = %sale.id, ?snap, "accounting is NOT balanced");
+        }
+        let over = matches!(snap.state(), SaleState::Ended | SaleState::Closed);
+        let settled = snap.leased == 0
+            && snap.pending == 0
+            && sale.stock.units() == 0
+            && sale.winners_known() >= snap.orders_enqueued;
+        if sale.set_retired(over && settled) {
+            tracing::info!(sale = %sale.id, retired = over && settled, "sale upkeep {}", if over && settled { "retired" } else { "revived" });
         }
         if let Some(version) = sale.eligibility_stale() {
             let users = store.eligible_users(&sale.id).await?;
@@ -225,46 +251,67 @@ pub async fn reload_eligible(store: &dyn Store, sale: &Sale) -> Result<(), Store
 /// because the order consumer may have trimmed delivered entries: the
 /// stream's newest id is read first, then every winner from the hash, then
 /// the stream is tailed from that id, so no win falls between the two.
+///
+/// While the sale may be sold out, each poll first reads the pool (one
+/// `HMGET`), then the stream: a pool with no unit anywhere, plus a replica
+/// holding every win counted with it, proves a miss is a loser (see
+/// [`Sale::replica_complete`]). An unreadable entry is skipped, not read
+/// forever; a replica that stays short of the wins Redis counted (entries
+/// trimmed before this node read them, skipped entries) is bootstrapped
+/// again from the winners hash.
 async fn tail_loop(store: Arc<dyn Store>, sale: Arc<Sale>, stop: CancellationToken) {
-    let mut after = loop {
-        let boot = async {
-            let last = store.last_order_id(&sale.id).await?;
-            for (user, issued) in store.winners(&sale.id).await? {
-                sale.remember_winner(user, issued);
-            }
-            Ok::<_, StoreError>(last.unwrap_or_else(|| "0".into()))
-        };
-        let r = tokio::select! {
-            r = boot => r,
-            _ = stop.cancelled() => return,
-        };
-        match r {
-            Ok(id) => break id,
-            Err(e) => {
-                tracing::debug!(sale = %sale.id, error = %e, "winners bootstrap failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-        }
+    let Some(mut after) = bootstrap(&*store, &sale, &stop).await else {
+        return;
     };
+    let mut short_polls = 0u32;
     loop {
+        sale.while_retired(&stop).await;
+        let poll = async {
+            let read_at_ms = crate::clock::unix_ms();
+            let pool = if sale.may_be_sold_out() {
+                store.pool(&sale.id).await?
+            } else {
+                None
+            };
+            let page = store.read_orders(&sale.id, &after, TAIL_BATCH).await?;
+            Ok::<_, StoreError>((read_at_ms, pool, page))
+        };
         let read = tokio::select! {
-            r = store.read_orders(&sale.id, &after, TAIL_BATCH) => r,
+            r = poll => r,
             _ = stop.cancelled() => return,
         };
         let pause = match read {
-            Ok(entries) => {
-                let full = entries.len() == TAIL_BATCH;
-                for e in &entries {
+            Ok((read_at_ms, pool, page)) => {
+                for e in &page.entries {
                     sale.remember_winner(e.user, e.issued);
                 }
-                if let Some(last) = entries.last() {
-                    after.clone_from(&last.id);
+                if let Some(last) = page.last_id {
+                    after = last;
                 }
-                if full {
+                if let Some(p) = pool {
+                    sale.observe_pool(p.available, p.leased, p.orders_enqueued, read_at_ms);
+                }
+                // Caught up, yet fewer wins known than Redis counted: some
+                // were never read here. Two polls in a row, because a win
+                // counted between the pool read and the stream read shows
+                // up short once.
+                if !page.full && sale.winners_known() < sale.orders_enqueued_hint() {
+                    short_polls += 1;
+                } else {
+                    short_polls = 0;
+                }
+                if short_polls >= REBOOT_AFTER_SHORT_POLLS {
+                    short_polls = 0;
+                    tracing::warn!(sale = %sale.id, known = sale.winners_known(), counted = sale.orders_enqueued_hint(), "winners replica behind the store; reloading it");
+                    match bootstrap(&*store, &sale, &stop).await {
+                        Some(id) => after = id,
+                        None => return,
+                    }
+                }
+                if page.full {
                     Duration::ZERO
+                } else if ended(&sale) {
+                    ENDED_PERIOD
                 } else {
                     TAIL_IDLE
                 }
@@ -278,6 +325,34 @@ async fn tail_loop(store: Arc<dyn Store>, sale: Arc<Sale>, stop: CancellationTok
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Loads every winner from the winners hash and returns the stream id to
+/// tail from; retries until it succeeds or `stop` (then `None`).
+async fn bootstrap(store: &dyn Store, sale: &Sale, stop: &CancellationToken) -> Option<String> {
+    loop {
+        let boot = async {
+            let last = store.last_order_id(&sale.id).await?;
+            for (user, issued) in store.winners(&sale.id).await? {
+                sale.remember_winner(user, issued);
+            }
+            Ok::<_, StoreError>(last.unwrap_or_else(|| "0".into()))
+        };
+        let r = tokio::select! {
+            r = boot => r,
+            _ = stop.cancelled() => return None,
+        };
+        match r {
+            Ok(id) => return Some(id),
+            Err(e) => {
+                tracing::debug!(sale = %sale.id, error = %e, "winners bootstrap failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.cancelled() => return None,
+                }
             }
         }
     }

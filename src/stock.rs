@@ -14,9 +14,12 @@
 //! commit of unknown outcome does not give its unit back, erring towards
 //! selling less, never more).
 //!
-//! All orderings on the word are `Relaxed`: the word is self-contained (it
-//! publishes no other memory), and each CAS sees a single modification order
-//! of the word itself, which is all the counting needs.
+//! Counting needs only `Relaxed` on the word: each CAS sees the single
+//! modification order of the word itself. One pair is stronger: a take
+//! publishes (Release) the in-flight count made just before it, so the
+//! lease reconciliation that reads the word (Acquire) and finds the unit
+//! gone also finds it in flight, and never raises the balance over a unit
+//! that is on its way to Redis (see [`Sale::reconcile`]).
 //!
 //! # Replicas
 //!
@@ -25,7 +28,10 @@
 //! here, and a loser after sell-out is refused without asking Redis. Both
 //! replicas are lock-free skip lists: readers never block.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 use crossbeam_skiplist::{SkipMap, SkipSet};
 use crossbeam_utils::CachePadded;
@@ -34,6 +40,12 @@ use tokio::sync::Notify;
 use crate::id::{SaleId, UserId};
 use crate::metrics::SaleGauges;
 use crate::store::{Issued, SaleState, Snapshot};
+
+/// How old a sold-out proof may be and still answer a replica miss from
+/// memory (see [`Sale::replica_complete`]): five polls of the tailer. It
+/// bounds how long a unit released on one node and won on another can go
+/// unseen here.
+pub const PROOF_FRESH_MS: u64 = 250;
 
 /// A lease epoch as the local counter stores it.
 pub type Epoch = u32;
@@ -68,9 +80,11 @@ impl LocalStock {
             if units == 0 {
                 return None;
             }
+            // Release on success: pairs with the Acquire of `word()`, so a
+            // reconciler that sees this unit gone sees it counted in flight.
             match self
                 .word
-                .compare_exchange_weak(cur, pack(epoch, units - 1), Relaxed, Relaxed)
+                .compare_exchange_weak(cur, pack(epoch, units - 1), Release, Relaxed)
             {
                 Ok(_) => return Some(epoch),
                 Err(actual) => cur = actual,
@@ -116,6 +130,21 @@ impl LocalStock {
         unpack(self.word.load(Relaxed)).0
     }
 
+    /// The packed word, for a compare-and-replace later.
+    fn word(&self) -> u64 {
+        // Acquire: pairs with the Release of `take`; whoever sees a unit
+        // gone also sees it counted in flight (`Sale::take_unit` counts
+        // first).
+        self.word.load(Acquire)
+    }
+
+    /// Replaces the word if it is still `expected`.
+    fn replace(&self, expected: u64, next: u64) -> bool {
+        self.word
+            .compare_exchange(expected, next, Relaxed, Relaxed)
+            .is_ok()
+    }
+
     /// CAS loop applying `f(epoch, units) -> Some(new word)`; `None` aborts.
     fn update(&self, f: impl Fn(Epoch, u32) -> Option<u64>) -> bool {
         let mut cur = self.word.load(Relaxed);
@@ -128,6 +157,41 @@ impl LocalStock {
             }
         }
     }
+}
+
+/// A unit taken from the local lease and not yet settled. Dropping it
+/// unsettled (a buyer gone before the commit was queued) gives the unit
+/// back and ends its flight.
+#[must_use]
+pub struct Taken<'a> {
+    sale: &'a Sale,
+    pub epoch: Epoch,
+    spent: bool,
+}
+
+impl Taken<'_> {
+    /// Hands the unit to a commit: from here the commit job owns its
+    /// flight and must call [`Sale::settle_one`] exactly once.
+    pub fn hand_over(mut self) -> Epoch {
+        self.spent = true;
+        self.epoch
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if !self.spent {
+            self.sale.stock.give_back(self.epoch);
+            self.sale.settle_one();
+        }
+    }
+}
+
+/// See [`Sale::quiet_point`].
+#[derive(Debug, Clone, Copy)]
+pub struct QuietPoint {
+    word: u64,
+    settled: u64,
 }
 
 /// Settings and accounting of a sale as this node last read them.
@@ -160,10 +224,19 @@ pub struct Sale {
     pub last_grant: AtomicU64,
     /// Local time of the last unit taken (an idle node returns its lease).
     pub last_take_ms: AtomicU64,
-    /// Units taken and not yet settled by a commit reply.
-    pub inflight: AtomicU64,
+    /// Units taken and not yet settled by a commit reply. Counted *before*
+    /// the unit leaves the counter (see [`Sale::take_unit`]), so a
+    /// reconciliation that sees the unit gone also sees it in flight.
+    inflight: AtomicU64,
     /// Commits settled so far (reconciliation checks nothing moved).
-    pub settled: AtomicU64,
+    settled: AtomicU64,
+    /// Wins enqueued when Redis last showed the pool empty and no unit in
+    /// any lease, and when (node clock, ms): see [`Sale::replica_complete`].
+    proof_enqueued: AtomicU64,
+    proof_at_ms: AtomicU64,
+    /// Set while the sale is over and settled: its upkeep tasks sleep.
+    retired: AtomicBool,
+    pub revived: Notify,
     winners: SkipMap<UserId, Issued>,
     eligible: SkipSet<UserId>,
     eligible_loaded: AtomicU64,
@@ -200,6 +273,10 @@ impl Sale {
             last_take_ms: AtomicU64::new(0),
             inflight: AtomicU64::new(0),
             settled: AtomicU64::new(0),
+            proof_enqueued: AtomicU64::new(0),
+            proof_at_ms: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            revived: Notify::new(),
             winners: SkipMap::new(),
             eligible: SkipSet::new(),
             eligible_loaded: AtomicU64::new(0),
@@ -301,14 +378,25 @@ impl Sale {
         }
     }
 
-    /// Takes in the pool as a lease call saw it (fresher than the last
-    /// refresh: it lets a node that finds the pool empty prove at once that
-    /// its winners replica is complete).
-    pub fn observe_pool(&self, available: u64, leased: u64, orders_enqueued: u64) {
+    /// Takes in the pool as Redis showed it in one atomic read made at
+    /// `read_at_ms` (node clock) or later: a lease reply, or the tailer's
+    /// pool read. When it shows no unit anywhere, it proves the winners
+    /// replica complete once the replica holds `orders_enqueued` wins.
+    pub fn observe_pool(&self, available: u64, leased: u64, orders_enqueued: u64, read_at_ms: u64) {
         let m = &self.mirror;
         m.available.store(available, Relaxed);
         m.leased.store(leased, Relaxed);
         m.orders_enqueued.store(orders_enqueued, Relaxed);
+        if available > 0 {
+            // A unit came back (release, sweep, reclaim): buyers may lease.
+            self.sold_out.store(false, Relaxed);
+        }
+        if available == 0 && leased == 0 {
+            self.proof_enqueued.fetch_max(orders_enqueued, Relaxed);
+            // Release: pairs with the Acquire in `replica_complete`; a reader
+            // of this time also reads the count proven with it.
+            self.proof_at_ms.fetch_max(read_at_ms, Release);
+        }
     }
 
     pub fn is_sold_out(&self) -> bool {
@@ -319,15 +407,121 @@ impl Sale {
         self.sold_out.store(true, Relaxed);
     }
 
-    /// True when a replica miss proves the buyer has no ticket: the last
-    /// refresh saw no unit in the pool or in any lease (no new win can
-    /// happen before units come back), and the replica holds every win
-    /// Redis had counted by then.
-    pub fn replica_complete(&self) -> bool {
-        let m = &self.mirror;
-        m.available.load(Relaxed) == 0
-            && m.leased.load(Relaxed) == 0
-            && self.winners_known() >= m.orders_enqueued.load(Relaxed)
+    /// True when a replica miss proves the buyer has no ticket: at most
+    /// [`PROOF_FRESH_MS`] ago Redis showed no unit in the pool or in any
+    /// lease (no new win can happen before a unit comes back), and the
+    /// replica holds every win Redis had counted then.
+    ///
+    /// The proof is renewed by the tailer every poll while the sale is sold
+    /// out; when it is not (store unreachable, tailer behind), a miss is
+    /// asked of Redis instead of answered from a stale view.
+    pub fn replica_complete(&self, now_ms: u64) -> bool {
+        let at = self.proof_at_ms.load(Acquire);
+        at > 0
+            && now_ms.saturating_sub(at) <= PROOF_FRESH_MS
+            && self.winners_known() >= self.proof_enqueued.load(Relaxed)
+    }
+
+    /// Whether the pool may be empty everywhere, by the last view: the
+    /// tailer then renews the sold-out proof at every poll.
+    pub fn may_be_sold_out(&self) -> bool {
+        self.remaining_hint() == 0 || self.is_sold_out()
+    }
+
+    /// Wins Redis had counted at the last view.
+    pub fn orders_enqueued_hint(&self) -> u64 {
+        self.mirror.orders_enqueued.load(Relaxed)
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Relaxed)
+    }
+
+    /// Retires or revives the sale's upkeep. Returns true on a change.
+    pub fn set_retired(&self, retired: bool) -> bool {
+        let changed = self.retired.swap(retired, Relaxed) != retired;
+        if changed && !retired {
+            self.revived.notify_waiters();
+        }
+        changed
+    }
+
+    /// Waits while the sale is retired (or until `stop`); returns at once
+    /// otherwise.
+    pub async fn while_retired(&self, stop: &tokio_util::sync::CancellationToken) {
+        loop {
+            let revived = self.revived.notified();
+            tokio::pin!(revived);
+            revived.as_mut().enable();
+            if !self.is_retired() {
+                return;
+            }
+            tokio::select! {
+                _ = revived => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Takes one unit of the local lease for a commit. The unit is counted
+    /// in flight first, then taken; it stays in flight until the returned
+    /// [`Taken`] is settled or dropped, whatever happens to the buyer.
+    #[inline]
+    pub fn take_unit(&self) -> Option<Taken<'_>> {
+        self.inflight.fetch_add(1, Relaxed);
+        match self.stock.take() {
+            Some(epoch) => Some(Taken {
+                sale: self,
+                epoch,
+                spent: false,
+            }),
+            None => {
+                self.inflight.fetch_sub(1, Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Units taken and not yet settled.
+    pub fn inflight(&self) -> u64 {
+        self.inflight.load(Relaxed)
+    }
+
+    /// A commit ended (whatever its verdict): the unit is no longer in flight.
+    pub fn settle_one(&self) {
+        self.settled.fetch_add(1, Relaxed);
+        // Release: pairs with the Acquire in `quiet_point`; a reconciler that
+        // sees the count drop also sees `settled` moved, so it cannot mistake
+        // a commit that settled meanwhile for a quiet lease.
+        self.inflight.fetch_sub(1, Release);
+    }
+
+    /// Where the lease stands before asking Redis for this node's balance,
+    /// or `None` while commits are in flight (the balance Redis reports
+    /// would count their units, which have already left the counter).
+    pub fn quiet_point(&self) -> Option<QuietPoint> {
+        let word = self.stock.word();
+        // Acquire: pairs with the Release of `settle_one`.
+        if self.inflight.load(Acquire) != 0 {
+            return None;
+        }
+        Some(QuietPoint {
+            word,
+            settled: self.settled.load(Relaxed),
+        })
+    }
+
+    /// Raises the local units of `epoch` to `lease_units`, the balance Redis
+    /// reported after `q` was taken, if nothing moved meanwhile: no unit
+    /// taken (the counter word is unchanged), none in flight, none settled.
+    /// A unit taken in between would otherwise be counted twice, once in
+    /// flight and once again in the raised balance.
+    pub fn reconcile(&self, q: QuietPoint, epoch: Epoch, lease_units: u32) -> bool {
+        if self.inflight.load(Acquire) != 0 || self.settled.load(Relaxed) != q.settled {
+            return false;
+        }
+        let (e, units) = unpack(q.word);
+        e == epoch && units < lease_units && self.stock.replace(q.word, pack(epoch, lease_units))
     }
 
     /// Starts a refill if none is running; `true` means the caller leads it.
@@ -434,6 +628,62 @@ mod tests {
         assert_eq!(s.units(), 5);
         assert!(s.clear(3));
         assert_eq!(s.units(), 0);
+    }
+
+    fn sale() -> Sale {
+        let metrics = crate::metrics::Metrics::new("test");
+        Sale::new(
+            SaleId::parse("s").unwrap(),
+            &Snapshot::default(),
+            metrics.sale_gauges("s"),
+        )
+    }
+
+    #[test]
+    fn a_unit_taken_while_the_lease_is_renewed_is_not_counted_twice() {
+        let sale = sale();
+        sale.stock.grant(1, 5);
+        let before_renewal = sale.quiet_point().expect("nothing in flight");
+        // A buyer takes a unit while the renewal is on its way; Redis, not
+        // having seen the commit yet, reports the whole lease of 5.
+        let unit = sale.take_unit().expect("a unit");
+        assert!(!sale.reconcile(before_renewal, 1, 5));
+        assert_eq!(sale.stock.units(), 4);
+        drop(unit);
+        assert_eq!((sale.stock.units(), sale.inflight()), (5, 0));
+    }
+
+    #[test]
+    fn a_unit_lost_to_a_commit_of_unknown_outcome_is_recovered_when_all_is_quiet() {
+        let sale = sale();
+        sale.stock.grant(1, 5);
+        // Sent, never answered: the unit stays out of the counter.
+        let _ = sale.take_unit().expect("a unit").hand_over();
+        sale.settle_one();
+        assert_eq!(sale.stock.units(), 4);
+        // Redis never ran that commit: the lease still holds 5.
+        let q = sale.quiet_point().expect("nothing in flight");
+        assert!(sale.reconcile(q, 1, 5));
+        assert_eq!(sale.stock.units(), 5);
+    }
+
+    #[test]
+    fn no_reconciliation_while_a_commit_is_in_flight() {
+        let sale = sale();
+        sale.stock.grant(1, 5);
+        let _flying = sale.take_unit().expect("a unit").hand_over();
+        assert!(sale.quiet_point().is_none());
+    }
+
+    #[test]
+    fn a_sold_out_proof_expires_and_then_proves_nothing() {
+        let sale = sale();
+        sale.observe_pool(0, 0, 0, 1_000);
+        assert!(sale.replica_complete(1_000 + PROOF_FRESH_MS));
+        assert!(!sale.replica_complete(1_001 + PROOF_FRESH_MS));
+        // A proof counting a win the replica lacks proves nothing either.
+        sale.observe_pool(0, 0, 1, 2_000);
+        assert!(!sale.replica_complete(2_000));
     }
 
     proptest! {

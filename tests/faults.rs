@@ -18,9 +18,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bigtap::store::redis::RedisStore;
 use bigtap::store::{
-    AdmitReply, Candidate, Issued, LeaseReply, OrderEntry, PutOutcome, RenewReply, ReturnReply,
-    SafetyReport, SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord, Transition,
-    Verdict,
+    AdmitReply, Candidate, Issued, LeaseReply, OrderPage, Pool, PutOutcome, RenewReply,
+    ReturnReply, SafetyReport, SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord,
+    Transition, Verdict,
 };
 use bigtap::{App, SaleId, TicketId, UserId};
 use futures::stream::{self, StreamExt};
@@ -394,8 +394,11 @@ impl Store for BrokenStore {
         sale: &SaleId,
         after: &str,
         count: usize,
-    ) -> Result<Vec<OrderEntry>, StoreError> {
+    ) -> Result<OrderPage, StoreError> {
         self.inner.read_orders(sale, after, count).await
+    }
+    async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError> {
+        self.inner.pool(sale).await
     }
 }
 

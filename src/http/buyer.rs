@@ -10,11 +10,13 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::RequestBody;
 use bytes::Buf;
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH};
 use hyper::{Request, StatusCode};
+use tokio::time::Instant;
 
 use super::response::{self, Reply};
 use crate::app::Shared;
@@ -37,12 +39,18 @@ const FENCED_ATTEMPTS: usize = 4;
 /// per-request timeout bounds it too.
 const REFILL_ROUNDS: usize = 64;
 
+/// How long a buyer whose commit outlived the request deadline may wait
+/// for one lookup that settles it (won, or still unknown). The outer
+/// request timeout allows for it.
+pub const SETTLE_GRACE: Duration = Duration::from_millis(500);
+
 pub async fn take<B: RequestBody>(
     shared: &Arc<Shared>,
     sale_id: SaleId,
     req: Request<B>,
     peer: IpAddr,
 ) -> Reply {
+    let deadline = Instant::now() + Duration::from_millis(shared.config.request_timeout_ms);
     let (parts, body) = req.into_parts();
     if let Err(r) = check_take_body(&parts.headers, body).await {
         return r;
@@ -57,19 +65,9 @@ pub async fn take<B: RequestBody>(
         Window::Ended => return response::ended(),
         Window::Open => {}
     }
-    let ip = client_ip(&parts.headers, peer, shared.config.trust_forwarded_for);
-    if let Err(wait) = shared.limits.check_address(ip) {
-        return response::rate_limited(retry_after_secs(wait));
-    }
-    let Some(token) = parts
-        .headers
-        .get(AUTHORIZATION)
-        .and_then(|h| bearer(h.as_bytes()))
-    else {
-        return response::invalid_session();
-    };
-    let Ok(user) = shared.session_keys.verify_session(token, now / 1000) else {
-        return response::invalid_session();
+    let user = match buyer(shared, &parts.headers, peer, now) {
+        Ok(user) => user,
+        Err(why) => return why.reply(),
     };
     if sale.list_only() && !sale.is_eligible(&user) {
         return response::not_eligible();
@@ -81,48 +79,116 @@ pub async fn take<B: RequestBody>(
         return ticket(shared, sale, user, issued, true);
     }
     // Boxed: the commit path's state stays off the rejected path's future.
-    Box::pin(acquire(shared, &live, user, now)).await
+    Box::pin(acquire(shared, &live, user, now, deadline)).await
 }
 
-/// Takes a unit and commits it, refilling the lease as needed.
-async fn acquire(shared: &Arc<Shared>, live: &Arc<LiveSale>, user: UserId, now: u64) -> Reply {
+/// Why a buyer was turned away before their user id was known.
+enum Unknown {
+    RateLimited(u64),
+    InvalidSession,
+}
+
+impl Unknown {
+    fn reply(self) -> Reply {
+        match self {
+            Unknown::RateLimited(secs) => response::rate_limited(secs),
+            Unknown::InvalidSession => response::invalid_session(),
+        }
+    }
+}
+
+/// The per-address limit, then the session: who is buying.
+fn buyer(shared: &Shared, headers: &HeaderMap, peer: IpAddr, now: u64) -> Result<UserId, Unknown> {
+    let ip = client_ip(headers, peer, shared.config.trust_forwarded_for);
+    if let Err(wait) = shared.limits.check_address(ip) {
+        return Err(Unknown::RateLimited(retry_after_secs(wait)));
+    }
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|h| bearer(h.as_bytes()))
+        .ok_or(Unknown::InvalidSession)?;
+    shared
+        .session_keys
+        .verify_session(token, now / 1000)
+        .map_err(|_| Unknown::InvalidSession)
+}
+
+/// Takes a unit and commits it, refilling the lease as needed, within
+/// `deadline`. Every wait is bounded by it; a commit still unsettled at
+/// the deadline is settled by one lookup, or answered as unknown.
+async fn acquire(
+    shared: &Arc<Shared>,
+    live: &Arc<LiveSale>,
+    user: UserId,
+    now: u64,
+    deadline: Instant,
+) -> Reply {
     let sale = &live.sale;
     let (mut fenced, mut refills) = (0, 0);
     while fenced < FENCED_ATTEMPTS && refills < REFILL_ROUNDS {
         if sale.is_sold_out() && sale.stock.units() == 0 {
             return sold_out(shared, sale, user).await;
         }
-        let Some(epoch) = sale.stock.take() else {
+        let Some(unit) = sale.take_unit() else {
             refills += 1;
-            match lease::refill(&shared.lease, sale).await {
-                Refill::Ready => continue,
+            match tokio::time::timeout_at(deadline, lease::refill(&shared.lease, sale)).await {
+                Ok(Refill::Ready) => continue,
                 // This buyer's request made the lease call: it reached Redis.
-                Refill::SoldOut => return sold_out(shared, sale, user).await.via_store(),
-                Refill::Refused(r) => return refusal(sale, r),
-                Refill::Failed => return response::unavailable().via_store(),
+                Ok(Refill::SoldOut) => return sold_out(shared, sale, user).await.via_store(),
+                Ok(Refill::Refused(r)) => return refusal(sale, r),
+                // Nothing was taken: a plain 503.
+                Ok(Refill::Failed) | Err(_) => return response::unavailable().via_store(),
             }
         };
         sale.last_take_ms.store(now, Relaxed);
         lease::maybe_prefetch(&shared.lease, sale);
-        match live.committer.commit(sale, user, epoch).await {
-            Settled::Judged(Verdict::Won(issued)) => {
+        let settled =
+            tokio::time::timeout_at(deadline, live.committer.commit(sale, user, unit)).await;
+        match settled {
+            Ok(Settled::Judged(Verdict::Won(issued))) => {
                 return ticket(shared, sale, user, issued, false).via_store()
             }
-            Settled::Judged(Verdict::Replay(issued)) => {
+            Ok(Settled::Judged(Verdict::Replay(issued))) => {
                 return ticket(shared, sale, user, issued, true).via_store()
             }
-            Settled::Judged(Verdict::NotEligible) => return response::not_eligible().via_store(),
-            Settled::Judged(Verdict::Fenced | Verdict::NoUnits) => fenced += 1,
-            Settled::Refused(r) => return refusal(sale, r),
-            Settled::Failed => return response::unavailable().via_store(),
+            Ok(Settled::Judged(Verdict::NotEligible)) => {
+                return response::not_eligible().via_store()
+            }
+            Ok(Settled::Judged(Verdict::Fenced | Verdict::NoUnits)) => fenced += 1,
+            Ok(Settled::Refused(r)) => return refusal(sale, r),
+            Ok(Settled::NotSent) => return response::unavailable().via_store(),
+            // Sent, and no verdict came back in time: it may have won.
+            Ok(Settled::Failed) | Err(_) => return settle_unknown(shared, sale, user).await,
         }
     }
     response::unavailable().via_store()
 }
 
+/// A commit whose verdict never came back (store timeout, reply lost) may
+/// have recorded the win. One bounded lookup of the buyer's ticket settles
+/// it when the store answers; otherwise the buyer is told the outcome is
+/// unknown (DESIGN §3), never a plain "nothing was taken".
+async fn settle_unknown(shared: &Shared, sale: &Sale, user: UserId) -> Reply {
+    if let Some(issued) = sale.winner(&user) {
+        return ticket(shared, sale, user, issued, false).via_store();
+    }
+    match tokio::time::timeout(SETTLE_GRACE, shared.store.winner(&sale.id, &user)).await {
+        Ok(Ok(Some(rec))) => {
+            let issued = Issued {
+                ticket: rec.ticket,
+                issued_at_ms: rec.issued_at_ms,
+                expires_at_ms: rec.expires_at_ms,
+            };
+            sale.remember_winner(user, issued);
+            ticket(shared, sale, user, issued, false).via_store()
+        }
+        _ => response::outcome_unknown().via_store(),
+    }
+}
+
 /// The sold-out answer, after making sure the buyer did not win elsewhere.
 async fn sold_out(shared: &Shared, sale: &Sale, user: UserId) -> Reply {
-    if sale.replica_complete() {
+    if sale.replica_complete(shared.clock.now_ms()) {
         return response::sold_out();
     }
     match shared.store.winner(&sale.id, &user).await {
@@ -140,6 +206,50 @@ async fn sold_out(shared: &Shared, sale: &Sale, user: UserId) -> Reply {
     }
 }
 
+/// `GET /v1/sales/{sale}/tickets/mine`: the buyer's own ticket, before,
+/// during and after the window, so a buyer whose answer got lost can
+/// always learn the outcome. A miss that the winners replica proves is
+/// answered from memory; a ticket's state comes from Redis.
+pub async fn mine<B: RequestBody>(
+    shared: &Arc<Shared>,
+    sale_id: SaleId,
+    req: Request<B>,
+    peer: IpAddr,
+) -> Reply {
+    let Some(live) = shared.sales.get(&sale_id) else {
+        return response::unknown_sale();
+    };
+    let sale = &live.sale;
+    let now = shared.clock.now_ms();
+    let user = match buyer(shared, req.headers(), peer, now) {
+        Ok(user) => user,
+        Err(why) => return why.reply(),
+    };
+    if let Err(wait) = shared.limits.check_user(&user) {
+        return response::rate_limited(retry_after_secs(wait));
+    }
+    if sale.winner(&user).is_none() && sale.replica_complete(now) {
+        return response::no_ticket();
+    }
+    Box::pin(async move {
+        match shared.store.winner(&sale.id, &user).await {
+            Ok(Some(rec)) => {
+                let issued = Issued {
+                    ticket: rec.ticket,
+                    issued_at_ms: rec.issued_at_ms,
+                    expires_at_ms: rec.expires_at_ms,
+                };
+                sale.remember_winner(user, issued);
+                let body = ticket_body(shared, sale, user, issued, rec.state.as_str(), false);
+                Reply::new(response::json(StatusCode::OK, body), "ok").via_store()
+            }
+            Ok(None) => response::no_ticket().via_store(),
+            Err(_) => response::unavailable().via_store(),
+        }
+    })
+    .await
+}
+
 fn refusal(sale: &Sale, r: Refusal) -> Reply {
     match r {
         Refusal::UnknownSale => response::unknown_sale(),
@@ -151,27 +261,42 @@ fn refusal(sale: &Sale, r: Refusal) -> Reply {
 
 /// 201 for a new win, 200 with `"replay":true` for a repeat.
 fn ticket(shared: &Shared, sale: &Sale, user: UserId, issued: Issued, replay: bool) -> Reply {
-    let token = shared.ticket_keys.sign_ticket(&TicketClaims {
-        sale: sale.id,
-        ticket: issued.ticket,
-        user,
-        expires_at_ms: issued.expires_at_ms,
-    });
-    // Ids and tokens are of a JSON-safe alphabet, so no escaping is needed.
-    let body = format!(
-        "{{\"outcome\":\"won\",\"sale\":\"{}\",\"ticket\":\"{}\",\"token\":\"{}\",\"expires_at_ms\":{}{}}}",
-        sale.id,
-        issued.ticket,
-        token,
-        issued.expires_at_ms,
-        if replay { ",\"replay\":true" } else { "" }
-    );
+    let body = ticket_body(shared, sale, user, issued, "", replay);
     let (status, outcome) = if replay {
         (StatusCode::OK, "replay")
     } else {
         (StatusCode::CREATED, "won")
     };
     Reply::new(response::json(status, body), outcome)
+}
+
+/// The win body of DESIGN §3, with `"state"` when `state` is not empty.
+fn ticket_body(
+    shared: &Shared,
+    sale: &Sale,
+    user: UserId,
+    issued: Issued,
+    state: &str,
+    replay: bool,
+) -> String {
+    let token = shared.ticket_keys.sign_ticket(&TicketClaims {
+        sale: sale.id,
+        ticket: issued.ticket,
+        user,
+        expires_at_ms: issued.expires_at_ms,
+    });
+    // Ids, tokens and states are of a JSON-safe alphabet: no escaping needed.
+    format!(
+        "{{\"outcome\":\"won\",\"sale\":\"{}\",\"ticket\":\"{}\",\"token\":\"{}\",\"expires_at_ms\":{}{}{}{}{}}}",
+        sale.id,
+        issued.ticket,
+        token,
+        issued.expires_at_ms,
+        if replay { ",\"replay\":true" } else { "" },
+        if state.is_empty() { "" } else { ",\"state\":\"" },
+        state,
+        if state.is_empty() { "" } else { "\"" },
+    )
 }
 
 /// Refuses bodies other than empty or a JSON object, reading at most

@@ -87,6 +87,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         });
     }
     drop(listener);
+    shared.health.set_draining();
     let drain = Duration::from_millis(shared.config.drain_ms);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
@@ -127,18 +128,25 @@ pub async fn handle<B: RequestBody>(
     let m = &shared.metrics;
     // The in-flight gauge is published when metrics are rendered, not here:
     // two gauge writes per request cost more than the count itself.
-    let inflight = shared.inflight.fetch_add(1, Relaxed) + 1;
-    let reply = if inflight > shared.config.max_inflight && route != router::PROBE {
+    let held = InFlight::enter(&shared);
+    let reply = if held.count > shared.config.max_inflight && route != router::PROBE {
         m.shed.increment(1);
         response::unavailable()
     } else {
         let limit = Duration::from_millis(shared.config.request_timeout_ms);
+        // The take route bounds its own waits (it must tell a commit of
+        // unknown outcome from one never tried, DESIGN §3); this outer
+        // deadline only backstops it.
+        let limit = match target {
+            router::Target::Take(_) => limit + buyer::SETTLE_GRACE,
+            _ => limit,
+        };
         match within(limit, router::dispatch(&shared, req, peer, target)).await {
             Some(r) => r,
             None => response::unavailable().via_store(),
         }
     };
-    shared.inflight.fetch_sub(1, Relaxed);
+    held.finish();
     let status = reply.resp.status().as_u16();
     m.request(
         route,
@@ -148,6 +156,50 @@ pub async fn handle<B: RequestBody>(
     );
     m.latency(route, reply.from_memory, start.elapsed().as_secs_f64());
     reply.resp
+}
+
+/// One request counted in [`Shared::inflight`] for as long as it lives.
+///
+/// The count is given back in `Drop`, not after an `.await`: when a buyer
+/// hangs up, hyper drops the request future at whatever `.await` it was
+/// parked on, and code after that point never runs. A count given back
+/// only on the happy path leaks one slot per hang-up until the node sheds
+/// everything.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    /// Requests in progress, this one included.
+    count: usize,
+    /// Set when the request ran to its end (not dropped half-way).
+    finished: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        let count = shared.inflight.fetch_add(1, Relaxed) + 1;
+        InFlight {
+            shared,
+            count,
+            finished: false,
+        }
+    }
+
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.shared.config.test_leak_inflight {
+            // Negative control for the fault harness (never set in
+            // production): the pre-guard behaviour, where a dropped request
+            // never gave its slot back. A completed request still does.
+            if !self.finished {
+                return;
+            }
+        }
+        self.shared.inflight.fetch_sub(1, Relaxed);
+    }
 }
 
 fn status_str(s: u16) -> &'static str {

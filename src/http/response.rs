@@ -131,6 +131,24 @@ pub fn unavailable() -> Reply {
     Reply::new(retry_after(r, 1), "unavailable")
 }
 
+/// 503 for a commit that was sent and whose result is not known: a retry
+/// or `GET …/tickets/mine` tells (DESIGN §3).
+pub fn outcome_unknown() -> Reply {
+    let r = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &b"{\"error\":\"unavailable\",\"outcome\":\"unknown\"}"[..],
+    );
+    Reply::new(retry_after(r, 1), "unknown")
+}
+
+/// 404 from `…/tickets/mine`: this buyer holds no ticket of the sale.
+pub fn no_ticket() -> Reply {
+    Reply::new(
+        json(StatusCode::NOT_FOUND, &b"{\"outcome\":\"none\"}"[..]),
+        "none",
+    )
+}
+
 pub fn not_found() -> Reply {
     Reply::new(
         json(StatusCode::NOT_FOUND, &b"{\"error\":\"not_found\"}"[..]),
@@ -167,7 +185,7 @@ pub fn too_large() -> Reply {
 /// The (status, outcome) pairs a route can answer, numbered for the
 /// request counters. Unknown pairs share the last slot.
 pub fn slot(status: u16, outcome: &str) -> usize {
-    const PAIRS: [(u16, &str); 27] = [
+    const PAIRS: [(u16, &str); 29] = [
         (201, "won"),
         (200, "replay"),
         (410, "sold_out"),
@@ -178,6 +196,8 @@ pub fn slot(status: u16, outcome: &str) -> usize {
         (401, "invalid_session"),
         (404, "unknown_sale"),
         (503, "unavailable"),
+        (503, "unknown"),
+        (404, "none"),
         (400, "bad_request"),
         (404, "bad_request"),
         (405, "bad_request"),

@@ -18,12 +18,14 @@ pub const BACKEND: usize = 3;
 pub const PROBE: usize = 4;
 pub const METRICS: usize = 5;
 pub const UNKNOWN: usize = 6;
+pub const MINE: usize = 7;
 
 /// Where a request goes, parsed from the path into copyable values so the
 /// request itself can then be moved into its handler.
 #[derive(Clone, Copy)]
 pub enum Target {
     Take(Option<SaleId>),
+    Mine(Option<SaleId>),
     Status(Option<SaleId>),
     Ticket(Option<(SaleId, TicketId)>, backend::Action),
     Admin(Option<SaleId>, admin::Action),
@@ -38,6 +40,7 @@ impl Target {
     pub fn route(&self) -> usize {
         match self {
             Target::Take(_) => TAKE,
+            Target::Mine(_) => MINE,
             Target::Status(_) => SALE_STATUS,
             Target::Ticket(..) => BACKEND,
             Target::Admin(..) => ADMIN,
@@ -63,6 +66,9 @@ pub fn target(path: &str) -> Target {
     match parts {
         (Some("v1"), Some("sales"), Some(s), Some("tickets"), None, None, None) => {
             Target::Take(SaleId::parse(s).ok())
+        }
+        (Some("v1"), Some("sales"), Some(s), Some("tickets"), Some("mine"), None, None) => {
+            Target::Mine(SaleId::parse(s).ok())
         }
         (Some("v1"), Some("sales"), Some(s), None, None, None, None) => {
             Target::Status(SaleId::parse(s).ok())
@@ -98,6 +104,15 @@ pub async fn dispatch<B: RequestBody>(
             };
             buyer::take(shared, sale, req, peer).await
         }
+        Target::Mine(sale) => {
+            if method != Method::GET {
+                return response::method_not_allowed("GET");
+            }
+            let Some(sale) = sale else {
+                return response::bad_request("bad_sale_id");
+            };
+            buyer::mine(shared, sale, req, peer).await
+        }
         Target::Status(sale) => {
             if method != Method::GET {
                 return response::method_not_allowed("GET");
@@ -121,10 +136,7 @@ pub async fn dispatch<B: RequestBody>(
             };
             Box::pin(admin::route(shared, sale, action, req)).await
         }
-        Target::Healthz => Reply::plain(response::json(
-            hyper::StatusCode::OK,
-            &b"{\"status\":\"ok\"}"[..],
-        )),
+        Target::Healthz => live(shared),
         Target::Readyz => Box::pin(ready(shared)).await,
         Target::Metrics => {
             shared
@@ -142,7 +154,41 @@ pub async fn dispatch<B: RequestBody>(
     }
 }
 
+/// Liveness, for whatever replaces instances: 200 while the process serves
+/// or will recover by itself. A store outage is not a liveness failure
+/// (replacing every node because the store blinked would make it worse).
+fn live(shared: &Shared) -> Reply {
+    if shared.health.can_recover() {
+        Reply::plain(response::json(
+            hyper::StatusCode::OK,
+            &b"{\"status\":\"ok\"}"[..],
+        ))
+    } else {
+        Reply::plain(response::json(
+            hyper::StatusCode::SERVICE_UNAVAILABLE,
+            &b"{\"status\":\"unrecoverable\",\"reason\":\"store_lost\"}"[..],
+        ))
+    }
+}
+
+/// Readiness, for the balancer: 200 only while this node can sell. Not
+/// while it drains, not while it sheds load (every buyer would get 503),
+/// not while the store does not answer.
 async fn ready(shared: &Shared) -> Reply {
+    let not_ready = |body: &'static [u8]| {
+        Reply::plain(response::json(hyper::StatusCode::SERVICE_UNAVAILABLE, body))
+    };
+    if shared.health.is_draining() {
+        return not_ready(b"{\"status\":\"not_ready\",\"reason\":\"draining\"}");
+    }
+    // This probe itself is in flight: count the others.
+    let busy = shared
+        .inflight
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(1);
+    if busy >= shared.config.max_inflight {
+        return not_ready(b"{\"status\":\"not_ready\",\"reason\":\"overloaded\"}");
+    }
     match shared.store.ping().await {
         Ok(()) => Reply::plain(response::json(
             hyper::StatusCode::OK,
@@ -151,7 +197,7 @@ async fn ready(shared: &Shared) -> Reply {
         .via_store(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
-            Reply::plain(response::unavailable().resp).via_store()
+            not_ready(b"{\"status\":\"not_ready\",\"reason\":\"store\"}").via_store()
         }
     }
 }
@@ -165,6 +211,7 @@ mod tests {
         let route = |p: &str| target(p).route();
         assert_eq!(route("/v1/sales/s/tickets"), TAKE);
         assert_eq!(route("/v1/sales/s"), SALE_STATUS);
+        assert_eq!(route("/v1/sales/s/tickets/mine"), MINE);
         assert_eq!(route("/v1/sales/s/tickets/t/confirm"), BACKEND);
         assert_eq!(route("/v1/admin/sales/s/stock"), ADMIN);
         assert_eq!(route("/readyz"), PROBE);

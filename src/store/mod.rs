@@ -286,6 +286,27 @@ pub struct OrderEntry {
     pub issued: Issued,
 }
 
+/// A page of a sale's order stream, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderPage {
+    pub entries: Vec<OrderEntry>,
+    /// The id of the last entry read, readable or not: where the next page
+    /// starts. An unreadable entry is skipped, never read again and again.
+    pub last_id: Option<String>,
+    /// Entries skipped because they could not be read.
+    pub unreadable: usize,
+    /// True when the page was cut at the count asked for (more may follow).
+    pub full: bool,
+}
+
+/// The sale's pool as one atomic read sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pool {
+    pub available: u64,
+    pub leased: u64,
+    pub orders_enqueued: u64,
+}
+
 /// What the store's own settings say about DESIGN §2's requirements.
 #[derive(Debug, Clone, Default)]
 pub struct SafetyReport {
@@ -407,5 +428,9 @@ pub trait Store: Send + Sync + 'static {
         sale: &SaleId,
         after: &str,
         count: usize,
-    ) -> Result<Vec<OrderEntry>, StoreError>;
+    ) -> Result<OrderPage, StoreError>;
+
+    /// Units in the pool and in leases, and wins enqueued, in one read.
+    /// `None` for an unknown sale.
+    async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError>;
 }

@@ -434,6 +434,12 @@ fn bulk_str(v: &Value) -> Option<&str> {
 }
 
 /// Parses one stream entry `[id, [field, value, ...]]`.
+/// The id of a stream entry, whatever its fields.
+fn entry_id(v: &Value) -> Option<&str> {
+    let Value::Array(parts) = v else { return None };
+    bulk_str(parts.first()?)
+}
+
 fn parse_entry(v: &Value) -> Option<OrderEntry> {
     let Value::Array(parts) = v else { return None };
     let id = bulk_str(parts.first()?)?.to_owned();
@@ -918,7 +924,7 @@ impl Store for RedisStore {
             })
             .await?;
         match v {
-            Value::Array(entries) => Ok(entries.first().and_then(parse_entry).map(|e| e.id)),
+            Value::Array(entries) => Ok(entries.first().and_then(entry_id).map(str::to_owned)),
             _ => Ok(None),
         }
     }
@@ -972,7 +978,7 @@ impl Store for RedisStore {
         sale: &SaleId,
         after: &str,
         count: usize,
-    ) -> Result<Vec<OrderEntry>, StoreError> {
+    ) -> Result<OrderPage, StoreError> {
         let mut con = self.con.clone();
         let key = self.key(sale, "orders");
         let v: Value = self
@@ -989,7 +995,7 @@ impl Store for RedisStore {
             .await?;
         // Reply: nil, or [[key, [[id, [f, v, ...]], ...]]] (RESP2), or a map (RESP3).
         let streams = match v {
-            Value::Nil => return Ok(Vec::new()),
+            Value::Nil => return Ok(OrderPage::default()),
             Value::Array(s) => s
                 .into_iter()
                 .filter_map(|kv| match kv {
@@ -1005,23 +1011,55 @@ impl Store for RedisStore {
                 ))
             }
         };
-        let mut out = Vec::new();
+        let mut page = OrderPage::default();
+        let mut read = 0;
         for s in streams {
             if let Value::Array(entries) = s {
                 for e in &entries {
+                    read += 1;
+                    let Some(id) = entry_id(e) else {
+                        return Err(protocol(
+                            Op::ReadOrders,
+                            format!("stream entry without an id {e:?}"),
+                        ));
+                    };
                     match parse_entry(e) {
-                        Some(entry) => out.push(entry),
+                        Some(entry) => page.entries.push(entry),
                         None => {
-                            return Err(protocol(
-                                Op::ReadOrders,
-                                format!("unreadable stream entry {e:?}"),
-                            ))
+                            tracing::warn!(%sale, id, "skipping an unreadable order-stream entry");
+                            page.unreadable += 1;
                         }
                     }
+                    page.last_id = Some(id.to_owned());
                 }
             }
         }
-        Ok(out)
+        page.full = read >= count;
+        Ok(page)
+    }
+
+    async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError> {
+        let mut con = self.con.clone();
+        let key = self.key(sale, "acct");
+        let v: Vec<Option<u64>> = self
+            .timed(Op::Command, async {
+                ::redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("avail")
+                    .arg("leased")
+                    .arg("enqueued")
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        Ok(match v.as_slice() {
+            [Some(available), leased, enqueued] => Some(Pool {
+                available: *available,
+                leased: leased.unwrap_or(0),
+                orders_enqueued: enqueued.unwrap_or(0),
+            }),
+            _ => None,
+        })
     }
 }
 
