@@ -239,8 +239,15 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         Err(e) => {
             tracing::warn!(sale = %sale.id, error = %e, buyers = jobs.len(), "commit failed");
             m[6].increment(jobs.len() as u64);
+            let applied = e.maybe_applied();
             for job in jobs {
-                job.settle(Settled::Failed);
+                if applied {
+                    job.settle(Settled::Failed);
+                } else {
+                    // Never reached Redis: the units are still this node's.
+                    sale.stock.give_back(epoch);
+                    job.settle(Settled::NotSent);
+                }
             }
         }
     }

@@ -263,7 +263,9 @@ async fn while_redis_is_away_buyers_get_503_and_service_resumes_by_itself() {
     redis.kill();
     let down = n.take("phone", "bob").await;
     assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(down.body, json!({"error": "unavailable"}));
+    // Bob's commit went out on the connection Redis dropped: whether it
+    // landed is not known, and the answer may say so (DESIGN §3).
+    assert_eq!(down.body["error"], "unavailable", "{:?}", down.body);
     assert!(down.headers.contains_key("retry-after"));
     assert_eq!(
         n.get("/readyz").await.status,

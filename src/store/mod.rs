@@ -35,6 +35,19 @@ pub enum StoreError {
     Unsafe(String),
 }
 
+impl StoreError {
+    /// Whether a write that failed this way may still have been applied: a
+    /// timeout or a connection lost after sending may have reached Redis;
+    /// a refused connection never did.
+    pub fn maybe_applied(&self) -> bool {
+        match self {
+            StoreError::Timeout(_) | StoreError::Protocol { .. } => true,
+            StoreError::Io(e) => !e.is_connection_refusal(),
+            StoreError::Unsafe(_) => false,
+        }
+    }
+}
+
 /// Who may buy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Eligibility {

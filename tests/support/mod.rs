@@ -111,6 +111,18 @@ impl Node {
         answer(r).await
     }
 
+    /// `GET …/tickets/mine` as `user`.
+    pub async fn mine(&self, sale: &str, user: &str) -> Answer {
+        let r = self
+            .http
+            .get(self.url(&format!("/v1/sales/{sale}/tickets/mine")))
+            .header("authorization", format!("Bearer {}", session(user)))
+            .send()
+            .await
+            .expect("request sent");
+        answer(r).await
+    }
+
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
         let mut rb = self
             .http

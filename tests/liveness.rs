@@ -1,0 +1,680 @@
+//! Liveness: a node sells again after the world misbehaves. Buyers hang
+//! up mid-request, the store stalls or loses replies, stream entries are
+//! unreadable or trimmed before a node reads them, and sales end. Each test
+//! names the failure it guards against; each fails on the code that had it.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bigtap::store::redis::RedisStore;
+use bigtap::store::{
+    AdmitReply, Candidate, Issued, LeaseReply, OrderPage, Pool, PutOutcome, RenewReply,
+    ReturnReply, SafetyReport, SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord,
+    Transition,
+};
+use bigtap::{App, SaleId, TicketId, UserId};
+use reqwest::StatusCode;
+use serde_json::json;
+use support::*;
+
+/// A client that gives up after `ms`: a buyer who hangs up.
+fn impatient(ms: u64) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_millis(ms))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// Sends `n` takes that hang up after `ms`, all at once, and waits for
+/// them to give up.
+async fn hang_ups(node: &Node, sale: &str, prefix: &str, n: usize, ms: u64) {
+    let client = impatient(ms);
+    let mut calls = Vec::new();
+    for i in 0..n {
+        let req = client
+            .post(node.url(&format!("/v1/sales/{sale}/tickets")))
+            .header(
+                "authorization",
+                format!("Bearer {}", session(&format!("{prefix}{i}"))),
+            )
+            .send();
+        calls.push(tokio::spawn(req));
+    }
+    let mut gave_up = 0;
+    for c in calls {
+        // Some are shed at once with 503; the rest hang up.
+        if c.await.expect("the call task ran").is_err() {
+            gave_up += 1;
+        }
+    }
+    assert!(gave_up > 0, "no buyer hung up: the stall did not hold them");
+}
+
+/// True once a fresh buyer wins at `node` within `limit`.
+async fn sells_again(node: &Node, sale: &str, prefix: &str, limit: Duration) -> bool {
+    let mut k = 0;
+    eventually(limit, || {
+        k += 1;
+        let user = format!("{prefix}{k}");
+        async move { node.take(sale, &user).await.status == StatusCode::CREATED }
+    })
+    .await
+}
+
+async fn ready(node: &Node) -> StatusCode {
+    node.get("/readyz").await.status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_sells_again_after_buyers_hang_up_during_a_store_stall() {
+    let redis = redis();
+    let node = node_with(&redis.url(), |c| {
+        c.max_inflight = 16;
+        c.lease_max = 4;
+        c.redis_timeout_ms = 2000;
+    })
+    .await;
+    node.open_sale("s", 1000).await;
+    assert_eq!(node.take("s", "first").await.status, StatusCode::CREATED);
+
+    redis.pause();
+    hang_ups(&node, "s", "gone", 64, 150).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.resume();
+
+    assert!(
+        sells_again(&node, "s", "fresh", Duration::from_secs(10)).await,
+        "the node never sold again after 64 hang-ups during a stall"
+    );
+    assert_eq!(ready(&node).await, StatusCode::OK);
+    let acct = node.accounting("s").await;
+    assert_eq!(acct["balanced"], true, "{acct}");
+}
+
+/// The negative control of the test above: with the old leak switched
+/// back on, the same hang-ups wedge the node, and `/readyz` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_leaks_request_slots_on_hang_ups_wedges_and_readyz_tells_the_balancer() {
+    let redis = redis();
+    let node = node_with(&redis.url(), |c| {
+        c.max_inflight = 16;
+        c.lease_max = 4;
+        c.redis_timeout_ms = 2000;
+        c.test_leak_inflight = true;
+    })
+    .await;
+    node.open_sale("s", 1000).await;
+    assert_eq!(node.take("s", "first").await.status, StatusCode::CREATED);
+
+    redis.pause();
+    hang_ups(&node, "s", "gone", 64, 150).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.resume();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    assert_eq!(
+        node.take("s", "fresh").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(ready(&node).await, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_refill_whose_buyer_hung_up_still_completes_and_the_node_leases_again() {
+    let redis = redis();
+    let node = node_with(&redis.url(), |c| {
+        // Every buyer needs a refill, so the hang-ups lead refills.
+        c.lease_max = 1;
+        c.redis_timeout_ms = 2000;
+        c.lease_ttl_ms = 10_000;
+    })
+    .await;
+    node.open_sale("s", 100).await;
+    assert_eq!(node.take("s", "first").await.status, StatusCode::CREATED);
+
+    redis.pause();
+    hang_ups(&node, "s", "gone", 4, 100).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.resume();
+
+    assert!(
+        sells_again(&node, "s", "fresh", Duration::from_secs(5)).await,
+        "the refill led by a buyer who hung up never ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_caught_in_a_store_stall_is_reported_unknown_and_the_buyer_learns_the_outcome() {
+    let redis = redis();
+    let node = node_with(&redis.url(), |c| {
+        c.redis_timeout_ms = 300;
+        c.lease_max = 8;
+    })
+    .await;
+    node.open_sale("s", 100).await;
+    assert_eq!(node.take("s", "first").await.status, StatusCode::CREATED);
+
+    redis.pause();
+    let stalled = node.take("s", "caught").await;
+    redis.resume();
+
+    assert_eq!(stalled.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(stalled.body["outcome"], "unknown", "{:?}", stalled.body);
+    assert!(stalled.headers.contains_key("retry-after"));
+    // Whatever Redis did with the commit, the buyer can find out, and a
+    // retry agrees with what they are told.
+    let mine = node.mine("s", "caught").await;
+    let retry = node.take("s", "caught").await;
+    match mine.status {
+        StatusCode::OK => {
+            assert_eq!(mine.body["state"], "pending");
+            assert_eq!(retry.status, StatusCode::OK, "{:?}", retry.body);
+            assert_eq!(retry.body["ticket"], mine.body["ticket"]);
+        }
+        StatusCode::NOT_FOUND => {
+            assert_eq!(mine.body["outcome"], "none");
+            assert_eq!(retry.status, StatusCode::CREATED, "{:?}", retry.body);
+        }
+        other => panic!("tickets/mine answered {other}: {:?}", mine.body),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_win_whose_reply_was_lost_is_settled_by_one_lookup_and_answered_201() {
+    let redis = redis();
+    let (node, flaky) = flaky_node(&redis.url(), |_| {}).await;
+    node.open_sale("s", 10).await;
+    flaky.admit.store(ADMIT_RUN_THEN_FAIL, Relaxed);
+    let won = node.take("s", "lucky").await;
+    assert_eq!(won.status, StatusCode::CREATED, "{:?}", won.body);
+    let mine = node.mine("s", "lucky").await;
+    assert_eq!(mine.status, StatusCode::OK);
+    assert_eq!(mine.body["ticket"], won.body["ticket"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_that_failed_before_reaching_redis_is_unknown_to_the_buyer_and_nothing_is_lost() {
+    let redis = redis();
+    let (node, flaky) = flaky_node(&redis.url(), |_| {}).await;
+    node.open_sale("s", 10).await;
+    flaky.admit.store(ADMIT_FAIL_UNSENT, Relaxed);
+    let lost = node.take("s", "unlucky").await;
+    assert_eq!(lost.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(lost.body["outcome"], "unknown");
+    assert_eq!(
+        node.mine("s", "unlucky").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(node.take("s", "unlucky").await.status, StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn units_of_its_own_lease_that_the_node_lost_track_of_are_sold_not_reported_sold_out() {
+    let redis = redis();
+    let (node, flaky) = flaky_node(&redis.url(), |c| {
+        // Renewal (which would also repair the drift) only every 10 s.
+        c.lease_ttl_ms = 30_000;
+    })
+    .await;
+    node.open_sale("s", 4).await;
+    // A commit that never reached Redis: its unit stays out of the local
+    // counter but is still in the node's lease.
+    flaky.admit.store(ADMIT_FAIL_UNSENT, Relaxed);
+    assert_eq!(
+        node.take("s", "b0").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let mut won = 0;
+    for i in 1..=4 {
+        let a = node.take("s", &format!("b{i}")).await;
+        assert_eq!(a.status, StatusCode::CREATED, "buyer b{i}: {:?}", a.body);
+        won += 1;
+    }
+    assert_eq!(won, 4);
+    assert_eq!(node.take("s", "late").await.body["outcome"], "sold_out");
+    let acct = node.accounting("s").await;
+    assert_eq!(
+        (acct["pending"].as_u64(), acct["balanced"].as_bool()),
+        (Some(4), Some(true)),
+        "{acct}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_winner_is_not_told_sold_out_by_a_node_whose_view_of_the_pool_is_stale() {
+    let redis = redis();
+    let url = redis.url();
+    let (a, flaky) = flaky_node(&url, |c| c.refresh_ms = 60_000).await;
+    let b = node(&url).await;
+    a.open_sale("s", 1).await;
+    wait_for_sale(&b, "s").await;
+    let first = b.take("s", "u1").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(a.take("s", "u2").await.body["outcome"], "sold_out");
+
+    // Node a's tailer falls behind (a slow store), then a unit comes back
+    // and is won on node b.
+    flaky.tail_delay_ms.store(3000, Relaxed);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let ticket = first.body["ticket"].as_str().unwrap().to_owned();
+    let released = b
+        .backend(reqwest::Method::POST, "s", &format!("{ticket}/release"))
+        .await;
+    assert_eq!(released.status, StatusCode::OK);
+    let second = b.take("s", "u3").await;
+    assert_eq!(second.status, StatusCode::CREATED, "{:?}", second.body);
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = a.take("s", "u3").await;
+    assert_eq!(
+        again.status,
+        StatusCode::OK,
+        "a winner was told {:?}",
+        again.body
+    );
+    assert_eq!(again.body["ticket"], second.body["ticket"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreadable_stream_entry_does_not_stop_the_winners_replica() {
+    let redis = redis();
+    let url = redis.url();
+    let a = node(&url).await;
+    let b = node(&url).await;
+    a.open_sale("s", 2).await;
+    wait_for_sale(&b, "s").await;
+    let mut con = redis_con(&url).await;
+    let _: String = redis::cmd("XADD")
+        .arg("bigtap:{s}:orders")
+        .arg("*")
+        .arg("junk")
+        .arg("not an order")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for u in ["w1", "w2"] {
+        assert_eq!(b.take("s", u).await.status, StatusCode::CREATED);
+    }
+    assert_eq!(a.take("s", "loser0").await.body["outcome"], "sold_out");
+    assert!(
+        losers_cost_no_lookup(&a, &mut con).await,
+        "node a keeps asking Redis about losers: its replica never learnt b's winners"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_missed_trimmed_entries_is_reloaded_from_the_winners_hash() {
+    let redis = redis();
+    let url = redis.url();
+    let (a, flaky) = flaky_node(&url, |_| {}).await;
+    let b = node(&url).await;
+    a.open_sale("s", 2).await;
+    wait_for_sale(&b, "s").await;
+    // Node a stops reading the stream; b sells out; the delivered entries
+    // are trimmed before a reads them.
+    flaky.tail_blocked.store(true, Relaxed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for u in ["w1", "w2"] {
+        assert_eq!(b.take("s", u).await.status, StatusCode::CREATED);
+    }
+    let mut con = redis_con(&url).await;
+    let _: u64 = redis::cmd("XTRIM")
+        .arg("bigtap:{s}:orders")
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    flaky.tail_blocked.store(false, Relaxed);
+    assert_eq!(a.take("s", "loser0").await.body["outcome"], "sold_out");
+    assert!(
+        losers_cost_no_lookup(&a, &mut con).await,
+        "node a never reloaded the winners it missed"
+    );
+    assert_eq!(a.take("s", "w1").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sale_that_is_over_and_settled_costs_the_store_nothing_until_it_reopens() {
+    let redis = redis();
+    let url = redis.url();
+    let node = node(&url).await;
+    let now = now_ms();
+    let created = node
+        .admin(
+            reqwest::Method::PUT,
+            "s",
+            Some(json!({"stock": 2, "starts_at_ms": now - 1000, "ends_at_ms": now + 1500, "ticket_ttl_ms": 600_000})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let won = node.take("s", "w1").await;
+    assert_eq!(won.status, StatusCode::CREATED);
+    let ticket = won.body["ticket"].as_str().unwrap().to_owned();
+    let paid = node
+        .backend(reqwest::Method::POST, "s", &format!("{ticket}/confirm"))
+        .await;
+    assert_eq!(paid.status, StatusCode::OK);
+
+    let con = redis_con(&url).await;
+    let quiet = eventually(Duration::from_secs(10), || {
+        let con = con.clone();
+        async move {
+            let mut con = con;
+            let before = calls(&mut con, &["xread", "evalsha", "hmget"]).await;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            calls(&mut con, &["xread", "evalsha", "hmget"]).await == before
+        }
+    })
+    .await;
+    assert!(quiet, "an ended, settled sale is still read from the store");
+    assert_eq!(node.take("s", "late").await.body["outcome"], "ended");
+    assert_eq!(node.mine("s", "w1").await.body["state"], "confirmed");
+
+    // Its window moves: the sale sells again.
+    let now = now_ms();
+    let moved = node
+        .admin(
+            reqwest::Method::PUT,
+            "s",
+            Some(json!({"starts_at_ms": now - 1000, "ends_at_ms": now + 3_600_000, "ticket_ttl_ms": 600_000})),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    assert!(sells_again(&node, "s", "reopened", Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tickets_mine_answers_before_during_and_after_the_window() {
+    let redis = redis();
+    let node = node(&redis.url()).await;
+    let now = now_ms();
+    let spec = |starts: u64, ends: u64| json!({"stock": 5, "starts_at_ms": starts, "ends_at_ms": ends, "ticket_ttl_ms": 600_000});
+    node.admin(reqwest::Method::PUT, "s", Some(spec(now + 600, now + 2000)))
+        .await;
+    let before = node.mine("s", "u1").await;
+    assert_eq!(
+        (before.status, before.body["outcome"].as_str()),
+        (StatusCode::NOT_FOUND, Some("none"))
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            node.take("s", "u1").await.status == StatusCode::CREATED
+        })
+        .await
+    );
+    let during = node.mine("s", "u1").await;
+    assert_eq!(during.status, StatusCode::OK);
+    assert_eq!(during.body["state"], "pending");
+    assert_eq!(during.body["outcome"], "won");
+    assert!(
+        eventually(Duration::from_secs(4), || async {
+            node.get("/v1/sales/s").await.body["state"] == "ended"
+        })
+        .await
+    );
+    let after = node.mine("s", "u1").await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(after.body["ticket"], during.body["ticket"]);
+    assert_eq!(node.mine("s", "u2").await.status, StatusCode::NOT_FOUND);
+    let anonymous = node.get("/v1/sales/s/tickets/mine").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(node.mine("nope", "u1").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_outage_fails_readiness_but_not_liveness() {
+    let redis = redis();
+    let node = node_with(&redis.url(), |c| c.redis_timeout_ms = 300).await;
+    assert_eq!(ready(&node).await, StatusCode::OK);
+    redis.pause();
+    let r = node.get("/readyz").await;
+    let h = node.get("/healthz").await;
+    redis.resume();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.body["reason"], "store");
+    assert_eq!(h.status, StatusCode::OK);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            ready(&node).await == StatusCode::OK
+        })
+        .await
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+async fn wait_for_sale(node: &Node, sale: &str) {
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            node.get(&format!("/v1/sales/{sale}")).await.status == StatusCode::OK
+        })
+        .await,
+        "the sale never reached {}",
+        node.base
+    );
+}
+
+async fn redis_con(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Calls of the named commands so far, from `INFO commandstats`.
+async fn calls(con: &mut redis::aio::MultiplexedConnection, commands: &[&str]) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            commands.contains(&name).then_some(())?;
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// True once ten losers in a row at `node` are refused without one winner
+/// lookup reaching Redis.
+async fn losers_cost_no_lookup(node: &Node, con: &mut redis::aio::MultiplexedConnection) -> bool {
+    let mut round = 0;
+    let con = con.clone();
+    eventually(Duration::from_secs(5), || {
+        round += 1;
+        let mut con = con.clone();
+        async move {
+            let before = calls(&mut con, &["hget"]).await;
+            for i in 0..10 {
+                let a = node.take("s", &format!("loser{round}x{i}")).await;
+                assert_eq!(a.body["outcome"], "sold_out", "{:?}", a.body);
+            }
+            calls(&mut con, &["hget"]).await == before
+        }
+    })
+    .await
+}
+
+const ADMIT_PASS: u8 = 0;
+/// The next admit fails without reaching Redis.
+const ADMIT_FAIL_UNSENT: u8 = 1;
+/// The next admit runs in Redis, and its reply is lost.
+const ADMIT_RUN_THEN_FAIL: u8 = 2;
+
+/// The Redis store with switches: lose an admit, slow or stop the tailer.
+struct Flaky {
+    inner: RedisStore,
+    admit: AtomicU8,
+    tail_delay_ms: AtomicU64,
+    tail_blocked: AtomicBool,
+}
+
+async fn flaky_node(url: &str, tweak: impl FnOnce(&mut bigtap::ServeConfig)) -> (Node, Arc<Flaky>) {
+    let inner = RedisStore::open(url, "bigtap", Duration::from_millis(500), None).unwrap();
+    inner.wait_ready(Duration::from_secs(5)).await.unwrap();
+    let flaky = Arc::new(Flaky {
+        inner,
+        admit: AtomicU8::new(ADMIT_PASS),
+        tail_delay_ms: AtomicU64::new(0),
+        tail_blocked: AtomicBool::new(false),
+    });
+    let mut c = config(url);
+    tweak(&mut c);
+    let app = App::build_with_store(c, flaky.clone(), url).await.unwrap();
+    let handle = app.spawn();
+    let base = handle.url();
+    let node = Node {
+        handle,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        base,
+    };
+    (node, flaky)
+}
+
+fn lost() -> StoreError {
+    StoreError::Timeout(Duration::from_millis(1))
+}
+
+#[async_trait]
+impl Store for Flaky {
+    async fn admit(
+        &self,
+        sale: &SaleId,
+        node: &str,
+        epoch: u64,
+        batch: &[Candidate],
+    ) -> Result<AdmitReply, StoreError> {
+        match self.admit.swap(ADMIT_PASS, Relaxed) {
+            ADMIT_FAIL_UNSENT => Err(lost()),
+            ADMIT_RUN_THEN_FAIL => {
+                self.inner.admit(sale, node, epoch, batch).await?;
+                Err(lost())
+            }
+            _ => self.inner.admit(sale, node, epoch, batch).await,
+        }
+    }
+    async fn read_orders(
+        &self,
+        sale: &SaleId,
+        after: &str,
+        count: usize,
+    ) -> Result<OrderPage, StoreError> {
+        if self.tail_blocked.load(Relaxed) {
+            return Err(lost());
+        }
+        let page = self.inner.read_orders(sale, after, count).await;
+        let delay = self.tail_delay_ms.load(Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        page
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn safety(&self) -> Result<SafetyReport, StoreError> {
+        self.inner.safety().await
+    }
+    async fn sales(&self) -> Result<Vec<SaleId>, StoreError> {
+        self.inner.sales().await
+    }
+    async fn put_sale(&self, sale: &SaleId, spec: &SaleSpec) -> Result<PutOutcome, StoreError> {
+        self.inner.put_sale(sale, spec).await
+    }
+    async fn add_stock(&self, sale: &SaleId, delta: i64) -> Result<StockChange, StoreError> {
+        self.inner.add_stock(sale, delta).await
+    }
+    async fn add_eligible(
+        &self,
+        sale: &SaleId,
+        users: &[UserId],
+    ) -> Result<Option<u64>, StoreError> {
+        self.inner.add_eligible(sale, users).await
+    }
+    async fn close(&self, sale: &SaleId) -> Result<bool, StoreError> {
+        self.inner.close(sale).await
+    }
+    async fn snapshot(&self, sale: &SaleId) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.snapshot(sale).await
+    }
+    async fn eligible_users(&self, sale: &SaleId) -> Result<Vec<UserId>, StoreError> {
+        self.inner.eligible_users(sale).await
+    }
+    async fn lease(
+        &self,
+        sale: &SaleId,
+        node: &str,
+        want: u64,
+        ttl_ms: u64,
+    ) -> Result<LeaseReply, StoreError> {
+        self.inner.lease(sale, node, want, ttl_ms).await
+    }
+    async fn renew(
+        &self,
+        sale: &SaleId,
+        node: &str,
+        epoch: u64,
+        ttl_ms: u64,
+    ) -> Result<RenewReply, StoreError> {
+        self.inner.renew(sale, node, epoch, ttl_ms).await
+    }
+    async fn return_lease(
+        &self,
+        sale: &SaleId,
+        node: &str,
+        epoch: u64,
+    ) -> Result<ReturnReply, StoreError> {
+        self.inner.return_lease(sale, node, epoch).await
+    }
+    async fn reclaim(&self, sale: &SaleId) -> Result<(u64, u64), StoreError> {
+        self.inner.reclaim(sale).await
+    }
+    async fn winner(
+        &self,
+        sale: &SaleId,
+        user: &UserId,
+    ) -> Result<Option<TicketRecord>, StoreError> {
+        self.inner.winner(sale, user).await
+    }
+    async fn ticket(
+        &self,
+        sale: &SaleId,
+        ticket: &TicketId,
+    ) -> Result<Option<TicketRecord>, StoreError> {
+        self.inner.ticket(sale, ticket).await
+    }
+    async fn confirm(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError> {
+        self.inner.confirm(sale, ticket).await
+    }
+    async fn release(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError> {
+        self.inner.release(sale, ticket).await
+    }
+    async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError> {
+        self.inner.sweep(sale, limit).await
+    }
+    async fn last_order_id(&self, sale: &SaleId) -> Result<Option<String>, StoreError> {
+        self.inner.last_order_id(sale).await
+    }
+    async fn winners(&self, sale: &SaleId) -> Result<Vec<(UserId, Issued)>, StoreError> {
+        self.inner.winners(sale).await
+    }
+    async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError> {
+        self.inner.pool(sale).await
+    }
+}
