@@ -26,7 +26,8 @@ use bigtap::{App, SaleId, TicketId, UserId};
 use futures::stream::{self, StreamExt};
 use harness::checker::{check, RedisView};
 use harness::history::{buyer_client, take, Call, Outcome};
-use harness::run::{run, RunResult};
+use harness::nemesis::{Fault, Step};
+use harness::run::{run, run_with, RunOptions, RunResult};
 use redis::AsyncCommands;
 use support::*;
 
@@ -69,6 +70,29 @@ async fn seeded_fault_runs_never_oversell_lose_a_winner_double_a_buyer_or_strand
         }
     }
     let sum = |f: &dyn Fn(&RunResult) -> u64| results.iter().map(f).sum::<u64>();
+    let mut recovered: Vec<u64> = results
+        .iter()
+        .flat_map(|r| r.recoveries.iter().filter_map(|x| x.ms))
+        .collect();
+    recovered.sort_unstable();
+    let pct = |p: usize| -> u64 {
+        if recovered.is_empty() {
+            0
+        } else {
+            recovered[((recovered.len() - 1) * p) / 100]
+        }
+    };
+    println!(
+        "LIVENESS recoveries={} wedged={} readyz_disagreements={} recover_ms(p50={} p99={} max={}) disrupted_while_selling={}/{}",
+        recovered.len(),
+        sum(&|r| r.wedged() as u64),
+        sum(&|r| r.recoveries.iter().filter(|x| x.ready_disagrees).count() as u64),
+        pct(50),
+        pct(99),
+        recovered.last().copied().unwrap_or(0),
+        results.iter().filter(|r| r.disrupted_selling).count(),
+        results.len(),
+    );
     let pauses: Vec<_> = results
         .iter()
         .flat_map(|r| r.pauses.iter().copied())
@@ -108,6 +132,98 @@ async fn seeded_fault_runs_never_oversell_lose_a_winner_double_a_buyer_or_strand
             "no pause past the TTL led to a fenced commit: {pauses:?}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Negative controls through the whole harness: each breaks one thing, and
+// the run must fail for that reason.
+
+/// One short disruptive fault: a node's store replies held for 0.6 s.
+fn short_plan() -> Vec<Step> {
+    vec![Step {
+        after_ms: 200,
+        fault: Fault::Blackhole(1),
+        hold_ms: 600,
+    }]
+}
+
+async fn control(opts: RunOptions) -> RunResult {
+    let r = run_with(7, opts).await.expect("the control run was staged");
+    println!("{}\n{}", r.line(), r.report);
+    assert!(!r.ok(), "a broken system passed the harness");
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_harness_catches_a_node_wedged_by_request_slots_leaked_on_hang_ups() {
+    let r = control(RunOptions {
+        node_flags: vec![
+            "--test-leak-inflight".into(),
+            "--max-inflight".into(),
+            "8".into(),
+        ],
+        plan: Some(vec![Step {
+            after_ms: 200,
+            fault: Fault::HangUps(0),
+            hold_ms: 800,
+        }]),
+        ..RunOptions::default()
+    })
+    .await;
+    assert!(r.wedged() >= 1, "no wedged node found");
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.contains("node0 never sold again")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_harness_catches_a_front_tier_that_never_sells() {
+    let r = control(RunOptions {
+        fake_front: true,
+        plan: Some(short_plan()),
+        ..RunOptions::default()
+    })
+    .await;
+    let v = &r.report.violations;
+    assert!(v.iter().any(|x| x.contains("nothing sold")), "{v:?}");
+    assert!(v.iter().any(|x| x.contains("never sold out")), "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_harness_catches_a_delivery_path_that_loses_orders() {
+    let r = control(RunOptions {
+        lossy_backend: Some(3),
+        plan: Some(short_plan()),
+        ..RunOptions::default()
+    })
+    .await;
+    assert!(r.report.figures.undelivered > 0, "{}", r.report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_harness_catches_an_oversell_behind_honest_looking_counters() {
+    let r = control(RunOptions {
+        oversell_behind_counters: true,
+        plan: Some(short_plan()),
+        ..RunOptions::default()
+    })
+    .await;
+    assert!(r.report.figures.oversold > 0, "{}", r.report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_harness_fails_a_run_whose_consumer_is_switched_off() {
+    let r = control(RunOptions {
+        no_consumer: true,
+        plan: Some(short_plan()),
+        ..RunOptions::default()
+    })
+    .await;
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.contains("consumer did not run")));
 }
 
 // ---------------------------------------------------------------------------

@@ -89,6 +89,8 @@ pub struct Figures {
     pub resolved_lost: usize,
     pub unresolved: usize,
     pub unexpected: usize,
+    /// Winners whose last answer was not their ticket.
+    pub final_not_ticket: usize,
 }
 
 /// The checker's verdict.
@@ -279,6 +281,38 @@ pub fn check(calls: &[Call], view: &RedisView, delivered: Option<&HashSet<String
             r.fail(format!(
                 "user {user} holds ticket {ticket} in Redis but was never given it, even on retry"
             ));
+        }
+    }
+
+    // Progress: a sale that sells nothing, or never sells out while fresh
+    // buyers keep coming, keeps no promise worth keeping.
+    if view.winners.is_empty() && acked.is_empty() {
+        r.fail("nothing sold: no buyer won".to_owned());
+    }
+    if view.pending + view.confirmed != view.total {
+        r.fail(format!(
+            "the sale never sold out: {} of {} units sold",
+            view.pending + view.confirmed,
+            view.total
+        ));
+    }
+
+    // Every winner's last word is their ticket: the final retry of a
+    // buyer who won is answered with the same ticket, not sold out, not a
+    // timeout.
+    for (user, ticket) in &view.winners {
+        let Some(cs) = told.get(user.as_str()) else {
+            continue;
+        };
+        let last = cs.iter().rev().find(|c| c.resolution).or(cs.last());
+        match last.map(|c| &c.outcome) {
+            Some(Outcome::Won { ticket: t, .. }) if t == ticket => {}
+            other => {
+                r.figures.final_not_ticket += 1;
+                r.fail(format!(
+                    "winner {user} of {ticket} was last answered {other:?}"
+                ));
+            }
         }
     }
 

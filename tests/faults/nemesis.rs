@@ -23,6 +23,11 @@ pub enum Fault {
     Blackhole(usize),
     /// Abort every connection between a node and Redis (RST).
     Reset(usize),
+    /// SIGSTOP redis-server (a store stalled under load), then SIGCONT.
+    StallRedis,
+    /// Hold a node's store replies without closing, while a crowd of
+    /// buyers hangs up on it at random points of their requests.
+    HangUps(usize),
 }
 
 impl Fault {
@@ -35,14 +40,29 @@ impl Fault {
             Fault::Delay(..) => "delay",
             Fault::Blackhole(_) => "blackhole",
             Fault::Reset(_) => "reset",
+            Fault::StallRedis => "stall_redis",
+            Fault::HangUps(_) => "hang_ups",
         }
+    }
+
+    /// Faults that take a node's selling away while they hold (a reset
+    /// or a delay only slows it; a consumer kill does not touch selling).
+    pub fn disruptive(&self) -> bool {
+        !matches!(
+            self,
+            Fault::Reset(_) | Fault::Delay(..) | Fault::KillConsumer
+        )
     }
 }
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Fault::KillNode(n) | Fault::PauseNode(n) | Fault::Blackhole(n) | Fault::Reset(n) => {
+            Fault::KillNode(n)
+            | Fault::PauseNode(n)
+            | Fault::Blackhole(n)
+            | Fault::Reset(n)
+            | Fault::HangUps(n) => {
                 write!(f, "{}(node{n})", self.kind())
             }
             Fault::Delay(n, ms) => write!(f, "delay(node{n},{ms}ms)"),
@@ -60,7 +80,9 @@ pub struct Step {
     pub hold_ms: u64,
 }
 
-/// 1–3 faults, one at a time, drawn from the seed.
+/// 1–3 faults, one at a time, drawn from the seed; the first is always
+/// disruptive, so every run meets a fault that takes selling away while
+/// the sale still has stock.
 pub fn plan(rng: &mut Rng, nodes: usize, consumer: bool) -> Vec<Step> {
     let n = rng.range(1, 3) as usize;
     let node = |rng: &mut Rng| rng.below(nodes as u64) as usize;
@@ -68,21 +90,20 @@ pub fn plan(rng: &mut Rng, nodes: usize, consumer: bool) -> Vec<Step> {
         .map(|i| {
             // Pauses weigh double: whether one catches its node holding
             // units is a race, and the fencing path must be exercised.
-            let kinds = if consumer { 8 } else { 7 };
-            let fault = match rng.below(kinds) {
-                0 => Fault::KillNode(node(rng)),
-                1 => Fault::KillRedis,
-                2 | 3 => Fault::PauseNode(node(rng)),
-                4 => Fault::Delay(node(rng), rng.range(50, 300)),
-                5 => Fault::Blackhole(node(rng)),
-                6 => Fault::Reset(node(rng)),
-                _ => Fault::KillConsumer,
-            };
+            let kinds = if consumer { 10 } else { 9 };
+            let target = node(rng);
+            let mut fault = draw(rng, kinds, target);
+            while i == 0 && !fault.disruptive() {
+                let target = node(rng);
+                fault = draw(rng, kinds, target);
+            }
             let hold_ms = match fault {
                 // Longer than the lease TTL, so the lease expires under it.
                 Fault::PauseNode(_) => LEASE_TTL_MS + rng.range(300, 900),
                 Fault::Blackhole(_) => rng.range(600, 1600),
                 Fault::Delay(..) => rng.range(400, 1000),
+                Fault::StallRedis => rng.range(500, 1500),
+                Fault::HangUps(_) => rng.range(600, 1200),
                 Fault::Reset(_) => 0,
                 _ => rng.range(200, 700),
             };
@@ -97,6 +118,20 @@ pub fn plan(rng: &mut Rng, nodes: usize, consumer: bool) -> Vec<Step> {
             }
         })
         .collect()
+}
+
+fn draw(rng: &mut Rng, kinds: u64, node: usize) -> Fault {
+    match rng.below(kinds) {
+        0 => Fault::KillNode(node),
+        1 => Fault::KillRedis,
+        2 | 3 => Fault::PauseNode(node),
+        4 => Fault::Delay(node, rng.range(50, 300)),
+        5 => Fault::Blackhole(node),
+        6 => Fault::Reset(node),
+        7 => Fault::StallRedis,
+        8 => Fault::HangUps(node),
+        _ => Fault::KillConsumer,
+    }
 }
 
 /// How long a plan runs, faults and gaps included.

@@ -20,7 +20,7 @@ use super::nemesis::{self, Fault, Step};
 use super::procs::{orders_available, NodeProc, OrdersProc, LEASE_TTL_MS};
 use super::proxy::{Mode, Proxy};
 use super::rng::Rng;
-use super::sink::Sink;
+use super::sink::{Behaviour, Sink};
 use crate::support::{now_ms, ADMIN_KEY};
 
 const SALE: &str = "flash";
@@ -34,6 +34,49 @@ const PAUSE_BURST: usize = 16;
 
 /// Added latency on a paused node's link while it wakes up.
 const RESUME_LAG_MS: u64 = 200;
+/// How soon after a fault heals every node must sell again (or answer
+/// sold out once no unit is left): the liveness bound. Two lease TTLs
+/// cover a paused node's lease being reclaimed and leased anew.
+pub const LIVE_WITHIN: Duration = Duration::from_secs(8);
+/// Timeouts of impatient buyers, shorter than the nodes' store timeout
+/// (500 ms): they hang up at every stage of a request.
+const IMPATIENT_MS: [u64; 4] = [40, 120, 250, 400];
+/// Buyers sent at a node whose store replies are held, all hanging up.
+const HANG_UP_BURST: usize = 48;
+/// Share of all buyers (percent) who are impatient.
+const IMPATIENT_SHARE: u64 = 15;
+
+/// How a run is set up. The default is the real system; the switches make
+/// negative controls that the checker must catch, each for its reason.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Extra flags for every node.
+    pub node_flags: Vec<String>,
+    /// Replaces the seeded fault plan.
+    pub plan: Option<Vec<Step>>,
+    /// Runs without the order consumer.
+    pub no_consumer: bool,
+    /// The order backend acknowledges but loses every nth delivery.
+    pub lossy_backend: Option<u32>,
+    /// Buyers meet a stand-in front tier that answers sold out to all.
+    pub fake_front: bool,
+    /// Before the check, Redis gets one ticket record past the stock, as an
+    /// admit that ignored the counters would write, counters untouched.
+    pub oversell_behind_counters: bool,
+}
+
+/// How one node came back after one fault healed.
+#[derive(Debug, Clone, Copy)]
+pub struct Recovery {
+    pub fault: Fault,
+    pub node: usize,
+    /// Time from the heal to the node's first sale (or sold-out answer once
+    /// no unit was left); `None`: it never did within [`LIVE_WITHIN`].
+    pub ms: Option<u64>,
+    /// `/readyz` said ready while the node could not sell, or not ready
+    /// while it sold.
+    pub ready_disagrees: bool,
+}
 
 /// A pause of a node past its lease TTL.
 #[derive(Debug, Clone, Copy)]
@@ -63,11 +106,21 @@ pub struct RunResult {
     pub buyers: usize,
     pub settle_ms: u128,
     pub elapsed: Duration,
+    /// Each node after each healed fault.
+    pub recoveries: Vec<Recovery>,
+    /// A disruptive fault started while units were still unsold.
+    pub disrupted_selling: bool,
+    /// Why the run failed beyond the checker's promises.
+    pub problems: Vec<String>,
 }
 
 impl RunResult {
     pub fn ok(&self) -> bool {
-        self.report.ok() && self.audit_clean
+        self.report.ok() && self.audit_clean && self.problems.is_empty()
+    }
+
+    pub fn wedged(&self) -> usize {
+        self.recoveries.iter().filter(|r| r.ms.is_none()).count()
     }
 
     pub fn line(&self) -> String {
@@ -83,7 +136,7 @@ impl RunResult {
             .map(|p| format!("held {} fenced {}", p.held, p.fenced))
             .collect();
         format!(
-            "seed={} faults=[{}] pauses=[{}] stock={} buyers={} winners={} oversold={} lost={} double={} stranded={} fenced={}/{} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={} settle_ms={} audit={} {:.1}s",
+            "seed={} faults=[{}] pauses=[{}] stock={} buyers={} winners={} oversold={} lost={} double={} stranded={} fenced={}/{} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={} settle_ms={} audit={} recovered_ms={:?} wedged={} {:.1}s{}",
             self.seed,
             faults.join(" "),
             pauses.join(", "),
@@ -104,7 +157,13 @@ impl RunResult {
             if self.consumer { "on" } else { "off" },
             self.settle_ms,
             if self.audit_clean { "clean" } else { "DIRTY" },
-            self.elapsed.as_secs_f64()
+            self.recoveries.iter().map(|r| r.ms).collect::<Vec<_>>(),
+            self.wedged(),
+            self.elapsed.as_secs_f64(),
+            self.problems
+                .iter()
+                .map(|p| format!("\n  PROBLEM {p}"))
+                .collect::<String>()
         )
     }
 }
@@ -125,13 +184,17 @@ struct Cluster {
     consumer: Option<tokio::sync::Mutex<OrdersProc>>,
     sink: Option<Sink>,
     http: reqwest::Client,
+    impatient: Vec<reqwest::Client>,
     log: Arc<Log>,
+    store: RedisStore,
+    /// Stands in for the nodes (negative control).
+    fake_front: Option<Sink>,
     /// Process logs; removed after a run that kept every promise.
     dir: PathBuf,
 }
 
 impl Cluster {
-    async fn start(seed: u64, with_consumer: bool) -> Result<Cluster, String> {
+    async fn start(seed: u64, with_consumer: bool, opts: &RunOptions) -> Result<Cluster, String> {
         let dir = std::env::temp_dir().join(format!(
             "bigtap-faults-{seed}-{}-{}",
             std::process::id(),
@@ -147,8 +210,10 @@ impl Cluster {
             let port = free_port().map_err(|e| e.to_string())?;
             let url = proxy.url();
             let path: PathBuf = dir.clone();
+            let flags = opts.node_flags.clone();
             starting.push(async move {
-                let p = NodeProc::start(&format!("node{i}"), &url, port, &[], &path).await?;
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                let p = NodeProc::start(&format!("node{i}"), &url, port, &flags, &path).await?;
                 Ok::<_, String>(Slot {
                     url: p.url(),
                     proc: tokio::sync::Mutex::new(p),
@@ -160,11 +225,26 @@ impl Cluster {
         }
         let slots = futures::future::try_join_all(starting).await?;
         let (consumer, sink) = if with_consumer {
-            let sink = Sink::start().await.map_err(|e| e.to_string())?;
+            let behaviour = match opts.lossy_backend {
+                Some(n) => Behaviour::LoseEvery(n),
+                None => Behaviour::Record,
+            };
+            let sink = Sink::start_as(behaviour).await.map_err(|e| e.to_string())?;
             let c = OrdersProc::start(&redis_url, &sink.url(), &dir)?;
             (Some(tokio::sync::Mutex::new(c)), Some(sink))
         } else {
             (None, None)
+        };
+        let store = RedisStore::open(&redis_url, "bigtap", Duration::from_secs(2), None)
+            .map_err(|e| e.to_string())?;
+        let fake_front = if opts.fake_front {
+            Some(
+                Sink::start_as(Behaviour::SoldOutFront)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
         };
         Ok(Cluster {
             redis: Arc::new(Mutex::new(redis)),
@@ -173,7 +253,13 @@ impl Cluster {
             consumer,
             sink,
             http: buyer_client(BUYER_TIMEOUT),
+            impatient: IMPATIENT_MS
+                .iter()
+                .map(|ms| buyer_client(Duration::from_millis(*ms)))
+                .collect(),
             log: Arc::new(Log::default()),
+            store,
+            fake_front,
             dir,
         })
     }
@@ -208,9 +294,33 @@ impl Cluster {
         Ok(())
     }
 
+    /// Where buyers of `node` send their takes.
+    fn front(&self, node: usize) -> String {
+        match &self.fake_front {
+            Some(f) => f.base(),
+            None => self.slots[node].url.clone(),
+        }
+    }
+
     /// One buyer's take, logged.
     async fn buy(&self, node: usize, user: &str, resolution: bool) -> Outcome {
-        let outcome = take(&self.http, &self.slots[node].url, SALE, user).await;
+        self.buy_with(&self.http, node, user, resolution).await
+    }
+
+    /// A take by an impatient buyer, who hangs up after a short timeout.
+    async fn buy_impatient(&self, pick: u64, node: usize, user: &str) -> Outcome {
+        let client = &self.impatient[pick as usize % self.impatient.len()];
+        self.buy_with(client, node, user, false).await
+    }
+
+    async fn buy_with(
+        &self,
+        client: &reqwest::Client,
+        node: usize,
+        user: &str,
+        resolution: bool,
+    ) -> Outcome {
+        let outcome = take(client, &self.front(node), SALE, user).await;
         self.log.push(Call {
             user: user.to_owned(),
             node,
@@ -319,8 +429,86 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 self.slots[i].proxy.reset();
             }
+            Fault::StallRedis => {
+                self.redis.lock().pause();
+                tokio::time::sleep(hold).await;
+                self.redis.lock().resume();
+            }
+            Fault::HangUps(i) => {
+                self.slots[i].proxy.set(Mode::Blackhole);
+                let mut crowd = Vec::new();
+                for j in 0..HANG_UP_BURST {
+                    let c = self.clone();
+                    crowd.push(tokio::spawn(async move {
+                        c.buy_impatient(j as u64, i, &format!("h{burst_id}x{j}"))
+                            .await;
+                    }));
+                }
+                tokio::time::sleep(hold).await;
+                self.slots[i].proxy.set(Mode::Pass);
+                for c in crowd {
+                    c.await
+                        .map_err(|e| format!("a hang-up buyer task failed: {e}"))?;
+                }
+            }
         }
         Ok(None)
+    }
+
+    /// Units not yet sold (pool plus leases), if the store answers.
+    async fn unsold(&self) -> Option<u64> {
+        let sale = SaleId::parse(SALE).ok()?;
+        let snap = self.store.snapshot(&sale).await.ok()??;
+        Some(snap.available + snap.leased)
+    }
+
+    /// After fault `k` healed: every node must sell to a fresh buyer
+    /// within [`LIVE_WITHIN`] (or answer sold out once nothing is left),
+    /// and `/readyz` must agree with what it does.
+    async fn liveness(self: &Arc<Self>, k: usize, fault: Fault) -> Vec<Recovery> {
+        let checks = (0..self.slots.len()).map(|i| {
+            let c = self.clone();
+            async move {
+                let healed = Instant::now();
+                let mut ms = None;
+                let mut j = 0;
+                while healed.elapsed() < LIVE_WITHIN {
+                    let user = format!("live{k}n{i}x{j}");
+                    j += 1;
+                    match c.buy(i, &user, false).await {
+                        Outcome::Won { .. } => {
+                            ms = Some(healed.elapsed().as_millis() as u64);
+                            break;
+                        }
+                        Outcome::SoldOut if c.unsold().await == Some(0) => {
+                            ms = Some(healed.elapsed().as_millis() as u64);
+                            break;
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+                let ready = || async {
+                    c.http
+                        .get(format!("{}/readyz", c.front(i)))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200)
+                };
+                let ready_disagrees = match ms {
+                    // A node that sells must say ready (soon: a probe may
+                    // race a retry of the store connection).
+                    Some(_) => !crate::support::eventually(Duration::from_secs(2), ready).await,
+                    None => ready().await,
+                };
+                Recovery {
+                    fault,
+                    node: i,
+                    ms,
+                    ready_disagrees,
+                }
+            }
+        });
+        futures::future::join_all(checks).await
     }
 
     /// Brings every part back (a heal that a failed step may have skipped).
@@ -381,19 +569,34 @@ impl Cluster {
     }
 }
 
-/// Runs seed `seed` end to end.
+/// Runs seed `seed` end to end, on the real system.
 pub async fn run(seed: u64) -> Result<RunResult, String> {
+    run_with(seed, RunOptions::default()).await
+}
+
+/// Runs seed `seed` end to end with `opts`.
+pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> {
     let started = Instant::now();
     let mut rng = Rng::new(seed);
-    let with_consumer = orders_available();
-    let plan = nemesis::plan(&mut rng.fork(), NODES, with_consumer);
+    let mut problems = Vec::new();
+    // The delivery check is part of every run: a binary without a working
+    // consumer fails the run instead of switching the check off.
+    let with_consumer = !opts.no_consumer;
+    if with_consumer && !orders_available() {
+        return Err("`bigtap orders --help` does not offer --sink: the consumer cannot run".into());
+    }
+    if !with_consumer {
+        problems.push("the order consumer did not run: delivery was not checked".to_owned());
+    }
+    let seeded = nemesis::plan(&mut rng.fork(), NODES, with_consumer);
+    let plan = opts.plan.clone().unwrap_or(seeded);
     let stock = rng.range(50, 200);
     let buyers = (stock + rng.range(60, 200)) as usize;
-    let cluster = Arc::new(Cluster::start(seed, with_consumer).await?);
+    let cluster = Arc::new(Cluster::start(seed, with_consumer, &opts).await?);
     cluster.open_sale(stock).await?;
 
     // Buyers arrive over the whole fault schedule, so faults meet a sale
-    // that is still selling.
+    // that is still selling. Some are impatient and hang up early.
     let load_ms = nemesis::duration_ms(&plan).max(1500) + 300;
     let t0 = tokio::time::Instant::now();
     let mut tasks = Vec::new();
@@ -402,10 +605,19 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
         let at = Duration::from_millis(buyer_rng.below(load_ms));
         let node = buyer_rng.below(NODES as u64) as usize;
         let double = buyer_rng.chance(25);
+        let impatient = buyer_rng
+            .chance(IMPATIENT_SHARE)
+            .then(|| buyer_rng.below(64));
         let c = cluster.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(t0 + at).await;
             let user = format!("b{b}");
+            if let Some(pick) = impatient {
+                // Hangs up once; the settling phase retries it like any
+                // unknown outcome.
+                c.buy_impatient(pick, node, &user).await;
+                return;
+            }
             for attempt in 0..3 {
                 let n = (node + attempt) % NODES;
                 let outcomes = if double && attempt == 0 {
@@ -425,16 +637,46 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
     }
 
     let mut pauses = Vec::new();
+    let mut recoveries = Vec::new();
+    let mut disrupted_selling = false;
     for (k, step) in plan.iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(step.after_ms)).await;
+        if step.fault.disruptive() && cluster.unsold().await.is_some_and(|n| n > 0) {
+            disrupted_selling = true;
+        }
         if let Some(f) = cluster.apply(step, k).await? {
             pauses.push(f);
         }
+        recoveries.extend(cluster.liveness(k, step.fault).await);
     }
     for t in tasks {
-        let _ = t.await;
+        // A buyer task that panicked lost its calls from the log: the run
+        // cannot be judged.
+        t.await.map_err(|e| format!("a buyer task failed: {e}"))?;
     }
     cluster.heal().await?;
+    if !disrupted_selling {
+        problems.push("no disruptive fault met the sale while units were unsold".to_owned());
+    }
+    for r in &recoveries {
+        match r.ms {
+            None => problems.push(format!(
+                "node{} never sold again within {LIVE_WITHIN:?} after {} healed (wedged)",
+                r.node, r.fault
+            )),
+            Some(_) if r.ready_disagrees => problems.push(format!(
+                "node{} sold after {} healed but /readyz said not ready",
+                r.node, r.fault
+            )),
+            Some(_) => {}
+        }
+        if r.ms.is_none() && r.ready_disagrees {
+            problems.push(format!(
+                "node{} could not sell after {} healed but /readyz said ready",
+                r.node, r.fault
+            ));
+        }
+    }
 
     // Settle every unknown outcome: a retry must return the ticket if the
     // win was recorded.
@@ -485,10 +727,19 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
         }
     }
 
+    // Progress: fresh buyers until the sale is sold out, on every node.
+    let sellout_by = Instant::now() + Duration::from_millis(3 * LEASE_TTL_MS) + LIVE_WITHIN;
+    let mut f = 0;
+    while cluster.unsold().await != Some(0) && Instant::now() < sellout_by {
+        for i in 0..NODES {
+            cluster.buy(i, &format!("final{f}"), false).await;
+            f += 1;
+        }
+    }
+
     // Bounded undersell: idle nodes return their leases, and expired leases
     // of dead incarnations are reclaimed, within TTL plus an interval.
-    let store = RedisStore::open(&cluster.redis_url, "bigtap", Duration::from_secs(2), None)
-        .map_err(|e| e.to_string())?;
+    let store = &cluster.store;
     let quiet = Instant::now();
     let limit = Duration::from_millis(3 * LEASE_TTL_MS);
     loop {
@@ -533,6 +784,9 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
         delivered_file = Some(path);
     }
 
+    if opts.oversell_behind_counters {
+        oversell_behind_counters(&cluster.redis_url).await?;
+    }
     let view = RedisView::read(&cluster.redis_url, SALE)
         .await
         .map_err(|e| e.to_string())?;
@@ -546,7 +800,7 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
     .await
     .map_err(|e| e.to_string())?;
     let audit_clean = audit.is_clean();
-    if report.ok() && audit_clean {
+    if report.ok() && audit_clean && problems.is_empty() {
         let _ = std::fs::remove_dir_all(&cluster.dir);
     } else {
         println!(
@@ -568,5 +822,40 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
         buyers,
         settle_ms,
         elapsed: started.elapsed(),
+        recoveries,
+        disrupted_selling,
+        problems,
     })
+}
+
+/// What an admit that ignores the counters would leave: one more live
+/// ticket, its winner and its stream entry, with every counter untouched.
+async fn oversell_behind_counters(redis_url: &str) -> Result<(), String> {
+    let client = redis::Client::open(redis_url).map_err(|e| e.to_string())?;
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = |s: &str| format!("bigtap:{{{SALE}}}:{s}");
+    let ticket = bigtap::TicketId::random().to_string();
+    let now = now_ms();
+    redis::pipe()
+        .cmd("HSET")
+        .arg(key("tickets"))
+        .arg(&ticket)
+        .arg(format!("p:ghost:{now}:{}", now + 3_600_000))
+        .cmd("HSET")
+        .arg(key("winners"))
+        .arg("ghost")
+        .arg(&ticket)
+        .cmd("XADD")
+        .arg(key("orders"))
+        .arg("*")
+        .arg("ticket")
+        .arg(&ticket)
+        .arg("user")
+        .arg("ghost")
+        .query_async::<()>(&mut con)
+        .await
+        .map_err(|e| e.to_string())
 }
