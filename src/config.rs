@@ -120,6 +120,12 @@ pub struct ServeConfig {
     #[arg(long, env = "BIGTAP_HEADER_TIMEOUT_MS", default_value_t = 5000)]
     pub header_timeout_ms: u64,
 
+    /// How long a keep-alive connection may sit idle between requests. Keep
+    /// it above the balancer's idle timeout (AWS ALB: 60 s), so that the
+    /// balancer, not bigtap, closes idle connections; 0 = never.
+    #[arg(long, env = "BIGTAP_IDLE_TIMEOUT_MS", default_value_t = 75_000)]
+    pub idle_timeout_ms: u64,
+
     /// Time a request may take in total before it is answered with 503.
     #[arg(long, env = "BIGTAP_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
@@ -177,6 +183,7 @@ impl ServeConfig {
             max_connections: 20000,
             max_inflight: 4096,
             header_timeout_ms: 5000,
+            idle_timeout_ms: 75_000,
             request_timeout_ms: 5000,
             body_limit: 8 * 1024 * 1024,
             max_header_bytes: 16 * 1024,

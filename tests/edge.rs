@@ -44,10 +44,11 @@ async fn a_thousand_slowloris_connections_are_closed_within_the_header_timeout_w
     for _ in 0..1000 {
         let mut s = TcpStream::connect(addr).await.expect("connect");
         // A request head that never ends.
+        let at = tokio::time::Instant::now();
         s.write_all(b"POST /v1/sales/calm/tickets HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             .await
             .unwrap();
-        lorises.push(s);
+        lorises.push((s, at));
     }
 
     // Buyers are served meanwhile, promptly.
@@ -63,17 +64,83 @@ async fn a_thousand_slowloris_connections_are_closed_within_the_header_timeout_w
     );
 
     // Every stalled connection is closed by the header timeout (500 ms),
-    // allowing for the time it took to open them all.
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
-    let results =
-        futures::future::join_all(lorises.into_iter().map(|s| closed_by(s, deadline))).await;
-    let closed = results.iter().filter(|c| **c).count();
+    // measured from its own opening, within the sweeper's tick (100 ms) and
+    // some scheduling slack.
+    let limit = Duration::from_millis(500 + 100 + 400);
+    let results = futures::future::join_all(lorises.into_iter().map(|(s, at)| async move {
+        closed_by(s, at + Duration::from_secs(5))
+            .await
+            .then(|| at.elapsed())
+    }))
+    .await;
+    let mut lived: Vec<Duration> = results.iter().flatten().copied().collect();
+    lived.sort();
     println!(
-        "slowloris: {closed}/1000 closed within {:?} of opening; 50 buyers served in {served_in:?}",
+        "slowloris: {}/1000 closed; lifetimes min {:?} median {:?} max {:?}; 50 buyers served in {served_in:?}; all opened in {:?}",
+        lived.len(),
+        lived.first(),
+        lived.get(lived.len() / 2),
+        lived.last(),
         opened.elapsed()
     );
-    assert_eq!(closed, 1000, "stalled connections left open");
+    assert_eq!(lived.len(), 1000, "stalled connections left open");
+    assert!(
+        lived.iter().all(|d| *d <= limit),
+        "a stalled connection lived {:?}, past {limit:?}",
+        lived.last()
+    );
+    assert!(
+        lived.iter().all(|d| *d >= Duration::from_millis(500)),
+        "a connection was closed before its header timeout: {:?}",
+        lived.first()
+    );
     assert_eq!(n.take("calm", "after").await.status, StatusCode::CREATED);
+}
+
+/// Sends one GET on `s` and reads its whole answer (a small JSON body).
+async fn get_on(s: &mut TcpStream, path: &str) -> String {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("}") {
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("a readable socket");
+        assert!(
+            n > 0,
+            "the server closed the connection instead of answering"
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_outlives_the_header_timeout_and_closes_at_the_idle_timeout()
+{
+    let redis = redis();
+    let n = node_with(&redis.url(), |c| {
+        c.header_timeout_ms = 300;
+        c.idle_timeout_ms = 1500;
+    })
+    .await;
+    let mut s = TcpStream::connect(n.handle.addr).await.unwrap();
+    assert!(get_on(&mut s, "/healthz").await.starts_with("HTTP/1.1 200"));
+    // Idle for longer than the header timeout: a balancer's pooled
+    // connection must still be usable.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(get_on(&mut s, "/healthz").await.starts_with("HTTP/1.1 200"));
+    // Idle past the idle timeout: the server closes it.
+    let idle_from = Instant::now();
+    assert!(closed_by(s, tokio::time::Instant::now() + Duration::from_secs(4)).await);
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1500) && idle < Duration::from_millis(2500),
+        "closed after {idle:?} idle"
+    );
 }
 
 #[tokio::test]

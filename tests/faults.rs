@@ -33,6 +33,10 @@ use support::*;
 
 const CI_SEEDS: u64 = 20;
 
+/// Whole-harness runs take turns: each starts a cluster of processes, and
+/// runs side by side on two cores would judge liveness by CPU starvation.
+static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn seeds() -> Vec<u64> {
     let var = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse().ok());
     if let Some(k) = var("BIGTAP_FAULT_SEED") {
@@ -43,6 +47,7 @@ fn seeds() -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seeded_fault_runs_never_oversell_lose_a_winner_double_a_buyer_or_strand_units() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().await;
     let seeds = seeds();
     let mut results: Vec<RunResult> = Vec::new();
     let mut failures = Vec::new();
@@ -148,6 +153,7 @@ fn short_plan() -> Vec<Step> {
 }
 
 async fn control(opts: RunOptions) -> RunResult {
+    let _turn = ONE_RUN_AT_A_TIME.lock().await;
     let r = run_with(7, opts).await.expect("the control run was staged");
     println!("{}\n{}", r.line(), r.report);
     assert!(!r.ok(), "a broken system passed the harness");
@@ -158,14 +164,16 @@ async fn control(opts: RunOptions) -> RunResult {
 async fn the_harness_catches_a_node_wedged_by_request_slots_leaked_on_hang_ups() {
     let r = control(RunOptions {
         node_flags: vec![
+            // Slots taken by hang-ups are never given back: once the crowd
+            // holds all 16, the node sheds every buyer for good.
             "--test-leak-inflight".into(),
             "--max-inflight".into(),
-            "8".into(),
+            "16".into(),
         ],
         plan: Some(vec![Step {
             after_ms: 200,
             fault: Fault::HangUps(0),
-            hold_ms: 800,
+            hold_ms: 2000,
         }]),
         ..RunOptions::default()
     })

@@ -3,8 +3,9 @@
 //!
 //! Defences, each configurable (see `config`): a cap on open connections (a
 //! permit is taken before `accept`, so excess connections wait in the
-//! kernel's backlog instead of costing memory here); a header read timeout
-//! (slowloris); limits on header count and size (431, from hyper) and body
+//! kernel's backlog instead of costing memory here); a head deadline
+//! (slowloris) and an idle deadline for keep-alive connections, kept by one
+//! sweeper (`deadline`); limits on header count and size (431, from hyper) and body
 //! size (413); load shedding, which answers 503 at once when more than
 //! `--max-inflight` requests are in progress, so an overloaded node fails
 //! fast instead of queueing; a per-request timeout (503). On shutdown the
@@ -14,6 +15,7 @@
 mod admin;
 mod backend;
 mod buyer;
+mod deadline;
 pub mod response;
 mod router;
 
@@ -45,11 +47,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(
-            (c.header_timeout_ms > 0).then(|| Duration::from_millis(c.header_timeout_ms)),
-        )
+        // Head and idle deadlines are kept by one sweeper (see `deadline`),
+        // not by a timer per request.
+        .header_read_timeout(None)
         .max_headers(c.max_headers)
         .max_buf_size(c.max_header_bytes.max(8192));
+    let deadlines = deadline::Deadlines::new(deadline::Limits {
+        head_ms: c.header_timeout_ms,
+        idle_ms: c.idle_timeout_ms,
+    });
+    let sweeper_stop = CancellationToken::new();
+    tokio::spawn(deadlines.clone().sweep(sweeper_stop.clone()));
     let graceful = GracefulShutdown::new();
     tracing::info!(addr = ?listener.local_addr().ok(), node = %shared.node, "listening");
     loop {
@@ -73,15 +81,28 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         };
         let _ = stream.set_nodelay(true);
         let s = shared.clone();
+        let watch = deadlines.open();
+        let w = watch.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
-            let s = s.clone();
-            async move { Ok::<_, Infallible>(handle(s, req, peer.ip()).await) }
+            let (s, w) = (s.clone(), w.clone());
+            async move {
+                w.busy();
+                let resp = handle(s, req, peer.ip()).await;
+                w.idle();
+                Ok::<_, Infallible>(resp)
+            }
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        let io = TokioIo::new(deadline::Watched::new(stream, watch.clone()));
+        let conn = graceful.watch(builder.serve_connection(io, svc));
         let gauge = shared.metrics.open_connections.clone();
         gauge.increment(1.0);
         tokio::spawn(async move {
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn => {}
+                // Past its head or idle deadline: dropped, which closes it.
+                _ = watch.closed.cancelled() => {}
+            }
+            watch.done();
             gauge.decrement(1.0);
             drop(permit);
         });
@@ -93,6 +114,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain deadline passed; closing remaining connections"),
     }
+    sweeper_stop.cancel();
 }
 
 /// A request body the routes can read: hyper's `Incoming` on the wire, any
@@ -129,7 +151,10 @@ pub async fn handle<B: RequestBody>(
     // The in-flight gauge is published when metrics are rendered, not here:
     // two gauge writes per request cost more than the count itself.
     let held = InFlight::enter(&shared);
-    let reply = if held.count > shared.config.max_inflight && route != router::PROBE {
+    // Probes and metrics are never shed: an overloaded node must still say
+    // so, and still be measured.
+    let exempt = route == router::PROBE || route == router::METRICS;
+    let reply = if held.count > shared.config.max_inflight && !exempt {
         m.shed.increment(1);
         response::unavailable()
     } else {

@@ -80,6 +80,50 @@ pub async fn take(http: &reqwest::Client, base: &str, sale: &str, user: &str) ->
     }
 }
 
+/// Sends one take over a fresh socket and closes it after `patience`
+/// unless the whole answer came: a buyer who hangs up.
+pub async fn take_or_hang_up(base: &str, sale: &str, user: &str, patience: Duration) -> Outcome {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://").to_owned();
+    let request = format!(
+        "POST /v1/sales/{sale}/tickets HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        crate::support::session(user)
+    );
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(&addr).await?;
+        s.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = match tokio::time::timeout(patience, exchange).await {
+        Err(_) => return Outcome::Unknown("hung up".into()),
+        Ok(Err(_)) => return Outcome::Unknown("io".into()),
+        Ok(Ok(a)) => String::from_utf8_lossy(&a).into_owned(),
+    };
+    let status: u16 = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    match status {
+        200 | 201 => {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            match v["ticket"].as_str() {
+                Some(t) => Outcome::Won {
+                    ticket: t.to_owned(),
+                    replay: status == 200,
+                },
+                None => Outcome::Unexpected(status),
+            }
+        }
+        410 => Outcome::SoldOut,
+        503 => Outcome::Unknown("503".into()),
+        other => Outcome::Unexpected(other),
+    }
+}
+
 fn kind(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timeout".into()

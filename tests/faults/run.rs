@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use super::checker::{check, RedisView, Report};
-use super::history::{buyer_client, take, Call, Log, Outcome};
+use super::history::{buyer_client, take, take_or_hang_up, Call, Log, Outcome};
 use super::nemesis::{self, Fault, Step};
 use super::procs::{orders_available, NodeProc, OrdersProc, LEASE_TTL_MS};
 use super::proxy::{Mode, Proxy};
@@ -41,8 +41,9 @@ pub const LIVE_WITHIN: Duration = Duration::from_secs(8);
 /// Timeouts of impatient buyers, shorter than the nodes' store timeout
 /// (500 ms): they hang up at every stage of a request.
 const IMPATIENT_MS: [u64; 4] = [40, 120, 250, 400];
-/// Buyers sent at a node whose store replies are held, all hanging up.
-const HANG_UP_BURST: usize = 48;
+/// Buyers sent every 50 ms at a node whose store replies are held, all
+/// hanging up.
+const HANG_UP_WAVE: usize = 6;
 /// Share of all buyers (percent) who are impatient.
 const IMPATIENT_SHARE: u64 = 15;
 
@@ -184,7 +185,6 @@ struct Cluster {
     consumer: Option<tokio::sync::Mutex<OrdersProc>>,
     sink: Option<Sink>,
     http: reqwest::Client,
-    impatient: Vec<reqwest::Client>,
     log: Arc<Log>,
     store: RedisStore,
     /// Stands in for the nodes (negative control).
@@ -253,10 +253,6 @@ impl Cluster {
             consumer,
             sink,
             http: buyer_client(BUYER_TIMEOUT),
-            impatient: IMPATIENT_MS
-                .iter()
-                .map(|ms| buyer_client(Duration::from_millis(*ms)))
-                .collect(),
             log: Arc::new(Log::default()),
             store,
             fake_front,
@@ -307,10 +303,19 @@ impl Cluster {
         self.buy_with(&self.http, node, user, resolution).await
     }
 
-    /// A take by an impatient buyer, who hangs up after a short timeout.
+    /// A take by an impatient buyer, who closes the socket after a short
+    /// timeout (a pooled HTTP client may keep the connection open after
+    /// giving up, which the server never notices; a closed socket it does).
     async fn buy_impatient(&self, pick: u64, node: usize, user: &str) -> Outcome {
-        let client = &self.impatient[pick as usize % self.impatient.len()];
-        self.buy_with(client, node, user, false).await
+        let patience = Duration::from_millis(IMPATIENT_MS[pick as usize % IMPATIENT_MS.len()]);
+        let outcome = take_or_hang_up(&self.front(node), SALE, user, patience).await;
+        self.log.push(Call {
+            user: user.to_owned(),
+            node,
+            outcome: outcome.clone(),
+            resolution: false,
+        });
+        outcome
     }
 
     async fn buy_with(
@@ -436,15 +441,22 @@ impl Cluster {
             }
             Fault::HangUps(i) => {
                 self.slots[i].proxy.set(Mode::Blackhole);
+                // The crowd arrives in waves while the replies are held, so
+                // hang-ups keep meeting requests that got in.
                 let mut crowd = Vec::new();
-                for j in 0..HANG_UP_BURST {
-                    let c = self.clone();
-                    crowd.push(tokio::spawn(async move {
-                        c.buy_impatient(j as u64, i, &format!("h{burst_id}x{j}"))
-                            .await;
-                    }));
+                let held = Instant::now();
+                let mut j = 0;
+                while held.elapsed() < hold {
+                    for _ in 0..HANG_UP_WAVE {
+                        let c = self.clone();
+                        crowd.push(tokio::spawn(async move {
+                            c.buy_impatient(j as u64, i, &format!("h{burst_id}x{j}"))
+                                .await;
+                        }));
+                        j += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                tokio::time::sleep(hold).await;
                 self.slots[i].proxy.set(Mode::Pass);
                 for c in crowd {
                     c.await
