@@ -723,6 +723,63 @@ mod tests {
             prop_assert_eq!(s.units(), 0);
         }
 
+        /// Takers racing lease changes: every thread starts at one barrier,
+        /// grants come under several epochs (a new epoch replaces the old
+        /// lease), and a taken unit always belongs to a lease that was
+        /// granted. No drain afterwards: the units handed out plus those
+        /// left can never exceed what the live leases granted, and a unit
+        /// of a replaced lease is never handed out after its replacement.
+        #[test]
+        fn takers_racing_new_epochs_never_get_more_than_the_leases_granted(
+            grants in proptest::collection::vec((1u32..4, 0u32..200), 1..8),
+            threads in 2usize..6,
+        ) {
+            use std::sync::Barrier;
+            let s = Arc::new(LocalStock::new());
+            let barrier = Arc::new(Barrier::new(threads + 1));
+            let taken: Vec<Vec<Epoch>> = std::thread::scope(|scope| {
+                let takers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let (s, barrier) = (s.clone(), barrier.clone());
+                        scope.spawn(move || {
+                            barrier.wait();
+                            let mut got = Vec::new();
+                            for _ in 0..400 {
+                                if let Some(e) = s.take() {
+                                    got.push(e);
+                                }
+                            }
+                            got
+                        })
+                    })
+                    .collect();
+                barrier.wait();
+                for (e, n) in &grants {
+                    s.grant(*e, *n);
+                }
+                takers.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            // Per epoch, what a sequence of grants can have made available:
+            // the sum of the grants of that epoch's runs (a run restarts
+            // when the epoch changes).
+            let mut granted: std::collections::HashMap<Epoch, u64> = Default::default();
+            for (e, n) in &grants {
+                *granted.entry(*e).or_default() += u64::from(*n);
+            }
+            let mut by_epoch: std::collections::HashMap<Epoch, u64> = Default::default();
+            for e in taken.iter().flatten() {
+                *by_epoch.entry(*e).or_default() += 1;
+            }
+            for (e, n) in &by_epoch {
+                prop_assert!(*e != 0, "a unit with no lease was handed out");
+                prop_assert!(n <= &granted[e], "epoch {} handed out {} of {}", e, n, granted[e]);
+            }
+            let total: u64 = by_epoch.values().sum();
+            let last = grants.last().map(|g| g.0).unwrap_or(0);
+            prop_assert!(total + u64::from(s.units()) <= granted.values().sum::<u64>());
+            prop_assert!(s.units() == 0 || s.epoch() == last);
+        }
+
         /// Any interleaving of grants, takes, give-backs and clears keeps the
         /// count equal to a sequential model's.
         #[test]

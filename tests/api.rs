@@ -346,6 +346,16 @@ async fn an_update_changes_the_window_but_never_the_stock() {
     assert_eq!(up.body["stock_total"], 10);
     assert_eq!(up.body["ticket_ttl_ms"], 1234);
     assert_eq!(up.body["ends_at_ms"], now + 99_000);
+    // What is stored, not only what the reply said.
+    let stored = n.accounting("phone").await;
+    assert_eq!(
+        (stored["stock_total"].as_u64(), stored["available"].as_u64()),
+        (Some(10), Some(10)),
+        "{stored}"
+    );
+    let status = n.get("/v1/sales/phone").await;
+    assert_eq!(status.body["stock_total"], 10);
+    assert_eq!(status.body["ends_at_ms"], now + 99_000);
 }
 
 #[tokio::test]
@@ -382,6 +392,24 @@ async fn bad_admin_bodies_are_explained_and_change_nothing() {
             .await
             .status,
         StatusCode::BAD_REQUEST
+    );
+    // The partly valid list was refused whole: not even "ok" was added.
+    let mut con = redis::Client::open(redis.url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let listed: u64 = redis::cmd("SCARD")
+        .arg("bigtap:{phone}:eligible")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(listed, 0, "a refused list left users behind");
+    let acct = n.accounting("phone").await;
+    assert_eq!(
+        (acct["stock_total"].as_u64(), acct["balanced"].as_bool()),
+        (Some(5), Some(true)),
+        "{acct}"
     );
 }
 

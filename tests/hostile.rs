@@ -162,35 +162,32 @@ fn no_mutation_of_a_purchase_token_is_accepted() {
     assert_eq!(ring.verify_ticket(&valid), Ok(claims));
     let (tried, accepted) = count(
         "purchase tokens",
-        6000,
+        8000,
         proptest::collection::vec(edit(), 1..4),
         |edits| {
             let t = apply(valid.as_bytes(), &edits);
             if t == valid.as_bytes() {
                 return (0, 0);
             }
+            // A purchase token is text; bytes that are not UTF-8 cannot
+            // even reach the verifier, so they are not counted as tried.
             let Ok(s) = std::str::from_utf8(&t) else {
-                return (1, 0);
+                return (0, 0);
             };
             (1, ring.verify_ticket(s).is_ok() as u64)
         },
     );
-    assert!(tried >= 5000 && accepted == 0);
+    assert!(tried >= 4000 && accepted == 0, "{tried} verified");
 }
 
 #[test]
-fn tokens_signed_with_another_key_or_made_of_arbitrary_bytes_are_refused() {
-    let (sessions, tickets) = (sessions(), tickets());
-    count(
-        "forged tokens",
+fn tokens_signed_with_another_key_are_refused() {
+    let sessions = sessions();
+    let (tried, accepted) = count(
+        "well-formed sessions signed with another key",
         2000,
-        (
-            "[A-Za-z0-9_-]{1,64}",
-            any::<u64>(),
-            any::<[u8; 32]>(),
-            proptest::collection::vec(any::<u8>(), 0..600),
-        ),
-        |(user, exp, key, junk)| {
+        ("[A-Za-z0-9_-]{1,64}", any::<u64>(), any::<[u8; 32]>()),
+        |(user, exp, key)| {
             use base64::Engine;
             // The attacker knows the format and the kid, not the key.
             let spec = format!(
@@ -200,14 +197,32 @@ fn tokens_signed_with_another_key_or_made_of_arbitrary_bytes_are_refused() {
             let forged = KeyRing::parse(&spec)
                 .unwrap()
                 .mint_session(&UserId::parse(&user).unwrap(), exp);
-            let mut accepted = sessions.verify_session(forged.as_bytes(), 0).is_ok() as u64;
-            accepted += sessions.verify_session(&junk, 0).is_ok() as u64;
-            if let Ok(s) = std::str::from_utf8(&junk) {
-                accepted += tickets.verify_ticket(s).is_ok() as u64;
-            }
-            (2, accepted)
+            (
+                1,
+                sessions.verify_session(forged.as_bytes(), 0).is_ok() as u64,
+            )
         },
     );
+    assert!(tried >= 2000 && accepted == 0);
+}
+
+#[test]
+fn arbitrary_bytes_are_refused_as_sessions_and_as_purchase_tokens() {
+    let (sessions, tickets) = (sessions(), tickets());
+    let (tried, accepted) = count(
+        "arbitrary bytes as sessions",
+        1000,
+        proptest::collection::vec(any::<u8>(), 0..600),
+        |junk| (1, sessions.verify_session(&junk, 0).is_ok() as u64),
+    );
+    assert!(tried >= 1000 && accepted == 0);
+    let (tried, accepted) = count(
+        "arbitrary text as purchase tokens",
+        1000,
+        ".{0,300}",
+        |junk: String| (1, tickets.verify_ticket(&junk).is_ok() as u64),
+    );
+    assert!(tried >= 1000 && accepted == 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -487,19 +502,40 @@ async fn extreme_numbers_in_admin_bodies_are_refused_cleanly() {
     let mut failed = Vec::new();
     for (method, path, body) in bodies {
         let a = n.admin(method.clone(), path, Some(body.clone())).await;
-        if !acceptable(a.status) {
+        // A window moved into the past is a legal update (200); every other
+        // body is refused with a 4xx that says why.
+        let legal = path == "x" && method == Method::PUT;
+        let fine = if legal {
+            a.status == StatusCode::OK
+        } else {
+            a.status.is_client_error() && a.body.get("error").is_some()
+        };
+        if !fine {
             failed.push(format!("{method} {path} {body} -> {} {}", a.status, a.body));
         }
     }
-    for sale in ["x", "y", "z", "w"] {
+    for sale in ["y", "z", "w"] {
         let a = n.admin(Method::GET, sale, None).await;
-        if !acceptable(a.status) {
-            failed.push(format!("GET {sale} -> {} {}", a.status, a.body));
-        }
-        let t = n.take(sale, "alice").await;
-        if !acceptable(t.status) {
-            failed.push(format!("take {sale} -> {} {}", t.status, t.body));
+        if a.status != StatusCode::NOT_FOUND {
+            failed.push(format!(
+                "refused sale {sale} exists: {} {}",
+                a.status, a.body
+            ));
         }
     }
-    assert!(failed.is_empty(), "server errors:\n{}", failed.join("\n"));
+    // The refused stock changes left the sale as it was.
+    let x = n.admin(Method::GET, "x", None).await;
+    if (
+        x.body["stock_total"].as_u64(),
+        x.body["available"].as_u64(),
+        x.body["balanced"].as_bool(),
+    ) != (Some(10), Some(10), Some(true))
+    {
+        failed.push(format!("sale x changed: {}", x.body));
+    }
+    assert!(
+        failed.is_empty(),
+        "not refused cleanly:\n{}",
+        failed.join("\n")
+    );
 }
