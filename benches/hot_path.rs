@@ -127,6 +127,26 @@ fn rejected_request(c: &mut Criterion) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
+    // The claim the benchmark rests on: a refused buyer costs no Redis
+    // call. No winner lookup (HGET) may reach Redis for 1,000 of them.
+    rt.block_on(async {
+        let client = redis::Client::open(redis.url().as_str()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let lookups = |info: String| -> u64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix("cmdstat_hget:calls="))
+                .and_then(|v| v.split(',').next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        let info = || redis::cmd("INFO").arg("commandstats").to_owned();
+        let before = lookups(info().query_async(&mut con).await.unwrap());
+        for _ in 0..1000 {
+            let r = bigtap::http::handle(shared.clone(), request(), [127, 0, 0, 1].into()).await;
+            assert_eq!(r.status(), 410);
+        }
+        let after = lookups(info().query_async(&mut con).await.unwrap());
+        assert_eq!(after, before, "refused buyers reached Redis");
+    });
     c.bench_function("rejected_request_sold_out", |b| {
         b.to_async(&rt).iter(|| async {
             let r = bigtap::http::handle(shared.clone(), request(), [127, 0, 0, 1].into()).await;

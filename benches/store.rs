@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bigtap::store::embedded::RedisProcess;
 use bigtap::store::redis::RedisStore;
-use bigtap::store::{Candidate, Eligibility, LeaseReply, SaleSpec, Store};
+use bigtap::store::{AdmitReply, Candidate, Eligibility, LeaseReply, SaleSpec, Store, Verdict};
 use bigtap::{SaleId, TicketId, UserId};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -39,11 +39,13 @@ fn admit(c: &mut Criterion) {
                         eligibility: Eligibility::Open,
                     };
                     store.put_sale(&sale, &spec).await.unwrap();
-                    let LeaseReply::Granted { epoch, .. } =
+                    let LeaseReply::Granted { epoch, granted, .. } =
                         store.lease(&sale, "bench", units, 600_000).await.unwrap()
                     else {
-                        panic!()
+                        panic!("the lease was refused")
                     };
+                    // Time wins, not refusals: the whole stock is leased.
+                    assert_eq!(granted, units, "lease short of the stock");
                     let mut n = 0u64;
                     let start = Instant::now();
                     for _ in 0..iters {
@@ -56,7 +58,14 @@ fn admit(c: &mut Criterion) {
                                 }
                             })
                             .collect();
-                        store.admit(&sale, "bench", epoch, &cands).await.unwrap();
+                        let reply = store.admit(&sale, "bench", epoch, &cands).await.unwrap();
+                        let AdmitReply::Judged { verdicts, .. } = reply else {
+                            panic!("admit refused: {reply:?}")
+                        };
+                        assert!(
+                            verdicts.iter().all(|v| matches!(v, Verdict::Won(_))),
+                            "a benchmarked commit did not win: {verdicts:?}"
+                        );
                     }
                     start.elapsed()
                 }

@@ -127,14 +127,14 @@ async fn seeded_fault_runs_never_oversell_lose_a_winner_double_a_buyer_or_strand
         failures.is_empty(),
         "seeds that broke a promise: {failures:?}"
     );
-    // The fencing path was really exercised: a node paused past its TTL
-    // came back with units of an expired lease, and its commits were
-    // refused. Whether one given pause catches the node holding units is a
-    // race, so this is judged over a set of runs (the CI set has several).
-    if pauses.len() >= 3 {
+    // The fencing path was really exercised. Each run judges its own
+    // pauses (a pause that caught its node holding units must fence its
+    // late commits); whether a pause catches units at all is a race, so
+    // over the set, at least one must have.
+    if !pauses.is_empty() && seeds.len() > 1 {
         assert!(
-            pauses.iter().any(|p| p.fenced > 0) || sum(&|r| r.fenced_wire) > 0,
-            "no pause past the TTL led to a fenced commit: {pauses:?}"
+            pauses.iter().any(|p| p.held > 0 && p.fenced > 0),
+            "no pause caught its node holding units: fencing went untested: {pauses:?}"
         );
     }
 }

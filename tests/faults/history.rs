@@ -101,11 +101,10 @@ pub async fn take_or_hang_up(base: &str, sale: &str, user: &str, patience: Durat
         Ok(Err(_)) => return Outcome::Unknown("io".into()),
         Ok(Ok(a)) => String::from_utf8_lossy(&a).into_owned(),
     };
-    let status: u16 = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    // A node killed mid-request closes the socket without a word.
+    let Some(status) = answer.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) else {
+        return Outcome::Unknown("closed".into());
+    };
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
     match status {
         200 | 201 => {

@@ -381,6 +381,7 @@ impl Cluster {
             }
             Fault::PauseNode(i) => {
                 let before = self.fenced_now(i).await;
+                let wire_before = self.slots[i].proxy.fenced_verdicts();
                 let p = self.slots[i].proc.lock().await;
                 // Units the node holds, in Redis and in its own counter.
                 let held = self
@@ -412,9 +413,12 @@ impl Cluster {
                 }
                 self.slots[i].proxy.set(Mode::Pass);
                 let after = self.fenced_now(i).await;
+                // Fenced verdicts the node saw, or that Redis sent back to
+                // commits the node had already given up on.
+                let wire = self.slots[i].proxy.fenced_verdicts() - wire_before;
                 return Ok(Some(Pause {
                     held,
-                    fenced: after.saturating_sub(before),
+                    fenced: after.saturating_sub(before).max(wire),
                 }));
             }
             Fault::Delay(i, ms) => {
@@ -667,6 +671,17 @@ pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> 
         t.await.map_err(|e| format!("a buyer task failed: {e}"))?;
     }
     cluster.heal().await?;
+    // Fencing, judged per pause: a node paused past its TTL while holding
+    // units comes back with buyers queued on an expired lease, and their
+    // commits must be refused.
+    for p in &pauses {
+        if p.held > 0 && p.fenced == 0 {
+            problems.push(format!(
+                "a node paused past its TTL holding {} units came back and no commit was fenced",
+                p.held
+            ));
+        }
+    }
     if !disrupted_selling {
         problems.push("no disruptive fault met the sale while units were unsold".to_owned());
     }
