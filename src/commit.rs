@@ -188,7 +188,7 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         })
         .collect();
     ctx.metrics.commit_batch.record(jobs.len() as f64);
-    let m = &ctx.metrics.commits;
+    let m = &sale.gauges.commits;
     match ctx
         .store
         .admit(&sale.id, &ctx.node, u64::from(epoch), &candidates)

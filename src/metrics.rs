@@ -87,7 +87,6 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub leases: [Counter; 3],
     pub lease_units: Counter,
-    pub commits: [Counter; 7],
     pub commit_batch: Histogram,
     pub store_latency: Vec<Histogram>,
     pub store_errors: Vec<Counter>,
@@ -111,6 +110,10 @@ pub struct SaleGauges {
     pub balanced: Gauge,
     pub ends_at: Gauge,
     pub open: Gauge,
+    /// Commit verdicts of this sale, by [`COMMIT_RESULTS`]: per sale, so a
+    /// dashboard can show one sale's winners per second (sales are few;
+    /// users never become labels).
+    pub commits: [Counter; 7],
 }
 
 impl Metrics {
@@ -159,7 +162,6 @@ impl Metrics {
             open_connections: g("bigtap_http_open_connections", &[]),
             leases: LEASE_RESULTS.map(|r| c("bigtap_leases_total", &[("result", r)])),
             lease_units: c("bigtap_lease_units_total", &[]),
-            commits: COMMIT_RESULTS.map(|r| c("bigtap_commits_total", &[("result", r)])),
             commit_batch: h(COMMIT_BATCH, &[]),
             store_latency: STORE_OPS
                 .iter()
@@ -214,6 +216,13 @@ impl Metrics {
             balanced: g("bigtap_sale_balanced"),
             ends_at: g("bigtap_sale_ends_at_seconds"),
             open: g("bigtap_sale_open"),
+            commits: COMMIT_RESULTS.map(|r| {
+                counter(
+                    &self.recorder,
+                    "bigtap_commits_total",
+                    &[("result", r), ("sale", sale)],
+                )
+            }),
         }
     }
 

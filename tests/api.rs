@@ -574,7 +574,7 @@ async fn probes_report_liveness_readiness_and_metrics() {
         r#"bigtap_http_requests_total{route="take",status="201",outcome="won"} 1"#,
         r#"bigtap_http_requests_total{route="take",status="410",outcome="sold_out"} 1"#,
         "bigtap_http_request_duration_seconds_bucket{route=\"take\",answered_by=\"memory\",le=\"0.0001\"}",
-        r#"bigtap_commits_total{result="won"} 1"#,
+        r#"bigtap_commits_total{result="won",sale="phone"} 1"#,
         r#"bigtap_stock_total{sale="phone"} 1"#,
         "bigtap_redis_script_duration_seconds_bucket{script=\"admit\"",
         "bigtap_node_info{",
