@@ -124,7 +124,7 @@ fn count<S: Strategy>(
         Ok(())
     });
     let (t, a) = (tried.load(Relaxed), accepted.load(Relaxed));
-    println!("{name}: {t} mutated tokens tried, {a} accepted");
+    println!("{name}: {t} verified, {a} accepted");
     result.unwrap();
     (t, a)
 }
