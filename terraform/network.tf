@@ -58,6 +58,7 @@ resource "aws_vpc_security_group_ingress_rule" "alb_https" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "alb_http_redirect" {
+  #checkov:skip=CKV_AWS_260: Port 80 on the public ALB only answers a 301 to HTTPS (aws_lb_listener.http_redirect); buyers who type http:// must reach that redirect, and no request is forwarded in clear.
   for_each = toset(var.alb_ingress_cidr_blocks)
 
   security_group_id = aws_security_group.alb.id
