@@ -4,6 +4,8 @@
 #   nodes     -> store      6379/tcp (TLS)
 #   consumers -> store      6379/tcp (TLS)
 #   Prometheus -> nodes 8080, consumers 9091 (scrape inside the VPC)
+#   load generators -> nodes 8080 (only while var.loadgen_security_group_ids
+#                      lists them: the pre-launch load test)
 #   nodes, consumers -> 443 (SSM, Auto Scaling; consumers also the order backend)
 #   nodes, consumers -> S3 prefix list 443 (the release binary at boot)
 # The probes (/healthz, /readyz) and /metrics are reachable inside the VPC
@@ -94,6 +96,17 @@ resource "aws_vpc_security_group_ingress_rule" "node_from_prometheus" {
 
   security_group_id            = aws_security_group.node.id
   description                  = "Prometheus scrapes /metrics directly"
+  ip_protocol                  = "tcp"
+  from_port                    = 8080
+  to_port                      = 8080
+  referenced_security_group_id = each.value
+}
+
+resource "aws_vpc_security_group_ingress_rule" "node_from_loadgen" {
+  for_each = toset(var.loadgen_security_group_ids)
+
+  security_group_id            = aws_security_group.node.id
+  description                  = "Load generator (loadtest/run --target): one node, its admin API and metrics"
   ip_protocol                  = "tcp"
   from_port                    = 8080
   to_port                      = 8080

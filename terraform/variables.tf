@@ -61,6 +61,12 @@ variable "prometheus_security_group_ids" {
   default     = []
 }
 
+variable "loadgen_security_group_ids" {
+  description = "Security groups of load generators inside the VPC allowed to reach the nodes' port 8080 directly (loadtest/run in remote mode: one node's capacity, the admin API for the sale's accounting, /metrics). Empty outside load tests."
+  type        = list(string)
+  default     = []
+}
+
 variable "tags" {
   description = "Extra tags for every resource."
   type        = map(string)
