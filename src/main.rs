@@ -174,11 +174,7 @@ async fn async_main(command: Command) -> Result<()> {
                 .context("order consumer failed")
         }
         Command::Sale(cmd) => sale(cmd).await,
-        Command::Relay(args) => {
-            let token = CancellationToken::new();
-            cancel_on_signals(token.clone());
-            Ok(bigtap::relay::run(args, token).await?)
-        }
+        Command::Relay(args) => Ok(bigtap::relay::run_until_signalled(args).await?),
         Command::Users { .. } | Command::Ticket { .. } => Ok(()),
     }
 }

@@ -422,7 +422,14 @@ impl BoundRelay {
     }
 }
 
-/// `bigtap relay`: binds, serves until `shutdown`.
+/// `bigtap relay`: binds, serves until SIGINT or SIGTERM.
+pub async fn run_until_signalled(args: RelayArgs) -> Result<(), RelayError> {
+    let token = CancellationToken::new();
+    crate::shutdown::cancel_on_signals(token.clone());
+    run(args, token).await
+}
+
+/// Binds, serves until `shutdown`.
 pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> Result<(), RelayError> {
     let bound = Relay::bind(&args).await?;
     tracing::info!(addr = %bound.local_addr(), routes = ?args.forward.len(), "bigtap relay listening");
