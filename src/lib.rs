@@ -17,6 +17,8 @@
 //! - [`store`]    the Redis seam: a trait, its Redis implementation, the Lua
 //!   scripts, and an embedded redis-server for one-command runs.
 //! - [`orders`]   the order-stream consumer delivering winners to the backend.
+//! - [`relay`]    `bigtap relay`: limit(n) notifications per alert and
+//!   anomaly period between Alertmanager and the pager.
 //! - [`audit`]    reconciliation of a sale's records after an incident.
 //! - [`metrics`]  metric names and the Prometheus exporter.
 //! - [`shutdown`] signals to a cancellation token.
@@ -36,6 +38,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod orders;
+pub mod relay;
 pub mod sales;
 pub mod shutdown;
 pub mod stock;

@@ -42,6 +42,8 @@ enum Command {
         #[command(subcommand)]
         command: TicketCmd,
     },
+    /// Forward Alertmanager notifications to the pager, at most limit(n) per alert and anomaly period.
+    Relay(bigtap::relay::RelayArgs),
 }
 
 #[derive(Args)]
@@ -172,6 +174,7 @@ async fn async_main(command: Command) -> Result<()> {
                 .context("order consumer failed")
         }
         Command::Sale(cmd) => sale(cmd).await,
+        Command::Relay(args) => Ok(bigtap::relay::run_until_signalled(args).await?),
         Command::Users { .. } | Command::Ticket { .. } => Ok(()),
     }
 }

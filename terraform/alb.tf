@@ -9,7 +9,7 @@ resource "aws_lb" "public" {
   security_groups            = [aws_security_group.alb.id]
   drop_invalid_header_fields = true
   desync_mitigation_mode     = "strictest"
-  idle_timeout               = 30
+  idle_timeout               = var.alb_idle_timeout_s # below bigtap's keep-alive idle timeout (var.node_idle_timeout_ms)
   enable_deletion_protection = false
 
   access_logs {
@@ -36,7 +36,10 @@ resource "aws_lb_target_group" "serve" {
   deregistration_delay = 30 # bigtap drains on SIGTERM; systemd allows it 40 s (TimeoutStopSec).
 
   health_check {
-    path                = "/readyz" # 503 while the store is unreachable or scripts are not loaded
+    # Readiness: 503 while the node cannot sell (store unreachable, scripts
+    # not loaded). Only the target group acts on it, by sending no traffic;
+    # the ASG replaces instances on liveness only (compute.tf).
+    path                = "/readyz"
     port                = "traffic-port"
     protocol            = "HTTP"
     matcher             = "200"
@@ -60,16 +63,38 @@ resource "aws_lb_listener" "https" {
   }
 }
 
-# /metrics and the admin API are for the inside of the VPC only: Prometheus
-# scrapes the nodes directly and operators run `bigtap sale ...` from a node.
-# The public listener answers 404 without reaching a node.
+# Buyers who type http:// are sent to https://, nothing is served in clear.
+resource "aws_lb_listener" "http_redirect" {
+  #checkov:skip=CKV_AWS_2: This listener only redirects to HTTPS (301); it never forwards a request or serves a byte of content.
+  #checkov:skip=CKV_AWS_103: Same listener: a redirect has no TLS to configure; the HTTPS listener enforces TLS 1.2+.
+  load_balancer_arn = aws_lb.public.arn
+  port              = 80
+  protocol          = "HTTP"
+
+  default_action {
+    type = "redirect"
+
+    redirect {
+      protocol    = "HTTPS"
+      port        = "443"
+      status_code = "HTTP_301"
+    }
+  }
+}
+
+# /metrics, the admin API and the probes are for the inside of the VPC only:
+# Prometheus scrapes the nodes directly, the ALB health-checks them on the
+# node port, and operators run `bigtap sale ...` from a node. The public
+# listener answers 404 without reaching a node. An ALB rule takes at most
+# five values, hence the trailing wildcards ("/metrics*" covers /metrics and
+# /metrics/...).
 resource "aws_lb_listener_rule" "block_internal" {
   listener_arn = aws_lb_listener.https.arn
   priority     = 1
 
   condition {
     path_pattern {
-      values = ["/metrics", "/metrics/*", "/v1/admin", "/v1/admin/*"]
+      values = ["/metrics*", "/v1/admin*", "/healthz*", "/readyz*"]
     }
   }
 

@@ -29,7 +29,7 @@ resource "aws_launch_template" "tier" {
 
   name_prefix            = "${var.name}-${each.key}-"
   description            = "bigtap ${each.key}"
-  image_id               = data.aws_ssm_parameter.ami.insecure_value # a public AMI id, not a secret
+  image_id               = var.ami_id # pinned: see the variable for how to move it
   instance_type          = each.value.instance_type
   update_default_version = true
   vpc_security_group_ids = [each.value.security_group]
@@ -81,13 +81,17 @@ resource "aws_launch_template" "tier" {
 }
 
 resource "aws_autoscaling_group" "serve" {
-  name                      = "${var.name}-serve"
-  vpc_zone_identifier       = var.private_subnet_ids
-  min_size                  = local.node_min
-  max_size                  = local.node_max
-  desired_capacity          = local.node_desired
-  target_group_arns         = [aws_lb_target_group.serve.arn]
-  health_check_type         = "ELB" # /readyz decides, not just "the VM is up"
+  name                = "${var.name}-serve"
+  vpc_zone_identifier = var.private_subnet_ids
+  min_size            = local.node_min
+  max_size            = local.node_max
+  desired_capacity    = local.node_desired
+  target_group_arns   = [aws_lb_target_group.serve.arn]
+  # EC2 status plus bigtap's liveness (/healthz, reported by the instance
+  # itself through bigtap-liveness.timer, see the user data). Never ELB:
+  # the target group follows /readyz, which turns 503 on every node during a
+  # store failover, and the ASG would then replace the whole fleet mid-sale.
+  health_check_type         = "EC2"
   health_check_grace_period = 120
   default_instance_warmup   = 60
   wait_for_capacity_timeout = "20m"
@@ -125,11 +129,13 @@ resource "aws_autoscaling_group" "serve" {
 }
 
 resource "aws_autoscaling_group" "orders" {
-  name                      = "${var.name}-orders"
-  vpc_zone_identifier       = var.private_subnet_ids
-  min_size                  = module.sizing.consumer_count
-  max_size                  = module.sizing.consumer_count + 1
-  desired_capacity          = module.sizing.consumer_count
+  name                = "${var.name}-orders"
+  vpc_zone_identifier = var.private_subnet_ids
+  min_size            = module.sizing.consumer_count
+  max_size            = module.sizing.consumer_count + 1
+  desired_capacity    = module.sizing.consumer_count
+  # EC2 status plus the consumer's liveness (its metrics listener answering),
+  # reported by bigtap-liveness.timer: a crash-looping consumer is replaced.
   health_check_type         = "EC2"
   health_check_grace_period = 120
   termination_policies      = ["OldestLaunchTemplate", "OldestInstance"]

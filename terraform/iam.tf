@@ -1,5 +1,11 @@
-# Instance roles. Each tier reads only the SecureString parameters it needs,
-# and the one release object. No role can write anything.
+# Instance roles, least privilege per tier:
+#   - read only the SecureString parameters the tier needs (consumers: the
+#     store password only), and the one release object;
+#   - report only its own tier's ASG instances unhealthy (liveness);
+#   - optionally, the Session Manager channel, and nothing else of SSM.
+# AmazonSSMManagedInstanceCore is deliberately not attached: it grants
+# ssm:GetParameter* on every parameter of the account, which would let a
+# consumer read the session, ticket and admin keys.
 
 data "aws_iam_policy_document" "ec2_assume" {
   statement {
@@ -17,6 +23,10 @@ locals {
     node     = ["session-keys", "ticket-keys", "admin-key", "backend-key", "store-password"]
     consumer = ["store-password"]
   }
+  role_tier = {
+    node     = "serve"
+    consumer = "orders"
+  }
 }
 
 data "aws_iam_policy_document" "instance" {
@@ -32,6 +42,32 @@ data "aws_iam_policy_document" "instance" {
     sid       = "FetchRelease"
     actions   = ["s3:GetObject"]
     resources = ["arn:${local.partition}:s3:::${var.artifact_bucket}/${var.artifact_key}"]
+  }
+
+  # bigtap-liveness.timer: an instance whose bigtap cannot recover reports
+  # itself unhealthy; the ASG then replaces it. Only this tier's group.
+  statement {
+    sid       = "ReportOwnLiveness"
+    actions   = ["autoscaling:SetInstanceHealth"]
+    resources = ["arn:${local.partition}:autoscaling:${var.aws_region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${var.name}-${local.role_tier[each.key]}"]
+  }
+
+  # Session Manager only: the agent registers the instance and opens the
+  # session channels. These actions have no resource-level permissions.
+  dynamic "statement" {
+    for_each = var.enable_session_manager ? [1] : []
+
+    content {
+      sid = "SessionManagerChannel"
+      actions = [
+        "ssm:UpdateInstanceInformation",
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
+      ]
+      resources = ["*"]
+    }
   }
 
   dynamic "statement" {
@@ -64,13 +100,6 @@ resource "aws_iam_role_policy" "instance" {
   name   = "${var.name}-${each.key}"
   role   = aws_iam_role.instance[each.key].id
   policy = data.aws_iam_policy_document.instance[each.key].json
-}
-
-resource "aws_iam_role_policy_attachment" "session_manager" {
-  for_each = var.enable_session_manager ? local.role_parameters : {}
-
-  role       = aws_iam_role.instance[each.key].name
-  policy_arn = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
 }
 
 resource "aws_iam_instance_profile" "instance" {

@@ -1,10 +1,6 @@
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
 
-# Amazon Linux 2023 (systemd, AWS CLI v2 and python3 preinstalled).
-data "aws_ssm_parameter" "ami" {
-  name = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-${var.architecture}"
-}
 
 # ---------------------------------------------------------------------------
 # Sizing: node, shard and consumer counts come from numbers, not guesses.
@@ -22,6 +18,10 @@ module "sizing" {
   winners_per_second     = var.winners_per_second
   shard_capacity_ops     = var.shard_capacity_ops
   consumer_delivery_rate = var.consumer_delivery_rate
+  store_bytes_per_winner = var.store_bytes_per_winner
+  units_per_sale         = var.units_per_sale
+  sales_in_store         = var.sales_in_store
+  shard_memory_bytes     = var.store_node_memory_bytes
 }
 
 module "scale_up_time" {
@@ -36,6 +36,8 @@ module "scale_down_time" {
 
 locals {
   account_id = data.aws_caller_identity.current.account_id
+  # MemoryDB user names are account-wide: one per deployment, never shared.
+  store_user = coalesce(var.store_user_name, var.name)
   partition  = data.aws_partition.current.partition
 
   ssm_arn_prefix = "arn:${local.partition}:ssm:${var.aws_region}:${local.account_id}:parameter${var.ssm_parameter_prefix}"
@@ -77,17 +79,21 @@ locals {
   store_port = aws_memorydb_cluster.store.cluster_endpoint[0].port
 
   common_user_data = {
-    region          = var.aws_region
-    artifact_bucket = var.artifact_bucket
-    artifact_key    = var.artifact_key
-    artifact_sha256 = var.artifact_sha256
-    ssm_prefix      = var.ssm_parameter_prefix
-    store_host      = local.store_host
-    store_port      = local.store_port
-    store_user      = var.store_user_name
-    lease_ttl_ms    = var.lease_ttl_ms
-    user_rate       = var.user_rate
-    address_rate    = var.address_rate
-    orders_sink_url = var.orders_sink_url
+    region             = var.aws_region
+    artifact_bucket    = var.artifact_bucket
+    artifact_key       = var.artifact_key
+    artifact_sha256    = var.artifact_sha256
+    ssm_prefix         = var.ssm_parameter_prefix
+    store_host         = local.store_host
+    store_port         = local.store_port
+    store_user         = local.store_user
+    lease_ttl_ms       = var.lease_ttl_ms
+    user_rate          = var.user_rate
+    address_rate       = var.address_rate
+    idle_timeout_ms    = var.node_idle_timeout_ms
+    alb_idle_timeout_s = var.alb_idle_timeout_s
+    liveness_failures  = var.liveness_failures
+    liveness_grace_s   = var.liveness_grace_s
+    orders_sink_url    = var.orders_sink_url
   }
 }

@@ -8,6 +8,16 @@ output "alb_dns_name" {
   value       = aws_lb.public.dns_name
 }
 
+output "alb_zone_id" {
+  description = "Hosted zone id of the ALB, for a Route 53 alias record."
+  value       = aws_lb.public.zone_id
+}
+
+output "target_group_arn" {
+  description = "Target group of the front tier (readiness health checks; `aws elbv2 describe-target-health`)."
+  value       = aws_lb_target_group.serve.arn
+}
+
 output "store_address" {
   description = "MemoryDB cluster endpoint (TLS). Connect as rediss+cluster://<store_user_name>:<password from SSM>@<this>."
   value       = "${local.store_host}:${local.store_port}"
@@ -15,7 +25,7 @@ output "store_address" {
 
 output "store_user_name" {
   description = "ACL user bigtap connects as."
-  value       = var.store_user_name
+  value       = local.store_user
 }
 
 output "sizing" {

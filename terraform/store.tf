@@ -58,7 +58,7 @@ resource "aws_memorydb_parameter_group" "store" {
 # var.store_password_version after rotating the parameter to push it again.
 resource "terraform_data" "store_user" {
   triggers_replace = [
-    var.store_user_name,
+    local.store_user,
     var.store_access_string,
     var.ssm_parameter_prefix,
     var.store_password_version,
@@ -66,7 +66,7 @@ resource "terraform_data" "store_user" {
 
   input = {
     region    = var.aws_region
-    user_name = var.store_user_name
+    user_name = local.store_user
   }
 
   provisioner "local-exec" {
@@ -74,7 +74,7 @@ resource "terraform_data" "store_user" {
     environment = {
       AWS_REGION         = var.aws_region
       AWS_DEFAULT_REGION = var.aws_region
-      USER_NAME          = var.store_user_name
+      USER_NAME          = local.store_user
       ACCESS_STRING      = var.store_access_string
       PARAMETER          = "${var.ssm_parameter_prefix}/store-password"
     }
@@ -124,7 +124,7 @@ resource "terraform_data" "store_user" {
 
 resource "aws_memorydb_acl" "store" {
   name       = "${var.name}-store"
-  user_names = [var.store_user_name]
+  user_names = [local.store_user]
 
   depends_on = [terraform_data.store_user]
 }
@@ -148,4 +148,28 @@ resource "aws_memorydb_cluster" "store" {
   maintenance_window         = "sun:02:00-sun:03:00"
   snapshot_window            = "04:00-05:00"
   final_snapshot_name        = "${var.name}-store-final-${formatdate("YYYYMMDDhhmm", var.sale_end)}"
+}
+
+# With noeviction a full store refuses every write and the sale stops: page
+# well before that. The sizing module plans store memory from the measured
+# bytes per winner (output sizing.store_memory_utilization); this alarm
+# watches the real figure on the fullest node of the cluster.
+resource "aws_cloudwatch_metric_alarm" "store_memory" {
+  alarm_name          = "${var.name}-store-memory"
+  alarm_description   = "bigtap store (MemoryDB ${var.name}-store): a node uses more than ${var.store_memory_alarm_percent}% of its memory. See RUNBOOK.md, BigtapStoreMemoryHigh."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.store_memory_alarm_percent
+  evaluation_periods  = 3
+  datapoints_to_alarm = 3
+  treat_missing_data  = "missing"
+  alarm_actions       = var.alarm_sns_topic_arns
+  ok_actions          = var.alarm_sns_topic_arns
+
+  metric_query {
+    id          = "fullest"
+    label       = "DatabaseMemoryUsagePercentage of the fullest node"
+    return_data = true
+    period      = 60
+    expression  = "SELECT MAX(DatabaseMemoryUsagePercentage) FROM SCHEMA(\"AWS/MemoryDB\", ClusterName, NodeName) WHERE ClusterName = '${aws_memorydb_cluster.store.name}'"
+  }
 }

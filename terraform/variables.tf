@@ -50,13 +50,19 @@ variable "alb_ingress_cidr_blocks" {
 }
 
 variable "aws_api_egress_cidr_blocks" {
-  description = "Where nodes and consumers may open HTTPS (port 443) connections: SSM, S3 and the order backend. Narrow it to the VPC CIDR when interface/gateway endpoints and an internal order backend make the internet unnecessary."
+  description = "Where nodes and consumers may open HTTPS (port 443) connections: SSM, Auto Scaling (liveness reports) and the order backend. S3 is always allowed separately, through the region's S3 prefix list (a gateway endpoint routes to S3's public addresses, not to the VPC CIDR). Narrow this to the VPC CIDR only when interface endpoints serve ssm, ssmmessages and autoscaling and the order backend is inside the VPC."
   type        = list(string)
   default     = ["0.0.0.0/0"]
 }
 
 variable "prometheus_security_group_ids" {
   description = "Security groups of the Prometheus servers allowed to scrape nodes (port 8080) and consumers (port 9091) directly inside the VPC."
+  type        = list(string)
+  default     = []
+}
+
+variable "loadgen_security_group_ids" {
+  description = "Security groups of load generators inside the VPC allowed to reach the nodes' port 8080 directly (loadtest/run in remote mode: one node's capacity, the admin API for the sale's accounting, /metrics). Empty outside load tests."
   type        = list(string)
   default     = []
 }
@@ -132,6 +138,23 @@ variable "ssm_kms_key_arn" {
 # Machines
 # ---------------------------------------------------------------------------
 
+variable "ami_id" {
+  description = <<-EOT
+    AMI of every instance, pinned: Amazon Linux 2023 (systemd, AWS CLI v2, python3) of var.architecture.
+    A new id rolls the whole fleet (instance refresh), so it changes only by a deliberate edit, never
+    during a launch. Find the current one with:
+      aws ssm get-parameter --region <region> --query Parameter.Value --output text \
+        --name /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64
+    (arm64 for Graviton), and update it between launches (RUNBOOK "Updating the AMI").
+  EOT
+  type        = string
+
+  validation {
+    condition     = can(regex("^ami-[0-9a-f]{8,17}$", var.ami_id))
+    error_message = "ami_id must be an AMI id like ami-0123456789abcdef0."
+  }
+}
+
 variable "architecture" {
   description = "CPU architecture of the release binary and the instances: x86_64 or arm64."
   type        = string
@@ -156,7 +179,7 @@ variable "consumer_instance_type" {
 }
 
 variable "enable_session_manager" {
-  description = "Attach AmazonSSMManagedInstanceCore so operators reach nodes with `aws ssm start-session` (no SSH, no key pairs) to run `bigtap sale ...`."
+  description = "Let operators reach nodes with `aws ssm start-session` (no SSH, no key pairs) to run `bigtap sale ...`. Grants only the Session Manager channel actions (iam.tf), not AmazonSSMManagedInstanceCore, whose ssm:GetParameter* on every parameter would let the consumers read the front tier's keys."
   type        = bool
   default     = true
 }
@@ -193,6 +216,71 @@ variable "orders_sink_url" {
   }
 }
 
+variable "alb_idle_timeout_s" {
+  description = "Idle timeout of the ALB's connections, in seconds. Must stay below node_idle_timeout_ms so the ALB, never the node, closes an idle keep-alive connection."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.alb_idle_timeout_s >= 1 && var.alb_idle_timeout_s <= 4000
+    error_message = "alb_idle_timeout_s must be between 1 and 4000."
+  }
+}
+
+variable "node_idle_timeout_ms" {
+  description = "BIGTAP_IDLE_TIMEOUT_MS (`bigtap serve --idle-timeout-ms`): how long a node keeps an idle keep-alive connection. Above the ALB's idle timeout, or the ALB sends requests on connections the node is closing (intermittent 502s)."
+  type        = number
+  default     = 75000
+
+  validation {
+    condition     = var.node_idle_timeout_ms > var.alb_idle_timeout_s * 1000
+    error_message = "node_idle_timeout_ms must be greater than alb_idle_timeout_s x 1000."
+  }
+}
+
+variable "liveness_failures" {
+  description = "Consecutive failed liveness checks (every 10 s: /healthz on nodes, the metrics listener on consumers) after which an instance reports itself unhealthy and the ASG replaces it. systemd restarts a crashed process within 2 s, so this only catches a hung or crash-looping one."
+  type        = number
+  default     = 6
+
+  validation {
+    condition     = var.liveness_failures >= 3 && floor(var.liveness_failures) == var.liveness_failures
+    error_message = "liveness_failures must be a whole number >= 3."
+  }
+}
+
+variable "liveness_grace_s" {
+  description = "Seconds after boot before the first liveness check (download, start, first store connection)."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.liveness_grace_s >= 60
+    error_message = "liveness_grace_s must be at least 60."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Alarms outside Prometheus
+# ---------------------------------------------------------------------------
+
+variable "alarm_sns_topic_arns" {
+  description = "SNS topics notified by the CloudWatch alarms (store memory). Subscribe the pager to one."
+  type        = list(string)
+  default     = []
+}
+
+variable "store_memory_alarm_percent" {
+  description = "Alarm when a store node uses more than this share of its memory (percent) for 3 minutes. With noeviction a full store stops the sale."
+  type        = number
+  default     = 70
+
+  validation {
+    condition     = var.store_memory_alarm_percent >= 10 && var.store_memory_alarm_percent <= 90
+    error_message = "store_memory_alarm_percent must be between 10 and 90."
+  }
+}
+
 # ---------------------------------------------------------------------------
 # Store (MemoryDB)
 # ---------------------------------------------------------------------------
@@ -215,12 +303,12 @@ variable "store_replicas_per_shard" {
 }
 
 variable "store_user_name" {
-  description = "MemoryDB ACL user bigtap connects as. Its password is the SecureString <ssm_parameter_prefix>/store-password."
+  description = "MemoryDB ACL user bigtap connects as; null (the default) uses the deployment's name. MemoryDB user names are account-wide: two deployments must never share one, or the second apply rewrites the first one's password. Its password is the SecureString <ssm_parameter_prefix>/store-password."
   type        = string
-  default     = "bigtap"
+  default     = null
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{0,39}$", var.store_user_name)) && var.store_user_name != "default"
+    condition     = var.store_user_name == null || try(can(regex("^[a-z][a-z0-9-]{0,39}$", var.store_user_name)) && var.store_user_name != "default", false)
     error_message = "store_user_name must be lowercase letters, digits and dashes, and not the reserved 'default'."
   }
 }
@@ -290,6 +378,30 @@ variable "consumer_delivery_rate" {
   description = "Winners per second one consumer delivers to the order backend."
   type        = number
   default     = 200
+}
+
+variable "store_bytes_per_winner" {
+  description = "Store memory per sold unit, in bytes, from the \"store bytes per winner\" line of a loadtest/run report."
+  type        = number
+  default     = 2048
+}
+
+variable "units_per_sale" {
+  description = "Stock of the largest sale of the launch."
+  type        = number
+  default     = 100000
+}
+
+variable "sales_in_store" {
+  description = "Sales the store holds until teardown (every sale of the launch)."
+  type        = number
+  default     = 1
+}
+
+variable "store_node_memory_bytes" {
+  description = "Memory of one node of store_node_type, in bytes (db.r7g.xlarge: 26.32 GiB = 28260695490)."
+  type        = number
+  default     = 28260695490
 }
 
 variable "node_count_override" {

@@ -4,8 +4,10 @@ terraform {
 
   required_providers {
     aws = {
-      source  = "hashicorp/aws"
-      version = ">= 5.80.0, < 7.0.0"
+      source = "hashicorp/aws"
+      # The 5.x line only: a new major version is adopted deliberately, after
+      # a plan against a test deployment, never by an unattended init.
+      version = "~> 5.80"
     }
   }
 }

@@ -35,7 +35,21 @@ locals {
   per_sale_ops    = local.design_store_ops / var.hot_sales
   sale_fits_shard = local.per_sale_ops <= var.shard_capacity_ops
   sales_per_shard = max(1, floor(var.shard_capacity_ops / max(local.per_sale_ops, 1)))
-  store_shards    = ceil(var.hot_sales / local.sales_per_shard)
+  shards_for_ops  = ceil(var.hot_sales / local.sales_per_shard)
+
+  # Memory: a sale's keys live in one slot, so one sale must fit one shard
+  # (within store_memory_fill), and the shards together must hold every sale
+  # the store keeps. Headroom covers a forecast that undercounts.
+  bytes_per_sale      = var.units_per_sale * var.store_bytes_per_winner * (1 + var.headroom)
+  shard_usable_bytes  = var.shard_memory_bytes * var.store_memory_fill
+  sale_fits_memory    = local.bytes_per_sale <= local.shard_usable_bytes
+  sales_per_shard_mem = max(1, floor(local.shard_usable_bytes / local.bytes_per_sale))
+  shards_for_memory   = ceil(max(var.sales_in_store, var.hot_sales) / local.sales_per_shard_mem)
+  store_memory_bytes  = max(var.sales_in_store, var.hot_sales) * local.bytes_per_sale
+
+  store_shards = max(local.shards_for_ops, local.shards_for_memory)
+  # Share of one shard's memory used by the fullest shard at the plan's end.
+  store_memory_utilization = ceil(max(var.sales_in_store, var.hot_sales) / local.store_shards) * local.bytes_per_sale / var.shard_memory_bytes
 
   # ---- consumers ----------------------------------------------------------
   consumer_count = max(

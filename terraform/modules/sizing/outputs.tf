@@ -23,6 +23,21 @@ output "store_shards" {
   }
 }
 
+output "store_memory_bytes" {
+  description = "Store memory the launch's sales need at sell-out, headroom included (units_per_sale x store_bytes_per_winner x (1 + headroom) per sale)."
+  value       = local.store_memory_bytes
+
+  precondition {
+    condition     = local.sale_fits_memory
+    error_message = "One sale needs more memory than store_memory_fill of a shard (a sale lives in one hash slot, so more shards do not help): pick a store node type with more memory and set shard_memory_bytes to it."
+  }
+}
+
+output "store_memory_utilization" {
+  description = "Share of one shard's memory the fullest shard uses at sell-out (headroom included); the store-memory alarm fires well before 1."
+  value       = local.store_memory_utilization
+}
+
 output "sales_per_shard" {
   description = "Hot sales one shard can hold; place sale ids so that no shard holds more (check with CLUSTER KEYSLOT)."
   value       = local.sales_per_shard
@@ -57,6 +72,8 @@ output "summary" {
     node_max                   = local.node_max
     store_shards               = local.store_shards
     sales_per_shard            = local.sales_per_shard
+    store_memory_bytes         = local.store_memory_bytes
+    store_memory_utilization   = local.store_memory_utilization
     store_ops_per_second       = local.store_ops_per_second
     consumer_count             = local.consumer_count
     peak_utilization           = local.peak_utilization

@@ -136,3 +136,60 @@ variable "min_consumers" {
     error_message = "min_consumers must be a whole number >= 1."
   }
 }
+
+# ---- store memory -----------------------------------------------------------
+
+variable "store_bytes_per_winner" {
+  description = "Store memory one sold unit costs (ticket, commit record, order-stream entry, indexes), in bytes, as measured by `loadtest/run` (its report prints \"store bytes per winner\": the growth of Redis used_memory over the run divided by the units sold)."
+  type        = number
+  default     = 2048
+
+  validation {
+    condition     = var.store_bytes_per_winner >= 64 && var.store_bytes_per_winner <= 1048576
+    error_message = "store_bytes_per_winner must be between 64 and 1 MiB; take it from a loadtest/run report."
+  }
+}
+
+variable "units_per_sale" {
+  description = "Stock of the largest sale of the launch (units that can be won)."
+  type        = number
+  default     = 100000
+
+  validation {
+    condition     = var.units_per_sale >= 1 && floor(var.units_per_sale) == var.units_per_sale
+    error_message = "units_per_sale must be a whole number >= 1."
+  }
+}
+
+variable "sales_in_store" {
+  description = "Sales whose data the store holds at once: every sale of the launch stays in the store until teardown (the audit reads it). At least hot_sales."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.sales_in_store >= 1 && floor(var.sales_in_store) == var.sales_in_store
+    error_message = "sales_in_store must be a whole number >= 1."
+  }
+}
+
+variable "shard_memory_bytes" {
+  description = "Memory of one store node (MemoryDB node type), in bytes. db.r7g.xlarge: 26.32 GiB = 28260695490 bytes."
+  type        = number
+  default     = 28260695490
+
+  validation {
+    condition     = var.shard_memory_bytes >= 1073741824
+    error_message = "shard_memory_bytes must be at least 1 GiB."
+  }
+}
+
+variable "store_memory_fill" {
+  description = "Largest share of a shard's memory the plan may fill. With noeviction a full store refuses writes and the sale stops, so keep room for fragmentation, replication buffers and the forecast's error."
+  type        = number
+  default     = 0.6
+
+  validation {
+    condition     = var.store_memory_fill > 0 && var.store_memory_fill <= 0.8
+    error_message = "store_memory_fill must be in (0, 0.8]."
+  }
+}

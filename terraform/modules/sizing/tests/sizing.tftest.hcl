@@ -155,3 +155,59 @@ run "rejects_single_zone_and_fractional_counts" {
     var.min_nodes,
   ]
 }
+
+run "store_memory_from_the_measured_bytes_per_winner" {
+  command = plan
+
+  variables {
+    units_per_sale         = 1000000
+    store_bytes_per_winner = 1000
+    sales_in_store         = 4
+    shard_memory_bytes     = 10000000000
+    store_memory_fill      = 0.6
+  }
+
+  # 1e6 units x 1000 B x 1.5 = 1.5 GB per sale; a shard may fill 6 GB, so it
+  # holds 4 sales: 4 sales in one shard, 6 GB of 10 GB used.
+  assert {
+    condition     = output.store_memory_bytes == 6000000000
+    error_message = "4 sales x 1.5 GB = 6 GB."
+  }
+
+  assert {
+    condition     = output.store_shards == 1 && output.store_memory_utilization == 0.6
+    error_message = "4 sales of 1.5 GB fit one 10 GB shard at 60%."
+  }
+}
+
+run "store_memory_adds_shards" {
+  command = plan
+
+  variables {
+    units_per_sale         = 1000000
+    store_bytes_per_winner = 1000
+    sales_in_store         = 5
+    shard_memory_bytes     = 10000000000
+    store_memory_fill      = 0.6
+  }
+
+  # A fifth sale does not fit the 6 GB a shard may fill: a second shard,
+  # although one shard has the operations for every hot sale.
+  assert {
+    condition     = output.store_shards == 2 && output.store_memory_utilization == 0.45
+    error_message = "5 sales of 1.5 GB need 2 shards; the fuller holds 3 (4.5 GB of 10)."
+  }
+}
+
+run "one_sale_too_big_for_a_shard" {
+  command = plan
+
+  variables {
+    units_per_sale         = 5000000
+    store_bytes_per_winner = 1000
+    shard_memory_bytes     = 10000000000
+  }
+
+  # 5e6 x 1000 x 1.5 = 7.5 GB > 60% of 10 GB, and a sale cannot be split.
+  expect_failures = [output.store_memory_bytes]
+}
