@@ -42,11 +42,10 @@ async fn dead_letters_once_settled(
     sale_name: &str,
     what: &str,
 ) -> Vec<bigtap::orders::dead::DeadLetter> {
-    let keys = bigtap::orders::Keys::new("bigtap");
     let s = sale(sale_name);
+    let seam = store.seam();
     eventually(what, || async {
-        let mut c = store.conn.clone();
-        !bigtap::orders::dead::list(&mut c, &keys, &s)
+        !bigtap::orders::dead::list(&seam, &s)
             .await
             .unwrap()
             .is_empty()
@@ -56,9 +55,7 @@ async fn dead_letters_once_settled(
         store.drained(sale_name).await
     })
     .await;
-    bigtap::orders::dead::list(&mut store.conn.clone(), &keys, &s)
-        .await
-        .unwrap()
+    bigtap::orders::dead::list(&seam, &s).await.unwrap()
 }
 
 fn counter(text: &str, outcome: &str) -> u64 {
@@ -371,13 +368,10 @@ async fn a_poison_entry_is_dead_lettered_after_max_deliveries_and_replayed_once_
         .count();
     assert_eq!(with_ticket, 1, "one order entry per ticket after a replay");
     eventually("and acknowledged", || async { store.drained("s1").await }).await;
-    let keys = bigtap::orders::Keys::new("bigtap");
-    assert!(
-        bigtap::orders::dead::list(&mut store.conn.clone(), &keys, &sale("s1"))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(bigtap::orders::dead::list(&store.seam(), &sale("s1"))
+        .await
+        .unwrap()
+        .is_empty());
     stop(token, task).await;
 }
 

@@ -10,7 +10,8 @@ use crate::id::SaleId;
 /// `bigtap orders`.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    /// `redis://host:port/db`.
+    /// The store URL (`redis://`, `rediss://`, `redis+cluster://`,
+    /// `rediss+cluster://`). Printed only through `StoreUrl` (redacted).
     pub redis_url: String,
     /// Key prefix (`bigtap`).
     pub prefix: String,
@@ -28,6 +29,11 @@ pub struct ConsumerConfig {
     pub batch: usize,
     /// How often the set of sales is re-read.
     pub discover_interval: Duration,
+    /// Longest pause between two reads of a sale that has no new entries
+    /// (the pause doubles from 2 ms while the sale stays quiet). Bounds the
+    /// delay of a quiet sale's next winner; the idle cost is one read per
+    /// sale per `poll_max`.
+    pub poll_max: Duration,
     /// Entries pending this long under another (presumably dead) consumer
     /// are taken over.
     pub claim_idle: Duration,
@@ -37,7 +43,7 @@ pub struct ConsumerConfig {
     pub retry: Backoff,
     /// How long in-flight deliveries may take to finish at shutdown.
     pub drain: Duration,
-    /// Trim each order stream below every group's floor (see `lua/trim.lua`).
+    /// Trim each order stream below every group's floor (see `orders_trim.lua`).
     pub trim: bool,
     /// How often gauges are refreshed (and streams trimmed, with `trim`).
     pub stats_interval: Duration,
@@ -57,6 +63,7 @@ impl ConsumerConfig {
             concurrency: 64,
             batch: 256,
             discover_interval: Duration::from_secs(2),
+            poll_max: Duration::from_millis(250),
             claim_idle: Duration::from_secs(30),
             max_deliveries: 10,
             retry: Backoff {
