@@ -185,3 +185,4 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+pub mod cluster;
