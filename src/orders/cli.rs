@@ -29,8 +29,13 @@ pub struct OrdersArgs {
     pub prefix: String,
 
     /// The order backend's endpoint: each winner is POSTed here (http:// or https://).
-    #[arg(long, env = "BIGTAP_SINK_URL")]
+    #[arg(long, env = "BIGTAP_SINK_URL", hide_env_values = true)]
     pub sink: Option<String>,
+
+    /// PEM file of CA certificates trusted for an https:// sink, besides the
+    /// system's and Mozilla's roots (for a backend behind a private CA).
+    #[arg(long, env = "BIGTAP_SINK_CA_FILE")]
+    pub sink_ca_file: Option<std::path::PathBuf>,
 
     /// Consume only this sale (repeatable); default: every sale, including
     /// sales created while running.
@@ -137,7 +142,11 @@ impl OrdersArgs {
             .sink
             .as_deref()
             .ok_or_else(|| OrdersError::Config("--sink (BIGTAP_SINK_URL) is required".into()))?;
-        let sink = HttpSink::new(sink_url, Duration::from_millis(self.sink_timeout_ms))?;
+        let sink = HttpSink::with_ca_file(
+            sink_url,
+            Duration::from_millis(self.sink_timeout_ms),
+            self.sink_ca_file.as_deref(),
+        )?;
         let mut cfg = ConsumerConfig::new(self.redis_url()?);
         cfg.prefix = self.prefix.clone();
         cfg.sales = (!self.sales.is_empty()).then(|| self.sales.clone());
