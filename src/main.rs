@@ -235,7 +235,7 @@ async fn demo_sale(app: &App) -> Result<()> {
         sk = s.session_keys,
         tk = s.ticket_keys,
         bk = s.backend_key,
-        redis = app.redis_url(),
+        redis = bigtap::store::redact(app.redis_url()),
     )?;
     Ok(())
 }

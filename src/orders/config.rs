@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::id::SaleId;
 
 /// How a consumer runs. [`ConsumerConfig::new`] gives the defaults of
-/// `bigtap orders`.
-#[derive(Debug, Clone)]
+/// `bigtap orders`. `Debug` hides the store password.
+#[derive(Clone)]
 pub struct ConsumerConfig {
     /// The store URL (`redis://`, `rediss://`, `redis+cluster://`,
     /// `rediss+cluster://`). Printed only through `StoreUrl` (redacted).
@@ -98,6 +98,28 @@ impl ConsumerConfig {
             return Err("--prefix and --consumer must not be empty".into());
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for ConsumerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerConfig")
+            .field("redis_url", &crate::store::redact(&self.redis_url))
+            .field("prefix", &self.prefix)
+            .field("sales", &self.sales)
+            .field("consumer", &self.consumer)
+            .field("concurrency", &self.concurrency)
+            .field("batch", &self.batch)
+            .field("discover_interval", &self.discover_interval)
+            .field("poll_max", &self.poll_max)
+            .field("claim_idle", &self.claim_idle)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("retry", &self.retry)
+            .field("drain", &self.drain)
+            .field("trim", &self.trim)
+            .field("stats_interval", &self.stats_interval)
+            .field("metrics_listen", &self.metrics_listen)
+            .finish()
     }
 }
 
@@ -192,6 +214,16 @@ mod tests {
         assert!(c.validate().is_ok());
         c.retry.max = c.claim_idle;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_settings_print_without_the_store_password() {
+        let c = ConsumerConfig::new("rediss+cluster://app:s3cret@cfg.example:6379");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("app:***@"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -223,7 +223,7 @@ impl Consumer {
             acks,
             listener,
         } = self;
-        tracing::info!(consumer = %shared.cfg.consumer, "order consumer running");
+        tracing::info!(consumer = %shared.cfg.consumer, redis = %shared.store.url(), "order consumer running");
         let (jobs_tx, mut jobs) = mpsc::channel::<Job>(shared.cfg.concurrency);
         // Background tasks outlive the deliveries (metrics stay scrapable
         // while draining), so they stop on their own token.
