@@ -388,3 +388,131 @@ async fn an_idempotent_read_whose_answer_was_lost_is_sent_again() {
     assert_eq!(c.proxy.cuts(), 1, "the answer was lost");
     assert_eq!(s.unwrap().unwrap().stock_total, 100);
 }
+
+/// Appends `n` winners to `sale`'s stream the way `admit` does, in
+/// pipelines (one sale = one slot, so a pipeline is fine on a cluster).
+async fn xadd_winners<C: redis::aio::ConnectionLike + Send>(con: &mut C, sale: &str, n: usize) {
+    let key = format!("bigtap:{{{sale}}}:orders");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("ticket")
+                .arg(bigtap::TicketId::random().as_str())
+                .arg("sale")
+                .arg(sale)
+                .arg("user")
+                .arg(format!("user-{i}"))
+                .arg("issued_at_ms")
+                .arg(1)
+                .arg("expires_at_ms")
+                .arg(2)
+                .arg("node")
+                .arg("bench")
+                .ignore();
+        }
+        let () = pipe.query_async(con).await.expect("XADD");
+    }
+}
+
+/// Delivers a burst of `n` winners spread over `sales` sales from the store
+/// at `url` to a sink answering 200; returns deliveries per second, from
+/// the consumer's start to the last acknowledgement.
+async fn burst(url: &str, sales: &[String], n: usize) -> f64 {
+    let seam = RedisStore::open(url, "bigtap", Duration::from_secs(5), None).unwrap();
+    seam.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let now = now_ms();
+    let spec = SaleSpec {
+        stock: Some(1),
+        starts_at_ms: now,
+        ends_at_ms: now + 3_600_000,
+        ticket_ttl_ms: 600_000,
+        eligibility: Eligibility::Open,
+    };
+    let per_sale = n / sales.len();
+    if url.contains("+cluster") {
+        let seed = url.replace("redis+cluster://", "redis://");
+        let client = redis::cluster::ClusterClient::new(vec![seed]).unwrap();
+        let mut con = client.get_async_connection().await.unwrap();
+        for s in sales {
+            seam.put_sale(&SaleId::parse(s).unwrap(), &spec)
+                .await
+                .unwrap();
+            xadd_winners(&mut con, s, per_sale).await;
+        }
+    } else {
+        let mut con = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        for s in sales {
+            seam.put_sale(&SaleId::parse(s).unwrap(), &spec)
+                .await
+                .unwrap();
+            xadd_winners(&mut con, s, per_sale).await;
+        }
+    }
+    let total = per_sale * sales.len();
+    let sink = TestSink::start(always(200)).await;
+    // The defaults of `bigtap orders`.
+    let cfg = bigtap::orders::ConsumerConfig::new(url);
+    let consumer = bigtap::orders::Consumer::connect(cfg, orders_support::http_sink(&sink))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(consumer.run(token.clone()));
+    within("every winner reached the sink", || async {
+        sink.call_count() >= total
+    })
+    .await;
+    let ids: Vec<SaleId> = sales.iter().map(|s| SaleId::parse(s).unwrap()).collect();
+    within("every entry was acknowledged", || async {
+        for s in &ids {
+            match seam.queue_stats(s).await {
+                Ok(q) if q.pending == 0 && q.lag == Some(0) => {}
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(sink.delivered().len(), total);
+    token.cancel();
+    task.await.unwrap().unwrap();
+    total as f64 / took
+}
+
+/// Delivery throughput on a three-shard cluster against a single server:
+/// the same burst, both measured in this run, with one sale and with many.
+/// A measurement (printed, never asserted):
+/// `BIGTAP_BURST=20000 BIGTAP_BURST_SALES=500 cargo test --release --test
+/// cluster -- --nocapture throughput` gives the README's figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_throughput_on_a_cluster_is_measured_against_a_single_server() {
+    let n: usize = std::env::var("BIGTAP_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let many: usize = std::env::var("BIGTAP_BURST_SALES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    for sales in [1, many] {
+        let names: Vec<String> = (0..sales).map(|i| format!("burst{i}")).collect();
+        let single = redis();
+        let single_rate = burst(&single.url(), &names, n).await;
+        drop(single);
+        let cluster = RedisCluster::start();
+        let cluster_rate = burst(&cluster.url(), &names, n).await;
+        println!(
+            "burst of {n} winners over {sales} sale(s): single server {single_rate:.0} deliveries/s, \
+             three-shard cluster {cluster_rate:.0} deliveries/s (cluster/single {:.2})",
+            cluster_rate / single_rate
+        );
+    }
+}
