@@ -354,11 +354,33 @@ impl Shared {
         want: usize,
         shutdown: &CancellationToken,
     ) -> Option<Vec<OwnedSemaphorePermit>> {
-        let first = tokio::select! {
-            p = self.permits.clone().acquire_owned() => p.ok()?,
+        self.permits_at_least(1, want, shutdown).await
+    }
+
+    /// Waits until `least` permits are free at once (the semaphore is
+    /// first-come first-served, so waiters do not starve each other), then
+    /// takes up to `want` without waiting. Readers of many busy sales thus
+    /// each read a useful number of entries instead of one or two per
+    /// round trip. `None` on shutdown.
+    async fn permits_at_least(
+        &self,
+        least: usize,
+        want: usize,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<OwnedSemaphorePermit>> {
+        let least = least.clamp(1, want.max(1)) as u32;
+        let mut first = tokio::select! {
+            p = self.permits.clone().acquire_many_owned(least) => p.ok()?,
             _ = shutdown.cancelled() => return None,
         };
-        let mut got = vec![first];
+        let mut got = Vec::with_capacity(want);
+        while first.num_permits() > 1 {
+            match first.split(1) {
+                Some(p) => got.push(p),
+                None => break,
+            }
+        }
+        got.push(first);
         while got.len() < want {
             match self.permits.clone().try_acquire_owned() {
                 Ok(p) => got.push(p),
@@ -556,7 +578,8 @@ async fn sale_reader(
         } else {
             shared.cfg.batch
         };
-        let Some(mut permits) = shared.permits(want, &stop).await else {
+        let least = (shared.cfg.concurrency / 4).min(want);
+        let Some(mut permits) = shared.permits_at_least(least, want, &stop).await else {
             return;
         };
         let reply = tokio::select! {
