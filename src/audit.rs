@@ -299,7 +299,7 @@ pub async fn audit(
 }
 
 /// How long the one atomic read may take: long for a large sale.
-const AUDIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const AUDIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// [`audit`] on an open store.
 pub async fn audit_store(

@@ -241,12 +241,12 @@ async fn demo_sale(app: &App) -> Result<()> {
 }
 
 async fn sale(cmd: SaleCmd) -> Result<()> {
-    let store = RedisStore::open(
-        &cmd.store.redis,
-        &cmd.store.prefix,
-        Duration::from_secs(5),
-        None,
-    )?;
+    // The audit reads a whole sale in one step: give it longer.
+    let timeout = match cmd.command {
+        SaleAction::Audit { .. } => bigtap::audit::AUDIT_TIMEOUT,
+        _ => Duration::from_secs(5),
+    };
+    let store = RedisStore::open(&cmd.store.redis, &cmd.store.prefix, timeout, None)?;
     store
         .wait_ready(Duration::from_secs(5))
         .await

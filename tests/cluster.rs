@@ -322,6 +322,46 @@ async fn orders_on_a_cluster_survive_kill_9_dead_letter_a_poison_order_replay_it
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_killed_with_kill_9_comes_back_with_every_acknowledged_win() {
+    let mut cluster = RedisCluster::start();
+    let url = cluster.url();
+    let sale = "alpha";
+    let shard = cluster.shard_of(&format!("bigtap:{{{sale}}}:cfg"));
+    let n = node(&url).await;
+    n.open_sale(sale, 10).await;
+    let mut won = buy(&[&n], sale, 5).await;
+
+    cluster.kill_shard(shard);
+    let a = n.take(sale, "during-the-outage").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", a.body);
+    cluster.restart_shard(shard);
+
+    for i in 5..10 {
+        let mut a = n.take(sale, &format!("buyer{i}")).await;
+        for _ in 0..100 {
+            if a.status != StatusCode::SERVICE_UNAVAILABLE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            a = n.take(sale, &format!("buyer{i}")).await;
+        }
+        assert_eq!(a.status, StatusCode::CREATED, "buyer{i}: {:?}", a.body);
+        won.push(a.body["ticket"].as_str().unwrap().to_owned());
+    }
+    // The first five wins survived the crash: their buyers replay them.
+    for (i, ticket) in won.iter().enumerate().take(5) {
+        let a = n.take(sale, &format!("buyer{i}")).await;
+        assert_eq!(a.status, StatusCode::OK, "buyer{i}: {:?}", a.body);
+        assert_eq!(a.body["ticket"].as_str(), Some(ticket.as_str()));
+    }
+    let audit = ok_stdout(&bigtap(&["sale", "audit", sale], &url));
+    assert!(
+        audit.contains("clean: no discrepancy") && audit.contains("10 tickets"),
+        "{audit}"
+    );
+}
+
 /// A one-node cluster behind a proxy that loses the next answer.
 async fn store_behind_a_cut_proxy() -> (ProxiedClusterNode, RedisStore, SaleId) {
     let c = ProxiedClusterNode::start().await;

@@ -70,6 +70,18 @@ impl RedisCluster {
         }
     }
 
+    /// `kill -9` of shard `i`: with AOF always, what it acknowledged survives.
+    pub fn kill_shard(&mut self, i: usize) {
+        self.shards[i].kill();
+    }
+
+    /// Starts shard `i` again on its port with its data (AOF and
+    /// `nodes.conf`), and waits until the cluster is up again.
+    pub fn restart_shard(&mut self, i: usize) {
+        self.shards[i].restart().expect("shard restarts");
+        self.wait_ok();
+    }
+
     /// `redis+cluster://` URL with the first shard as seed.
     pub fn url(&self) -> String {
         format!("redis+cluster://127.0.0.1:{}/", self.shards[0].port())
