@@ -2,8 +2,10 @@
 //!
 //! The scripts keep a sale's records consistent by construction; the audit
 //! checks that they are, from the outside, the way an operator would after a
-//! Redis failover, a restore from backup or a suspected bug. It reads, in one
-//! `MULTI`/`EXEC` block so that the picture is a single instant, the ticket
+//! Redis failover, a restore from backup or a suspected bug. It reads through
+//! the store seam ([`RedisStore::sale_records`]: one `MULTI`/`EXEC` block in
+//! the sale's slot, so the picture is a single instant, on a single Redis or
+//! a cluster alike) the ticket
 //! records (`:tickets`), the winners hash (`:winners`), the order stream
 //! (`:orders`), the counters (`:acct`), the leases and the pending-ticket
 //! index, and optionally a file of ticket ids the order backend received
@@ -22,21 +24,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
-use redis::Value;
-
-use crate::id::SaleId;
+use crate::id::{SaleId, TicketId};
+use crate::store::record::parse_ticket;
+use crate::store::redis::RedisStore;
+use crate::store::{SaleRecords, StoreError, TicketState};
 
 /// Why the audit could not run (as opposed to what it found).
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
     #[error("unknown sale {0}")]
     UnknownSale(String),
     #[error("delivered-ids file {0}: {1}")]
     Delivered(String, #[source] std::io::Error),
-    #[error("unexpected reply from redis: {0}")]
-    Protocol(String),
 }
 
 /// One thing that does not add up.
@@ -255,77 +256,19 @@ impl fmt::Display for AuditReport {
     }
 }
 
-/// A ticket record `state:user:issued_at_ms:expires_at_ms`.
+/// The part of a ticket record the audit compares.
 struct Record {
-    state: u8,
+    state: TicketState,
     user: String,
 }
 
-fn parse_record(raw: &str) -> Option<Record> {
-    let mut it = raw.split(':');
-    let state = match it.next()? {
-        "p" => b'p',
-        "c" => b'c',
-        "r" => b'r',
-        _ => return None,
-    };
-    let user = it.next().filter(|u| !u.is_empty())?.to_owned();
-    it.next()?.parse::<u64>().ok()?;
-    it.next()?.parse::<u64>().ok()?;
-    if it.next().is_some() {
-        return None;
-    }
-    Some(Record { state, user })
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// A hash reply (RESP2 flat array or RESP3 map) as ordered pairs.
-fn pairs(v: &Value) -> Result<Vec<(String, String)>, AuditError> {
-    let bad = || AuditError::Protocol(format!("expected a hash, got {v:?}"));
-    match v {
-        Value::Nil => Ok(Vec::new()),
-        Value::Array(items) => items
-            .chunks(2)
-            .map(|kv| match kv {
-                [k, v] => Ok((text(k).ok_or_else(bad)?, text(v).ok_or_else(bad)?)),
-                _ => Err(bad()),
-            })
-            .collect(),
-        Value::Map(m) => m
-            .iter()
-            .map(|(k, v)| Ok((text(k).ok_or_else(bad)?, text(v).ok_or_else(bad)?)))
-            .collect(),
-        _ => Err(bad()),
-    }
-}
-
-/// One stream entry: id and fields.
-type Entry = (String, BTreeMap<String, String>);
-
-/// The entries of an XRANGE reply.
-fn entries(v: &Value) -> Result<Vec<Entry>, AuditError> {
-    let Value::Array(items) = v else {
-        return Err(AuditError::Protocol(format!("expected entries, got {v:?}")));
-    };
-    items
-        .iter()
-        .map(|e| match e {
-            Value::Array(parts) if parts.len() == 2 => {
-                let id = text(&parts[0])
-                    .ok_or_else(|| AuditError::Protocol(format!("bad entry id {e:?}")))?;
-                Ok((id, pairs(&parts[1])?.into_iter().collect()))
-            }
-            other => Err(AuditError::Protocol(format!("bad entry {other:?}"))),
-        })
-        .collect()
+/// A ticket record, parsed by the store's one parser.
+fn parse_record(ticket: &str, raw: &str) -> Option<Record> {
+    let rec = parse_ticket(TicketId::parse(ticket).ok()?, raw)?;
+    Some(Record {
+        state: rec.state,
+        user: rec.user.as_str().to_owned(),
+    })
 }
 
 /// Reads a file of delivered ticket ids, one per line (blank lines and
@@ -341,7 +284,8 @@ fn read_delivered(path: &Path) -> Result<BTreeSet<String>, AuditError> {
         .collect())
 }
 
-/// Audits sale `sale` under key prefix `prefix` (default `bigtap`).
+/// Audits sale `sale` in the store at `redis_url` (any URL the store seam
+/// takes, cluster included) under key prefix `prefix` (default `bigtap`).
 /// Read-only. `delivered` is a file of ticket ids the order backend
 /// received, one per line.
 pub async fn audit(
@@ -350,65 +294,29 @@ pub async fn audit(
     sale: &SaleId,
     delivered: Option<&Path>,
 ) -> Result<AuditReport, AuditError> {
-    let delivered = delivered.map(read_delivered).transpose()?;
-    let client = redis::Client::open(redis_url)?;
-    let mut con = client.get_multiplexed_async_connection().await?;
-    let key = |suffix: &str| format!("{prefix}:{{{sale}}}:{suffix}");
-    let reply: Vec<Value> = redis::pipe()
-        .atomic()
-        .cmd("EXISTS")
-        .arg(key("cfg"))
-        .cmd("HGETALL")
-        .arg(key("acct"))
-        .cmd("HGETALL")
-        .arg(key("tickets"))
-        .cmd("HGETALL")
-        .arg(key("winners"))
-        .cmd("HGETALL")
-        .arg(key("leases"))
-        .cmd("ZRANGE")
-        .arg(key("expiry"))
-        .arg(0)
-        .arg(-1)
-        .cmd("XRANGE")
-        .arg(key("orders"))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut con)
-        .await?;
-    let [exists, acct, tickets, winners, leases, expiry, stream] = &reply[..] else {
-        return Err(AuditError::Protocol(format!(
-            "expected 7 replies, got {}",
-            reply.len()
-        )));
-    };
-    if !matches!(exists, Value::Int(1)) {
-        return Err(AuditError::UnknownSale(sale.to_string()));
-    }
-    let expiry: BTreeSet<String> = match expiry {
-        Value::Array(items) => items.iter().filter_map(text).collect(),
-        other => return Err(AuditError::Protocol(format!("bad ZRANGE reply {other:?}"))),
-    };
-    let snapshot = Snapshot {
-        acct: pairs(acct)?.into_iter().collect(),
-        tickets: pairs(tickets)?,
-        winners: pairs(winners)?.into_iter().collect(),
-        leases: pairs(leases)?,
-        expiry,
-        stream: entries(stream)?,
-    };
-    Ok(reconcile(sale, &snapshot, delivered.as_ref()))
+    let store = RedisStore::open(redis_url, prefix, AUDIT_TIMEOUT, None)?;
+    audit_store(&store, sale, delivered).await
 }
 
-/// The raw records of one sale, as read.
-struct Snapshot {
-    acct: BTreeMap<String, String>,
-    tickets: Vec<(String, String)>,
-    winners: BTreeMap<String, String>,
-    leases: Vec<(String, String)>,
-    expiry: BTreeSet<String>,
-    stream: Vec<Entry>,
+/// How long the one atomic read may take: long for a large sale.
+pub const AUDIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// [`audit`] on an open store.
+pub async fn audit_store(
+    store: &RedisStore,
+    sale: &SaleId,
+    delivered: Option<&Path>,
+) -> Result<AuditReport, AuditError> {
+    let delivered = delivered.map(read_delivered).transpose()?;
+    let records = store
+        .sale_records(sale)
+        .await?
+        .ok_or_else(|| AuditError::UnknownSale(sale.to_string()))?;
+    Ok(reconcile(sale, &records, delivered.as_ref()))
 }
+
+/// The raw records of one sale, as read (at one instant) by the store.
+type Snapshot = SaleRecords;
 
 fn reconcile(sale: &SaleId, s: &Snapshot, delivered: Option<&BTreeSet<String>>) -> AuditReport {
     use Discrepancy::*;
@@ -434,17 +342,17 @@ fn reconcile(sale: &SaleId, s: &Snapshot, delivered: Option<&BTreeSet<String>>) 
     let mut records: BTreeMap<&str, Record> = BTreeMap::new();
     let mut by_user: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
     for (ticket, raw) in &s.tickets {
-        match parse_record(raw) {
+        match parse_record(ticket, raw) {
             Some(rec) => {
                 match rec.state {
-                    b'p' => r.pending_records += 1,
-                    b'c' => r.confirmed_records += 1,
-                    _ => r.released_records += 1,
+                    TicketState::Pending => r.pending_records += 1,
+                    TicketState::Confirmed => r.confirmed_records += 1,
+                    TicketState::Released => r.released_records += 1,
                 }
                 by_user
                     .entry(rec.user.clone())
                     .or_default()
-                    .push((ticket.clone(), rec.state != b'r'));
+                    .push((ticket.clone(), rec.state != TicketState::Released));
                 records.insert(ticket, rec);
             }
             None => found.push(UnreadableTicket {
@@ -487,7 +395,8 @@ fn reconcile(sale: &SaleId, s: &Snapshot, delivered: Option<&BTreeSet<String>>) 
 
     // The stream against the records, both ways.
     let mut in_stream: BTreeMap<&str, usize> = BTreeMap::new();
-    for (id, fields) in &s.stream {
+    for e in &s.stream {
+        let (id, fields) = (&e.id, &e.fields);
         let (Some(ticket), Some(user)) = (fields.get("ticket"), fields.get("user")) else {
             found.push(MalformedStreamEntry { entry: id.clone() });
             continue;
@@ -531,7 +440,7 @@ fn reconcile(sale: &SaleId, s: &Snapshot, delivered: Option<&BTreeSet<String>>) 
 
     // The pending-ticket index.
     for (ticket, rec) in &records {
-        if (rec.state == b'p') != s.expiry.contains(*ticket) {
+        if (rec.state == TicketState::Pending) != s.expiry.contains(*ticket) {
             found.push(ExpiryIndexMismatch {
                 ticket: (*ticket).to_owned(),
             });
@@ -614,7 +523,8 @@ fn reconcile(sale: &SaleId, s: &Snapshot, delivered: Option<&BTreeSet<String>>) 
                 });
             }
         }
-        for (_, fields) in &s.stream {
+        for e in &s.stream {
+            let fields = &e.fields;
             if let Some(ticket) = fields.get("ticket") {
                 if !delivered.contains(ticket) {
                     found.push(NotDelivered {
@@ -659,7 +569,10 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-            (id.to_owned(), f)
+            crate::store::StreamEntry {
+                id: id.to_owned(),
+                fields: f,
+            }
         };
         Snapshot {
             acct,

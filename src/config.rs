@@ -19,7 +19,7 @@ pub struct ServeConfig {
 
     /// Redis URL. Without it, bigtap starts and supervises its own
     /// redis-server on a free loopback port (data in --data-dir).
-    #[arg(long, env = "BIGTAP_REDIS_URL")]
+    #[arg(long, env = "BIGTAP_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
 
     /// Where the embedded redis-server keeps its append-only file.

@@ -48,8 +48,9 @@ enum Command {
 
 #[derive(Args)]
 struct StoreArgs {
-    /// Redis URL.
-    #[arg(long, env = "BIGTAP_REDIS_URL")]
+    /// Redis URL: redis://, rediss:// (TLS), redis+cluster:// or
+    /// rediss+cluster:// (a seed node of a Redis Cluster).
+    #[arg(long, env = "BIGTAP_REDIS_URL", hide_env_values = true)]
     redis: String,
     /// Key prefix in Redis.
     #[arg(long, env = "BIGTAP_PREFIX", default_value = "bigtap")]
@@ -192,7 +193,8 @@ async fn serve(config: ServeConfig) -> Result<()> {
     if demo {
         demo_sale(&app).await?;
     }
-    tracing::info!(%addr, node = app.node_id(), redis = app.redis_url(), "bigtap serving");
+    let redis = bigtap::store::redact(app.redis_url());
+    tracing::info!(%addr, node = app.node_id(), %redis, "bigtap serving");
     app.run_until_stopped(token).await;
     Ok(())
 }
@@ -236,22 +238,22 @@ async fn demo_sale(app: &App) -> Result<()> {
         sk = s.session_keys,
         tk = s.ticket_keys,
         bk = s.backend_key,
-        redis = app.redis_url(),
+        redis = bigtap::store::redact(app.redis_url()),
     )?;
     Ok(())
 }
 
 async fn sale(cmd: SaleCmd) -> Result<()> {
-    let store = RedisStore::open(
-        &cmd.store.redis,
-        &cmd.store.prefix,
-        Duration::from_secs(5),
-        None,
-    )?;
+    // The audit reads a whole sale in one step: give it longer.
+    let timeout = match cmd.command {
+        SaleAction::Audit { .. } => bigtap::audit::AUDIT_TIMEOUT,
+        _ => Duration::from_secs(5),
+    };
+    let store = RedisStore::open(&cmd.store.redis, &cmd.store.prefix, timeout, None)?;
     store
         .wait_ready(Duration::from_secs(5))
         .await
-        .context("redis is not reachable")?;
+        .with_context(|| format!("redis at {} is not reachable", store.url()))?;
     match cmd.command {
         SaleAction::Create {
             sale,
@@ -298,13 +300,7 @@ async fn sale(cmd: SaleCmd) -> Result<()> {
             }
         }
         SaleAction::Audit { sale, delivered } => {
-            let report = bigtap::audit::audit(
-                &cmd.store.redis,
-                &cmd.store.prefix,
-                &sale,
-                delivered.as_deref(),
-            )
-            .await?;
+            let report = bigtap::audit::audit_store(&store, &sale, delivered.as_deref()).await?;
             println!("{report}");
             if !report.is_clean() {
                 std::process::exit(1);

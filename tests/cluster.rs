@@ -1,72 +1,146 @@
-//! A sale on a real three-shard Redis Cluster (as MemoryDB or ElastiCache
-//! in cluster mode run it): every script touches one sale's slot, so the
-//! same scripts run unchanged.
+//! The whole pipeline on a real three-shard Redis Cluster (as MemoryDB or
+//! ElastiCache in cluster mode run it), through `redis+cluster://` URLs:
+//! the sale CLI, two `serve` nodes, the order consumer (delivery, kill -9
+//! takeover, dead letters and replay, trim) and `sale audit`. Every call
+//! names one sale, so each goes to one shard; the sales are chosen to live
+//! on different shards.
+//!
+//! Also: a script whose answer was lost on the way back is not run a second
+//! time behind the caller's back (the cluster client would resend it).
 
+mod orders_support;
 mod support;
 
-use std::process::Command;
+use std::collections::{BTreeSet, HashSet};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bigtap::store::embedded::RedisProcess;
+use bigtap::store::redis::RedisStore;
+use bigtap::store::{Eligibility, LeaseReply, SaleSpec, Store};
+use bigtap::SaleId;
+use orders_support::{always, Reply, TestSink, PATIENCE};
 use reqwest::StatusCode;
+use support::cluster::{ProxiedClusterNode, RedisCluster};
 use support::*;
 
-fn cluster() -> Vec<RedisProcess> {
-    let nodes: Vec<RedisProcess> = (0..3)
-        .map(|_| {
-            RedisProcess::start_temporary_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-node-timeout",
-                "2000",
-            ])
-            .expect("redis-server starts in cluster mode")
-        })
+/// Sale names on at least two (usually three) different shards.
+fn sales_on_every_shard(cluster: &RedisCluster) -> Vec<&'static str> {
+    let candidates = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    ];
+    let mut seen = HashSet::new();
+    let picked: Vec<&'static str> = candidates
+        .into_iter()
+        .filter(|s| seen.insert(cluster.shard_of(&format!("bigtap:{{{s}}}:cfg"))))
         .collect();
-    let mut create = Command::new("redis-cli");
-    create.args(["--cluster", "create"]);
-    for n in &nodes {
-        create.arg(format!("127.0.0.1:{}", n.port()));
-    }
-    let out = create
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("redis-cli is installed with redis-server");
     assert!(
-        out.status.success(),
-        "cluster create failed: {}",
-        String::from_utf8_lossy(&out.stdout)
+        picked.len() > 1,
+        "the sales share one shard; the test would prove nothing"
     );
-    // Wait until every node agrees that the cluster is up.
-    for n in &nodes {
-        let mut ok = false;
-        for _ in 0..100 {
-            let info = Command::new("redis-cli")
-                .args(["-p", &n.port().to_string(), "cluster", "info"])
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
-                ok = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert!(ok, "cluster did not become ready");
+    picked
+}
+
+fn bigtap(args: &[&str], redis_url: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bigtap"))
+        .args(args)
+        .env("BIGTAP_REDIS_URL", redis_url)
+        .env_remove("BIGTAP_ORDERS_CONSUMER")
+        .output()
+        .expect("bigtap runs")
+}
+
+fn ok_stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `bigtap orders` as a child process, consuming every sale.
+fn consumer(redis_url: &str, sink: &str, name: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_bigtap"))
+        .args([
+            "orders",
+            "--sink",
+            sink,
+            "--consumer",
+            name,
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--discover-ms",
+            "100",
+            "--poll-max-ms",
+            "50",
+            "--claim-idle-ms",
+            "1500",
+            "--sink-timeout-ms",
+            "1000",
+            "--retry-base-ms",
+            "20",
+            "--retry-max-ms",
+            "200",
+            "--max-deliveries",
+            "2",
+        ])
+        .args(extra)
+        .env("BIGTAP_REDIS_URL", redis_url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bigtap orders starts")
+}
+
+/// Stops a consumer the way systemd does (SIGTERM), waiting for its drain.
+fn terminate(mut c: Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let status = c.wait().expect("consumer exits");
+    assert!(status.success(), "consumer exited with {status}");
+}
+
+async fn within<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(
+        eventually(PATIENCE, check).await,
+        "timed out waiting until {what}"
+    );
+}
+
+/// Buys `n` tickets of `sale` on the two nodes in turn; returns the tickets.
+async fn buy(nodes: &[&Node], sale: &str, n: usize) -> Vec<String> {
+    let mut tickets = Vec::new();
+    for i in 0..n {
+        let a = nodes[i % nodes.len()]
+            .take(sale, &format!("buyer{i}"))
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::CREATED,
+            "{sale} buyer {i}: {:?}",
+            a.body
+        );
+        tickets.push(a.body["ticket"].as_str().unwrap().to_owned());
     }
-    nodes
+    tickets
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sales_on_different_shards_of_a_redis_cluster_sell_exactly_their_stock() {
-    let shards = cluster();
-    let url = format!("redis+cluster://127.0.0.1:{}/", shards[0].port());
-    let n = node_with(&url, |c| c.redis = Some(url.clone())).await;
-    // Sale names chosen to land on different slots (and so, shards).
-    let sales = ["alpha", "bravo", "charlie", "delta"];
-    for s in sales {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let n = node(&url).await;
+    let sales = sales_on_every_shard(&cluster);
+    for s in &sales {
         n.open_sale(s, 5).await;
     }
-    for s in sales {
+    for s in &sales {
         for i in 0..7 {
             let a = n.take(s, &format!("u{i}")).await;
             let want = if i < 5 {
@@ -88,24 +162,397 @@ async fn sales_on_different_shards_of_a_redis_cluster_sell_exactly_their_stock()
             "{s}: {acct}"
         );
     }
-    let spread: std::collections::HashSet<String> = sales
-        .iter()
-        .map(|s| {
-            let out = Command::new("redis-cli")
-                .args([
-                    "-p",
-                    &shards[0].port().to_string(),
-                    "cluster",
-                    "keyslot",
-                    &format!("bigtap:{{{s}}}:cfg"),
-                ])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sale_cli_two_nodes_and_the_audit_run_on_a_three_shard_cluster() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let sales = sales_on_every_shard(&cluster);
+    for s in &sales {
+        let out = ok_stdout(&bigtap(&["sale", "create", s, "--stock", "6"], &url));
+        assert!(out.contains(&format!("created sale {s}")), "{out}");
+        let out = ok_stdout(&bigtap(&["sale", "stock", s, "--add", "2"], &url));
+        assert!(out.contains("stock_total 8"), "{out}");
+    }
+    let n1 = node(&url).await;
+    let n2 = node(&url).await;
+    for s in &sales {
+        buy(&[&n1, &n2], s, 8).await;
+        for i in 8..10 {
+            let node = if i % 2 == 0 { &n1 } else { &n2 };
+            let a = node.take(s, &format!("late{i}")).await;
+            assert_eq!(a.status, StatusCode::GONE, "{s}: {:?}", a.body);
+        }
+        let show: serde_json::Value =
+            serde_json::from_str(&ok_stdout(&bigtap(&["sale", "show", s], &url))).unwrap();
+        assert_eq!(
+            (show["pending"].as_u64(), show["balanced"].as_bool()),
+            (Some(8), Some(true)),
+            "{s}: {show}"
+        );
+        let audit = ok_stdout(&bigtap(&["sale", "audit", s], &url));
+        assert!(audit.contains("clean: no discrepancy"), "{audit}");
+        assert!(audit.contains("8 tickets"), "{audit}");
+        let out = ok_stdout(&bigtap(&["sale", "close", s], &url));
+        assert!(out.contains("closed sale"), "{out}");
+        assert_eq!(n1.take(s, "after-close").await.status, StatusCode::GONE);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_on_a_cluster_survive_kill_9_dead_letter_a_poison_order_replay_it_and_trim() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let sales = sales_on_every_shard(&cluster);
+    let n1 = node(&url).await;
+    let n2 = node(&url).await;
+    let mut tickets = Vec::new();
+    for s in &sales {
+        n1.open_sale(s, 20).await;
+        within("the second node knows the sale", || async {
+            n2.get(&format!("/v1/sales/{s}")).await.status == StatusCode::OK
         })
-        .collect();
+        .await;
+    }
+    for s in &sales {
+        tickets.extend(buy(&[&n1, &n2], s, 20).await);
+    }
+    let all: HashSet<String> = tickets.iter().cloned().collect();
+    let poison = tickets[3].clone();
+    let poison_sale = sales[0];
+
+    // A consumer takes the entries and hangs on the sink: then it is killed.
+    let sink = TestSink::start(Arc::new(|_, _| Reply::Hang)).await;
+    let mut a = consumer(&url, &sink.url(), "a", &[]);
+    within("the first consumer is delivering", || async {
+        sink.call_count() > 0
+    })
+    .await;
+    a.kill().expect("kill -9");
+    a.wait().expect("reaped");
+
+    // The backend refuses one order; a second consumer takes over the rest.
+    let bad = poison.clone();
+    sink.set_behaviour(Arc::new(move |_, t| {
+        Reply::Status(if t == bad { 500 } else { 200 })
+    }));
+    let b = consumer(&url, &sink.url(), "b", &[]);
+    let mut want = all.clone();
+    want.remove(&poison);
+    within("every other winner reached the sink", || async {
+        want.is_subset(&sink.delivered())
+    })
+    .await;
+    let list = || {
+        ok_stdout(&bigtap(
+            &["orders", "dead", "list", "--sale", poison_sale],
+            &url,
+        ))
+    };
+    within("the poison order was dead-lettered", || async {
+        list().contains(&poison)
+    })
+    .await;
+    let dead = list();
+    assert_eq!(dead.lines().count(), 1, "{dead}");
+
+    // Fixed backend: replay it.
+    sink.set_behaviour(always(200));
+    let out = ok_stdout(&bigtap(
+        &["orders", "dead", "replay", "--sale", poison_sale],
+        &url,
+    ));
+    assert!(out.contains("replayed 1 dead letter"), "{out}");
+    within("every winner reached the sink", || async {
+        sink.delivered() == all
+    })
+    .await;
+    within("every entry was acknowledged", || async {
+        sales.iter().all(|s| {
+            let info = cluster.cli(&["XPENDING", &format!("bigtap:{{{s}}}:orders"), "orders"]);
+            info.lines().next().map(str::trim) == Some("0")
+        })
+    })
+    .await;
+
+    // The audit agrees, given what the backend received.
+    let dir = tempfile::tempdir().unwrap();
+    let delivered = dir.path().join("delivered.txt");
+    for s in &sales {
+        let got: BTreeSet<String> = sink
+            .calls()
+            .iter()
+            .filter(|c| c.ok() && c.body["sale"] == *s)
+            .map(|c| c.ticket().to_owned())
+            .collect();
+        std::fs::write(&delivered, got.into_iter().collect::<Vec<_>>().join("\n")).unwrap();
+        let audit = ok_stdout(&bigtap(
+            &[
+                "sale",
+                "audit",
+                s,
+                "--delivered",
+                delivered.to_str().unwrap(),
+            ],
+            &url,
+        ));
+        assert!(audit.contains("clean: no discrepancy"), "{audit}");
+    }
+    terminate(b);
+
+    // A consumer with --trim removes what every group is done with.
+    let c = consumer(&url, &sink.url(), "c", &["--trim"]);
+    within("every stream was trimmed to its floor", || async {
+        sales.iter().all(|s| {
+            cluster
+                .cli(&["XLEN", &format!("bigtap:{{{s}}}:orders")])
+                .trim()
+                == "1"
+        })
+    })
+    .await;
+    terminate(c);
+    let calls = sink.by_ticket();
     assert!(
-        spread.len() > 1,
-        "the sales share one slot; the test would prove nothing"
+        calls
+            .values()
+            .all(|c| c.iter().filter(|c| c.ok()).count() >= 1),
+        "every ticket was acknowledged by the backend at least once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_killed_with_kill_9_comes_back_with_every_acknowledged_win() {
+    let mut cluster = RedisCluster::start();
+    let url = cluster.url();
+    let sale = "alpha";
+    let shard = cluster.shard_of(&format!("bigtap:{{{sale}}}:cfg"));
+    let n = node(&url).await;
+    n.open_sale(sale, 10).await;
+    let mut won = buy(&[&n], sale, 5).await;
+
+    cluster.kill_shard(shard);
+    let a = n.take(sale, "during-the-outage").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", a.body);
+    cluster.restart_shard(shard);
+
+    for i in 5..10 {
+        let mut a = n.take(sale, &format!("buyer{i}")).await;
+        for _ in 0..100 {
+            if a.status != StatusCode::SERVICE_UNAVAILABLE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            a = n.take(sale, &format!("buyer{i}")).await;
+        }
+        assert_eq!(a.status, StatusCode::CREATED, "buyer{i}: {:?}", a.body);
+        won.push(a.body["ticket"].as_str().unwrap().to_owned());
+    }
+    // The first five wins survived the crash: their buyers replay them.
+    for (i, ticket) in won.iter().enumerate().take(5) {
+        let a = n.take(sale, &format!("buyer{i}")).await;
+        assert_eq!(a.status, StatusCode::OK, "buyer{i}: {:?}", a.body);
+        assert_eq!(a.body["ticket"].as_str(), Some(ticket.as_str()));
+    }
+    let audit = ok_stdout(&bigtap(&["sale", "audit", sale], &url));
+    assert!(
+        audit.contains("clean: no discrepancy") && audit.contains("10 tickets"),
+        "{audit}"
+    );
+}
+
+/// A one-node cluster behind a proxy that loses the next answer.
+async fn store_behind_a_cut_proxy() -> (ProxiedClusterNode, RedisStore, SaleId) {
+    let c = ProxiedClusterNode::start().await;
+    let store = RedisStore::open(&c.url(), "bigtap", Duration::from_secs(2), None).unwrap();
+    store.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let sale = SaleId::parse("cut").unwrap();
+    let now = now_ms();
+    let spec = SaleSpec {
+        stock: Some(100),
+        starts_at_ms: now - 1000,
+        ends_at_ms: now + 3_600_000,
+        ticket_ttl_ms: 600_000,
+        eligibility: Eligibility::Open,
+    };
+    store.put_sale(&sale, &spec).await.unwrap();
+    (c, store, sale)
+}
+
+/// Reads the sale after the connection broke (it comes back by itself).
+async fn snapshot_after_the_cut(store: &RedisStore, sale: &SaleId) -> bigtap::store::Snapshot {
+    for _ in 0..100 {
+        if let Ok(Some(s)) = store.snapshot(sale).await {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the store did not come back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_change_whose_answer_was_lost_is_not_applied_twice() {
+    let (c, store, sale) = store_behind_a_cut_proxy().await;
+    c.proxy.cut_next_reply();
+    let r = store.add_stock(&sale, 5).await;
+    assert_eq!(c.proxy.cuts(), 1, "the answer was lost");
+    let s = snapshot_after_the_cut(&store, &sale).await;
+    assert_eq!(
+        s.stock_total, 105,
+        "add_stock ran once, not again behind the caller's back (call answered {r:?})"
+    );
+    assert!(r.is_err(), "the caller learns the outcome is unknown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_answer_was_lost_is_not_granted_twice() {
+    let (c, store, sale) = store_behind_a_cut_proxy().await;
+    c.proxy.cut_next_reply();
+    let r = store.lease(&sale, "n1", 10, 60_000).await;
+    assert_eq!(c.proxy.cuts(), 1, "the answer was lost");
+    let s = snapshot_after_the_cut(&store, &sale).await;
+    assert_eq!(
+        (s.leased, s.available),
+        (10, 90),
+        "lease ran once (call answered {r:?})"
+    );
+    assert!(!matches!(r, Ok(LeaseReply::Granted { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_read_whose_answer_was_lost_is_sent_again() {
+    let (c, store, sale) = store_behind_a_cut_proxy().await;
+    c.proxy.cut_next_reply();
+    let s = store.snapshot(&sale).await;
+    assert_eq!(c.proxy.cuts(), 1, "the answer was lost");
+    assert_eq!(s.unwrap().unwrap().stock_total, 100);
+}
+
+/// Appends `n` winners to `sale`'s stream the way `admit` does, in
+/// pipelines (one sale = one slot, so a pipeline is fine on a cluster).
+async fn xadd_winners<C: redis::aio::ConnectionLike + Send>(con: &mut C, sale: &str, n: usize) {
+    let key = format!("bigtap:{{{sale}}}:orders");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("ticket")
+                .arg(bigtap::TicketId::random().as_str())
+                .arg("sale")
+                .arg(sale)
+                .arg("user")
+                .arg(format!("user-{i}"))
+                .arg("issued_at_ms")
+                .arg(1)
+                .arg("expires_at_ms")
+                .arg(2)
+                .arg("node")
+                .arg("bench")
+                .ignore();
+        }
+        let () = pipe.query_async(con).await.expect("XADD");
+    }
+}
+
+/// Delivers a burst of `n` winners spread over `sales` sales from the store
+/// at `url` to a sink answering 200; returns deliveries per second, from
+/// the consumer's start to the last acknowledgement.
+async fn burst(url: &str, sales: &[String], n: usize) -> f64 {
+    let seam = RedisStore::open(url, "bigtap", Duration::from_secs(5), None).unwrap();
+    seam.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let now = now_ms();
+    let spec = SaleSpec {
+        stock: Some(1),
+        starts_at_ms: now,
+        ends_at_ms: now + 3_600_000,
+        ticket_ttl_ms: 600_000,
+        eligibility: Eligibility::Open,
+    };
+    let per_sale = n / sales.len();
+    if url.contains("+cluster") {
+        let seed = url.replace("redis+cluster://", "redis://");
+        let client = redis::cluster::ClusterClient::new(vec![seed]).unwrap();
+        let mut con = client.get_async_connection().await.unwrap();
+        for s in sales {
+            seam.put_sale(&SaleId::parse(s).unwrap(), &spec)
+                .await
+                .unwrap();
+            xadd_winners(&mut con, s, per_sale).await;
+        }
+    } else {
+        let mut con = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        for s in sales {
+            seam.put_sale(&SaleId::parse(s).unwrap(), &spec)
+                .await
+                .unwrap();
+            xadd_winners(&mut con, s, per_sale).await;
+        }
+    }
+    let total = per_sale * sales.len();
+    let sink = TestSink::start(always(200)).await;
+    // The defaults of `bigtap orders`.
+    let cfg = bigtap::orders::ConsumerConfig::new(url);
+    let consumer = bigtap::orders::Consumer::connect(cfg, orders_support::http_sink(&sink))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(consumer.run(token.clone()));
+    within("every winner reached the sink", || async {
+        sink.call_count() >= total
+    })
+    .await;
+    let ids: Vec<SaleId> = sales.iter().map(|s| SaleId::parse(s).unwrap()).collect();
+    within("every entry was acknowledged", || async {
+        for s in &ids {
+            match seam.queue_stats(s).await {
+                Ok(q) if q.pending == 0 && q.lag == Some(0) => {}
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(sink.delivered().len(), total);
+    token.cancel();
+    task.await.unwrap().unwrap();
+    total as f64 / took
+}
+
+/// Delivery throughput on a three-shard cluster against a single server:
+/// the same burst, both measured in this run, with one sale and with many.
+/// A measurement (printed, never asserted):
+/// `BIGTAP_BURST=20000 BIGTAP_BURST_SALES=500 cargo test --release --test
+/// cluster -- --nocapture throughput` gives the README's figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_throughput_on_a_cluster_is_measured_against_a_single_server() {
+    let n: usize = std::env::var("BIGTAP_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let many: usize = std::env::var("BIGTAP_BURST_SALES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    for sales in [1, many] {
+        let names: Vec<String> = (0..sales).map(|i| format!("burst{i}")).collect();
+        let single = redis();
+        let single_rate = burst(&single.url(), &names, n).await;
+        drop(single);
+        let cluster = RedisCluster::start();
+        let cluster_rate = burst(&cluster.url(), &names, n).await;
+        println!(
+            "burst of {n} winners over {sales} sale(s): single server {single_rate:.0} deliveries/s, \
+             three-shard cluster {cluster_rate:.0} deliveries/s (cluster/single {:.2})",
+            cluster_rate / single_rate
+        );
+    }
 }

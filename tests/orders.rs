@@ -42,11 +42,10 @@ async fn dead_letters_once_settled(
     sale_name: &str,
     what: &str,
 ) -> Vec<bigtap::orders::dead::DeadLetter> {
-    let keys = bigtap::orders::Keys::new("bigtap");
     let s = sale(sale_name);
+    let seam = store.seam();
     eventually(what, || async {
-        let mut c = store.conn.clone();
-        !bigtap::orders::dead::list(&mut c, &keys, &s)
+        !bigtap::orders::dead::list(&seam, &s)
             .await
             .unwrap()
             .is_empty()
@@ -56,9 +55,7 @@ async fn dead_letters_once_settled(
         store.drained(sale_name).await
     })
     .await;
-    bigtap::orders::dead::list(&mut store.conn.clone(), &keys, &s)
-        .await
-        .unwrap()
+    bigtap::orders::dead::list(&seam, &s).await.unwrap()
 }
 
 fn counter(text: &str, outcome: &str) -> u64 {
@@ -371,13 +368,10 @@ async fn a_poison_entry_is_dead_lettered_after_max_deliveries_and_replayed_once_
         .count();
     assert_eq!(with_ticket, 1, "one order entry per ticket after a replay");
     eventually("and acknowledged", || async { store.drained("s1").await }).await;
-    let keys = bigtap::orders::Keys::new("bigtap");
-    assert!(
-        bigtap::orders::dead::list(&mut store.conn.clone(), &keys, &sale("s1"))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(bigtap::orders::dead::list(&store.seam(), &sale("s1"))
+        .await
+        .unwrap()
+        .is_empty());
     stop(token, task).await;
 }
 
@@ -715,4 +709,130 @@ async fn a_burst_of_winners_is_delivered_and_acknowledged_in_full() {
         n as f64 / took.as_secs_f64()
     );
     stop(token, task).await;
+}
+
+/// Runs `bigtap` with `args` and `env` until a line of its log contains
+/// `marker`; returns that line. Kills the process afterwards.
+fn log_line_of(args: &[&str], env: &[(&str, &str)], marker: &str) -> String {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bigtap"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("bigtap starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_owned();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(&marker) {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let line = rx.recv_timeout(PATIENCE);
+    let _ = child.kill();
+    let _ = child.wait();
+    line.expect("the log line appears")
+}
+
+fn output_of(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bigtap"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("bigtap runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_password_never_shows_in_logs_errors_or_help() {
+    let store = Store::start().await;
+    let port = store.redis.port();
+    let set = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &port.to_string(),
+            "config",
+            "set",
+            "requirepass",
+            "s3cret",
+        ])
+        .output()
+        .expect("redis-cli runs");
+    assert!(String::from_utf8_lossy(&set.stdout).contains("OK"));
+    let url = format!("redis://:s3cret@127.0.0.1:{port}/");
+    let keys = [
+        (
+            "BIGTAP_SESSION_KEYS",
+            "s1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        ),
+        (
+            "BIGTAP_TICKET_KEYS",
+            "t1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=",
+        ),
+        ("BIGTAP_ADMIN_KEY", "admin"),
+        ("BIGTAP_BACKEND_KEY", "backend"),
+        ("BIGTAP_ALLOW_UNSAFE_REDIS", "true"),
+        ("BIGTAP_REDIS_URL", url.as_str()),
+        ("RUST_LOG", "info"),
+    ];
+
+    let serving = log_line_of(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &keys,
+        "bigtap serving",
+    );
+    assert!(serving.contains(":***@127.0.0.1"), "{serving}");
+    let consuming = log_line_of(
+        &[
+            "orders",
+            "--sink",
+            "https://orders:pw2@127.0.0.1:9/orders",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        &keys,
+        "order consumer running",
+    );
+    assert!(consuming.contains(":***@127.0.0.1"), "{consuming}");
+
+    let wrong = format!("redis://:hunter2@127.0.0.1:{port}/");
+    let refused = output_of(
+        &["sale", "show", "s1"],
+        &[("BIGTAP_REDIS_URL", wrong.as_str())],
+    );
+    assert!(
+        refused.contains(":***@"),
+        "the error names the store: {refused}"
+    );
+    let bad_scheme = output_of(
+        &["orders", "dead", "list", "--sale", "s1"],
+        &[("BIGTAP_REDIS_URL", "memcache://:hunter2@127.0.0.1:1")],
+    );
+    assert!(bad_scheme.contains("not usable"), "{bad_scheme}");
+
+    for shown in [
+        serving,
+        consuming,
+        refused,
+        bad_scheme,
+        output_of(&["serve", "--help"], &keys),
+        output_of(&["orders", "--help"], &keys),
+        output_of(&["sale", "--help"], &keys),
+    ] {
+        for secret in ["s3cret", "hunter2", "pw2"] {
+            assert!(!shown.contains(secret), "{secret} shown in: {shown}");
+        }
+    }
 }

@@ -12,24 +12,30 @@ use std::time::Duration;
 use super::config::{unique_consumer_name, Backoff, ConsumerConfig};
 use super::dead;
 use super::sink::HttpSink;
-use super::stream::Keys;
 use super::OrdersError;
 use crate::id::SaleId;
+use crate::store::redis::RedisStore;
 
 /// Consume the order streams and deliver every winner to the order backend.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OrdersArgs {
-    /// Redis URL (redis://host:port/db).
-    #[arg(long, env = "BIGTAP_REDIS_URL", global = true)]
+    /// Redis URL: redis://, rediss:// (TLS), redis+cluster:// or
+    /// rediss+cluster:// (a seed node of a Redis Cluster).
+    #[arg(long, env = "BIGTAP_REDIS_URL", global = true, hide_env_values = true)]
     pub redis: Option<String>,
 
     /// Prefix of every Redis key.
     #[arg(long, env = "BIGTAP_PREFIX", default_value = "bigtap", global = true)]
     pub prefix: String,
 
-    /// The order backend's endpoint: each winner is POSTed here (http:// only).
-    #[arg(long, env = "BIGTAP_SINK_URL")]
+    /// The order backend's endpoint: each winner is POSTed here (http:// or https://).
+    #[arg(long, env = "BIGTAP_SINK_URL", hide_env_values = true)]
     pub sink: Option<String>,
+
+    /// PEM file of CA certificates trusted for an https:// sink, besides the
+    /// system's and Mozilla's roots (for a backend behind a private CA).
+    #[arg(long, env = "BIGTAP_SINK_CA_FILE")]
+    pub sink_ca_file: Option<std::path::PathBuf>,
 
     /// Consume only this sale (repeatable); default: every sale, including
     /// sales created while running.
@@ -76,6 +82,11 @@ pub struct OrdersArgs {
     /// How often the set of sales is re-read.
     #[arg(long, env = "BIGTAP_ORDERS_DISCOVER_MS", default_value_t = 2_000)]
     pub discover_ms: u64,
+
+    /// Longest pause between reads of a sale with no new winners (each sale
+    /// is read on its own; a quiet sale's pause doubles from 2 ms to this).
+    #[arg(long, env = "BIGTAP_ORDERS_POLL_MAX_MS", default_value_t = 250)]
+    pub poll_max_ms: u64,
 
     /// Trim each order stream below the oldest entry any consumer group still
     /// needs (XTRIM MINID). Off by default: the stream is the sale's record.
@@ -131,7 +142,11 @@ impl OrdersArgs {
             .sink
             .as_deref()
             .ok_or_else(|| OrdersError::Config("--sink (BIGTAP_SINK_URL) is required".into()))?;
-        let sink = HttpSink::new(sink_url, Duration::from_millis(self.sink_timeout_ms))?;
+        let sink = HttpSink::with_ca_file(
+            sink_url,
+            Duration::from_millis(self.sink_timeout_ms),
+            self.sink_ca_file.as_deref(),
+        )?;
         let mut cfg = ConsumerConfig::new(self.redis_url()?);
         cfg.prefix = self.prefix.clone();
         cfg.sales = (!self.sales.is_empty()).then(|| self.sales.clone());
@@ -146,6 +161,7 @@ impl OrdersArgs {
         cfg.max_deliveries = self.max_deliveries;
         cfg.drain = Duration::from_millis(self.drain_ms);
         cfg.discover_interval = Duration::from_millis(self.discover_ms.max(1));
+        cfg.poll_max = Duration::from_millis(self.poll_max_ms.max(1));
         cfg.trim = self.trim;
         cfg.metrics_listen = Some(self.metrics_listen);
         cfg.validate().map_err(OrdersError::Config)?;
@@ -166,26 +182,21 @@ impl OrdersArgs {
         cmd: &DeadCommand,
         out: &mut impl Write,
     ) -> Result<(), OrdersError> {
-        let client = redis::Client::open(self.redis_url()?).map_err(OrdersError::Redis)?;
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(OrdersError::Redis)?;
-        let keys = Keys::new(&self.prefix);
+        let store = RedisStore::open(
+            self.redis_url()?,
+            &self.prefix,
+            Duration::from_secs(5),
+            None,
+        )?;
         match cmd {
             DeadCommand::List { sale } => {
-                for d in dead::list(&mut conn, &keys, sale)
-                    .await
-                    .map_err(OrdersError::Redis)?
-                {
+                for d in dead::list(&store, sale).await? {
                     let line = serde_json::json!({ "id": d.id, "fields": d.fields });
                     writeln!(out, "{line}").map_err(OrdersError::Output)?;
                 }
             }
             DeadCommand::Replay { sale, id } => {
-                let done = dead::replay(&mut conn, &keys, sale, id.as_deref())
-                    .await
-                    .map_err(OrdersError::Redis)?;
+                let done = dead::replay(&store, sale, id.as_deref()).await?;
                 if let (Some(id), true) = (id, done.is_empty()) {
                     return Err(OrdersError::NoDeadLetter {
                         sale: *sale,

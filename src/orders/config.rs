@@ -7,10 +7,11 @@ use std::time::Duration;
 use crate::id::SaleId;
 
 /// How a consumer runs. [`ConsumerConfig::new`] gives the defaults of
-/// `bigtap orders`.
-#[derive(Debug, Clone)]
+/// `bigtap orders`. `Debug` hides the store password.
+#[derive(Clone)]
 pub struct ConsumerConfig {
-    /// `redis://host:port/db`.
+    /// The store URL (`redis://`, `rediss://`, `redis+cluster://`,
+    /// `rediss+cluster://`). Printed only through `StoreUrl` (redacted).
     pub redis_url: String,
     /// Key prefix (`bigtap`).
     pub prefix: String,
@@ -28,6 +29,11 @@ pub struct ConsumerConfig {
     pub batch: usize,
     /// How often the set of sales is re-read.
     pub discover_interval: Duration,
+    /// Longest pause between two reads of a sale that has no new entries
+    /// (the pause doubles from 2 ms while the sale stays quiet). Bounds the
+    /// delay of a quiet sale's next winner; the idle cost is one read per
+    /// sale per `poll_max`.
+    pub poll_max: Duration,
     /// Entries pending this long under another (presumably dead) consumer
     /// are taken over.
     pub claim_idle: Duration,
@@ -37,7 +43,7 @@ pub struct ConsumerConfig {
     pub retry: Backoff,
     /// How long in-flight deliveries may take to finish at shutdown.
     pub drain: Duration,
-    /// Trim each order stream below every group's floor (see `lua/trim.lua`).
+    /// Trim each order stream below every group's floor (see `orders_trim.lua`).
     pub trim: bool,
     /// How often gauges are refreshed (and streams trimmed, with `trim`).
     pub stats_interval: Duration,
@@ -57,6 +63,7 @@ impl ConsumerConfig {
             concurrency: 64,
             batch: 256,
             discover_interval: Duration::from_secs(2),
+            poll_max: Duration::from_millis(250),
             claim_idle: Duration::from_secs(30),
             max_deliveries: 10,
             retry: Backoff {
@@ -91,6 +98,28 @@ impl ConsumerConfig {
             return Err("--prefix and --consumer must not be empty".into());
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for ConsumerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerConfig")
+            .field("redis_url", &crate::store::redact(&self.redis_url))
+            .field("prefix", &self.prefix)
+            .field("sales", &self.sales)
+            .field("consumer", &self.consumer)
+            .field("concurrency", &self.concurrency)
+            .field("batch", &self.batch)
+            .field("discover_interval", &self.discover_interval)
+            .field("poll_max", &self.poll_max)
+            .field("claim_idle", &self.claim_idle)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("retry", &self.retry)
+            .field("drain", &self.drain)
+            .field("trim", &self.trim)
+            .field("stats_interval", &self.stats_interval)
+            .field("metrics_listen", &self.metrics_listen)
+            .finish()
     }
 }
 
@@ -185,6 +214,16 @@ mod tests {
         assert!(c.validate().is_ok());
         c.retry.max = c.claim_idle;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_settings_print_without_the_store_password() {
+        let c = ConsumerConfig::new("rediss+cluster://app:s3cret@cfg.example:6379");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("app:***@"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -1,22 +1,28 @@
 //! The order-stream consumer: reads winners from every sale's stream in
 //! consumer group `orders`, delivers each to the [`Sink`], and acknowledges
-//! it only after the sink said 2xx.
+//! it only after the sink said 2xx. Every Redis call goes through the store
+//! seam ([`RedisStore`]) and names one sale, hence one hash slot: the same
+//! consumer runs on a single Redis and on a Redis Cluster.
 //!
 //! Tasks of one consumer:
 //!
-//! - **reader**: discovers sales (and creates their group), then
-//!   `XREADGROUP ... >` over all their streams on a connection of its own,
-//!   because a blocking read stalls every other command multiplexed on the
-//!   same connection.
+//! - **discovery**: re-reads the set of sales, creates the group of each new
+//!   one and starts its reader; stops the readers of sales that are gone.
+//! - **readers**: one per sale. Each reads its own stream without blocking
+//!   (`XREADGROUP ... >`): again at once while it finds entries, and after a
+//!   pause that doubles up to `poll_max` while it finds none. At most
+//!   [`MAX_CONCURRENT_READS`] reads are in flight at once, so 500 idle sales
+//!   cost about `500 / poll_max` cheap reads per second and a single busy
+//!   sale reads back to back.
 //! - **claimer**: `XAUTOCLAIM`s entries left pending longer than
 //!   `claim_idle` by consumers that died.
 //! - **deliveries**: one task per entry: attempt; on a 2xx hand the entry to
-//!   the acknowledger; otherwise record the failure (`lua/fail.lua`), back
+//!   the acknowledger; otherwise record the failure (`orders_fail.lua`), back
 //!   off and try again, until the entry is delivered, dead-lettered, or
 //!   taken over by another consumer.
-//! - **acknowledger**: XACKs delivered entries in batches (whatever finished
-//!   during the previous round trip), one command per sale instead of one
-//!   per entry.
+//! - **acknowledger**: acknowledges delivered entries in batches (whatever
+//!   finished during the previous round trip), one script call per sale
+//!   (in parallel) instead of one per entry.
 //! - **stats**: refreshes the per-sale gauges, runs metric upkeep, and trims
 //!   streams when asked to.
 //!
@@ -41,9 +47,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamReadReply};
-use redis::{AsyncCommands, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -51,18 +54,23 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ConsumerConfig;
 use super::metrics::{self, OrdersMetrics};
-use super::scripts::{FailMode, FailOutcome, Scripts};
 use super::sink::Sink;
-use super::stream::{Keys, Order, GROUP};
 use super::OrdersError;
 use crate::id::SaleId;
+use crate::store::redis::RedisStore;
+use crate::store::{FailMode, FailOutcome, Failure, Order, StoreError, StreamEntry};
 
-/// How long one XREADGROUP waits for new entries. Short enough that new
-/// sales and shutdown are noticed promptly, long enough to cost nothing
-/// when idle.
-const READ_BLOCK: Duration = Duration::from_millis(1000);
-/// Redis commands other than the blocking read must answer within this.
+/// Every Redis call must answer within this.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reads in flight at once over all sales: enough to keep many busy sales
+/// fed, few enough that 500 idle sales polling at once queue briefly
+/// instead of flooding Redis.
+pub const MAX_CONCURRENT_READS: usize = 16;
+/// First pause of a reader that found nothing; it doubles up to `poll_max`.
+const POLL_MIN: Duration = Duration::from_millis(2);
+/// Entries asked for by a read of a sale that was idle: its first read
+/// after a quiet spell; the next one asks for a full batch.
+const IDLE_READ: usize = 8;
 /// Backoff of the reader, claimer and acknowledgements while Redis fails.
 const REDIS_RETRY_BASE: Duration = Duration::from_millis(50);
 const REDIS_RETRY_MAX: Duration = Duration::from_secs(2);
@@ -76,10 +84,7 @@ const ACK_TRIES_AFTER_STOP: u32 = 3;
 /// An entry fetched for delivery, with the permit it holds.
 struct Job {
     sale: SaleId,
-    id: String,
-    fields: HashMap<String, Value>,
-    /// Taken over from another consumer, so it may have recorded attempts.
-    claimed: bool,
+    entry: StreamEntry,
     _permit: OwnedSemaphorePermit,
     _in_flight: InFlight,
 }
@@ -90,7 +95,6 @@ struct Job {
 struct Ack {
     sale: SaleId,
     id: String,
-    clear_attempts: bool,
     _permit: OwnedSemaphorePermit,
     _in_flight: InFlight,
 }
@@ -131,13 +135,12 @@ impl Drop for InFlight {
 /// What every task of one consumer shares.
 struct Shared {
     cfg: ConsumerConfig,
-    keys: Keys,
     sink: Arc<dyn Sink>,
     metrics: Arc<OrdersMetrics>,
-    /// Multiplexed connection for everything but the blocking read.
-    conn: ConnectionManager,
-    scripts: Scripts,
+    store: RedisStore,
     permits: Arc<Semaphore>,
+    /// Bounds the reads in flight over all sales.
+    reads: Arc<Semaphore>,
     /// Delivered entries to the acknowledger. Unbounded, but each message
     /// holds a permit, so there are never more than `concurrency`.
     acks: mpsc::UnboundedSender<Ack>,
@@ -149,7 +152,6 @@ struct Shared {
 /// A consumer of the order streams, connected and ready to [`run`](Self::run).
 pub struct Consumer {
     shared: Arc<Shared>,
-    reader: ConnectionManager,
     acks: mpsc::UnboundedReceiver<Ack>,
     listener: Option<TcpListener>,
 }
@@ -163,22 +165,8 @@ impl Consumer {
         sink: Arc<dyn Sink>,
     ) -> Result<Consumer, OrdersError> {
         cfg.validate().map_err(OrdersError::Config)?;
-        let client = redis::Client::open(cfg.redis_url.as_str()).map_err(OrdersError::Redis)?;
-        let base = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_max_delay(REDIS_RETRY_MAX);
-        let conn = ConnectionManager::new_with_config(
-            client.clone(),
-            base.clone().set_response_timeout(Some(COMMAND_TIMEOUT)),
-        )
-        .await
-        .map_err(OrdersError::Redis)?;
-        let reader = ConnectionManager::new_with_config(
-            client,
-            base.set_response_timeout(Some(READ_BLOCK + COMMAND_TIMEOUT)),
-        )
-        .await
-        .map_err(OrdersError::Redis)?;
+        let store = RedisStore::open(&cfg.redis_url, &cfg.prefix, COMMAND_TIMEOUT, None)?;
+        store.load_scripts().await?;
         let listener = match cfg.metrics_listen {
             Some(addr) => Some(
                 metrics::bind(addr)
@@ -189,21 +177,19 @@ impl Consumer {
         };
         let (acks_tx, acks) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            keys: Keys::new(&cfg.prefix),
             permits: Arc::new(Semaphore::new(cfg.concurrency)),
+            reads: Arc::new(Semaphore::new(MAX_CONCURRENT_READS)),
             acks: acks_tx,
             cfg,
             sink,
             metrics: OrdersMetrics::new(),
-            conn,
-            scripts: Scripts::default(),
+            store,
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             sales: watch::Sender::new(Arc::new(Vec::new())),
         });
-        shared.discover().await.map_err(OrdersError::Redis)?;
+        shared.discover().await?;
         Ok(Consumer {
             shared,
-            reader,
             acks,
             listener,
         })
@@ -234,22 +220,16 @@ impl Consumer {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), OrdersError> {
         let Consumer {
             shared,
-            reader,
             acks,
             listener,
         } = self;
-        tracing::info!(consumer = %shared.cfg.consumer, "order consumer running");
+        tracing::info!(consumer = %shared.cfg.consumer, redis = %shared.store.url(), "order consumer running");
         let (jobs_tx, mut jobs) = mpsc::channel::<Job>(shared.cfg.concurrency);
         // Background tasks outlive the deliveries (metrics stay scrapable
         // while draining), so they stop on their own token.
         let background = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        tasks.spawn(read_loop(
-            shared.clone(),
-            reader,
-            jobs_tx.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(read_loop(shared.clone(), jobs_tx.clone(), shutdown.clone()));
         tasks.spawn(claim_loop(shared.clone(), jobs_tx, shutdown.clone()));
         tasks.spawn(stats_loop(shared.clone(), background.clone()));
         if let Some(l) = listener {
@@ -347,31 +327,16 @@ impl Shared {
     /// Re-reads the set of sales, creates the group of every new one, and
     /// publishes the list. A sale's group is created before the sale is
     /// read from, so XREADGROUP never meets a missing group.
-    async fn discover(&self) -> redis::RedisResult<()> {
+    async fn discover(&self) -> Result<(), StoreError> {
         let wanted: Vec<SaleId> = match &self.cfg.sales {
             Some(list) => list.clone(),
-            None => {
-                let mut conn = self.conn.clone();
-                let members: Vec<String> = conn.smembers(self.keys.sales()).await?;
-                let mut sales: Vec<SaleId> = members
-                    .iter()
-                    .filter_map(|m| match SaleId::parse(m) {
-                        Ok(s) => Some(s),
-                        Err(e) => {
-                            tracing::warn!(member = %m, error = %e, "ignoring malformed sale id in the sales set");
-                            None
-                        }
-                    })
-                    .collect();
-                sales.sort();
-                sales
-            }
+            None => crate::store::Store::sales(&self.store).await?,
         };
         let known = self.sales();
         let mut added = false;
         for sale in &wanted {
             if !known.contains(sale) {
-                self.ensure_group(sale).await?;
+                self.store.ensure_group(sale).await?;
                 tracing::info!(sale = %sale, "consuming orders of sale");
                 added = true;
             }
@@ -382,25 +347,6 @@ impl Shared {
         Ok(())
     }
 
-    /// `XGROUP CREATE key orders 0 MKSTREAM`; an existing group is fine.
-    /// Starting at 0 means entries written before the first consumer ran
-    /// are delivered too.
-    async fn ensure_group(&self, sale: &SaleId) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
-        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(self.keys.orders(sale))
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match r {
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            other => other,
-        }
-    }
-
     /// Takes up to `want` permits, waiting for the first one. `None` on
     /// shutdown.
     async fn permits(
@@ -408,11 +354,33 @@ impl Shared {
         want: usize,
         shutdown: &CancellationToken,
     ) -> Option<Vec<OwnedSemaphorePermit>> {
-        let first = tokio::select! {
-            p = self.permits.clone().acquire_owned() => p.ok()?,
+        self.permits_at_least(1, want, shutdown).await
+    }
+
+    /// Waits until `least` permits are free at once (the semaphore is
+    /// first-come first-served, so waiters do not starve each other), then
+    /// takes up to `want` without waiting. Readers of many busy sales thus
+    /// each read a useful number of entries instead of one or two per
+    /// round trip. `None` on shutdown.
+    async fn permits_at_least(
+        &self,
+        least: usize,
+        want: usize,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<OwnedSemaphorePermit>> {
+        let least = least.clamp(1, want.max(1)) as u32;
+        let mut first = tokio::select! {
+            p = self.permits.clone().acquire_many_owned(least) => p.ok()?,
             _ = shutdown.cancelled() => return None,
         };
-        let mut got = vec![first];
+        let mut got = Vec::with_capacity(want);
+        while first.num_permits() > 1 {
+            match first.split(1) {
+                Some(p) => got.push(p),
+                None => break,
+            }
+        }
+        got.push(first);
         while got.len() < want {
             match self.permits.clone().try_acquire_owned() {
                 Ok(p) => got.push(p),
@@ -428,8 +396,7 @@ impl Shared {
     async fn dispatch(
         &self,
         sale: SaleId,
-        entries: Vec<StreamId>,
-        claimed: bool,
+        entries: Vec<StreamEntry>,
         permits: &mut Vec<OwnedSemaphorePermit>,
         jobs: &mpsc::Sender<Job>,
         shutdown: &CancellationToken,
@@ -454,9 +421,7 @@ impl Shared {
             };
             let job = Job {
                 sale,
-                id: e.id,
-                fields: e.map,
-                claimed,
+                entry: e,
                 _permit: permit,
                 _in_flight: in_flight,
             };
@@ -467,45 +432,41 @@ impl Shared {
         true
     }
 
-    /// XACKs a batch of delivered entries, retried while Redis fails: the
-    /// deliveries happened, so giving up would only cause repeats. After
-    /// `stop` it tries a few more times and then leaves them pending (the
-    /// repeat is then the lesser evil).
-    async fn ack_batch(&self, batch: &[Ack], stop: &CancellationToken) {
-        // One XACK per sale. Where attempts were counted, XACK and the
-        // counter cleanup go together in MULTI/EXEC (one sale = one slot).
-        let mut by_sale: HashMap<SaleId, (Vec<&str>, Vec<&str>)> = HashMap::new();
+    /// Acknowledges a batch of delivered entries, retried while Redis
+    /// fails: the deliveries happened, so giving up would only cause
+    /// repeats. After `stop` it tries a few more times and then leaves them
+    /// pending (the repeat is then the lesser evil).
+    async fn ack_batch(self: &Arc<Self>, batch: &[Ack], stop: &CancellationToken) {
+        // One call per sale (one slot each), the sales in parallel.
+        let mut by_sale: HashMap<SaleId, Vec<String>> = HashMap::new();
         for a in batch {
-            let (ids, clear) = by_sale.entry(a.sale).or_default();
-            ids.push(&a.id);
-            if a.clear_attempts {
-                clear.push(&a.id);
-            }
+            by_sale.entry(a.sale).or_default().push(a.id.clone());
         }
-        let mut pipe = redis::pipe();
-        for (sale, (ids, clear)) in &by_sale {
-            if clear.is_empty() {
-                pipe.xack(self.keys.orders(sale), GROUP, ids).ignore();
-            } else {
-                pipe.cmd("MULTI").ignore();
-                pipe.xack(self.keys.orders(sale), GROUP, ids).ignore();
-                pipe.hdel(self.keys.attempts(sale), clear).ignore();
-                pipe.cmd("EXEC").ignore();
-            }
+        let mut calls = JoinSet::new();
+        for (sale, ids) in by_sale {
+            let shared = self.clone();
+            let stop = stop.clone();
+            calls.spawn(async move { shared.ack_sale(sale, ids, &stop).await });
         }
+        while let Some(done) = calls.join_next().await {
+            log_join(done);
+        }
+    }
+
+    async fn ack_sale(&self, sale: SaleId, ids: Vec<String>, stop: &CancellationToken) {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let mut failures = 0u32;
         loop {
-            let mut conn = self.conn.clone();
-            let e = match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => return,
+            let e = match self.store.ack(&sale, &ids).await {
+                Ok(_) => return,
                 Err(e) => e,
             };
             failures += 1;
             if stop.is_cancelled() && failures >= ACK_TRIES_AFTER_STOP {
-                tracing::warn!(count = batch.len(), error = %e, "could not acknowledge delivered entries; they will be delivered again");
+                tracing::warn!(sale = %sale, count = ids.len(), error = %e, "could not acknowledge delivered entries; they will be delivered again");
                 return;
             }
-            tracing::warn!(count = batch.len(), error = %e, "acknowledgement failed; retrying");
+            tracing::warn!(sale = %sale, count = ids.len(), error = %e, "acknowledgement failed; retrying");
             tokio::time::sleep(redis_backoff(failures)).await;
         }
     }
@@ -516,31 +477,21 @@ impl Shared {
         id: &str,
         mode: FailMode,
         error: &str,
-    ) -> redis::RedisResult<FailOutcome> {
-        let mut conn = self.conn.clone();
-        self.scripts
-            .fail(
-                &mut conn,
-                &self.keys,
-                sale,
-                self.consumer(),
-                id,
-                self.cfg.max_deliveries,
-                error,
-                mode,
-            )
-            .await
+    ) -> Result<FailOutcome, StoreError> {
+        let failure = Failure {
+            consumer: self.consumer(),
+            id,
+            max_attempts: self.cfg.max_deliveries,
+            error,
+            mode,
+        };
+        self.store.fail(sale, &failure).await
     }
 
     /// Removes this consumer's name from every group where it holds nothing.
     async fn retire(&self) {
-        let mut conn = self.conn.clone();
         for sale in self.sales().iter() {
-            if let Err(e) = self
-                .scripts
-                .retire(&mut conn, &self.keys, sale, self.consumer())
-                .await
-            {
+            if let Err(e) = self.store.retire(sale, self.consumer()).await {
                 tracing::debug!(sale = %sale, error = %e, "could not retire consumer name");
             }
         }
@@ -563,97 +514,114 @@ fn redis_backoff(failures: u32) -> Duration {
     .delay(failures, rand::random::<f64>())
 }
 
-/// Discovers sales and reads new entries until shutdown.
-async fn read_loop(
-    shared: Arc<Shared>,
-    mut reader: ConnectionManager,
-    jobs: mpsc::Sender<Job>,
-    shutdown: CancellationToken,
-) {
-    let mut failures = 0u32;
-    let mut next_discovery = Instant::now() + shared.cfg.discover_interval;
+/// Discovers sales and keeps one reader running per sale, until shutdown.
+async fn read_loop(shared: Arc<Shared>, jobs: mpsc::Sender<Job>, shutdown: CancellationToken) {
+    let mut readers: HashMap<SaleId, CancellationToken> = HashMap::new();
+    let mut tasks = JoinSet::new();
     loop {
-        if shutdown.is_cancelled() {
-            return;
-        }
-        if Instant::now() >= next_discovery {
-            if let Err(e) = shared.discover().await {
-                tracing::warn!(error = %e, "could not refresh the set of sales");
-            }
-            next_discovery = Instant::now() + shared.cfg.discover_interval;
-        }
         let sales = shared.sales();
-        if sales.is_empty() {
-            if !sleep_or_cancel(shared.cfg.discover_interval.min(READ_BLOCK), &shutdown).await {
-                return;
+        readers.retain(|sale, stop| {
+            let keep = sales.contains(sale);
+            if !keep {
+                stop.cancel();
             }
-            // Nothing to read; look for sales right away.
-            next_discovery = Instant::now();
-            continue;
+            keep
+        });
+        for sale in sales.iter() {
+            if !readers.contains_key(sale) {
+                let stop = shutdown.child_token();
+                readers.insert(*sale, stop.clone());
+                tasks.spawn(sale_reader(shared.clone(), *sale, jobs.clone(), stop));
+            }
         }
-        // Hold a single permit while blocked in XREADGROUP (so there is room
-        // for what it returns) and take the rest after the read: permits held
-        // through an idle BLOCK would starve the claimer.
-        let Some(mut permits) = shared.permits(1, &shutdown).await else {
+        while let Some(done) = tasks.try_join_next() {
+            log_join(done);
+        }
+        if !sleep_or_cancel(shared.cfg.discover_interval, &shutdown).await {
+            break;
+        }
+        if let Err(e) = shared.discover().await {
+            tracing::warn!(error = %e, "could not refresh the set of sales");
+        }
+    }
+    // The readers stop on the same token; wait for them so none is left
+    // holding permits.
+    while let Some(done) = tasks.join_next().await {
+        log_join(done);
+    }
+}
+
+/// Reads one sale's new entries until `stop`: at once again while entries
+/// come, with a doubling pause up to `poll_max` while none do.
+async fn sale_reader(
+    shared: Arc<Shared>,
+    sale: SaleId,
+    jobs: mpsc::Sender<Job>,
+    stop: CancellationToken,
+) {
+    let mut idle = POLL_MIN;
+    let mut failures = 0u32;
+    loop {
+        let read = tokio::select! {
+            r = shared.reads.clone().acquire_owned() => match r {
+                Ok(r) => r,
+                Err(_) => return,
+            },
+            _ = stop.cancelled() => return,
+        };
+        // Wait for room for at least one delivery, then take as many more
+        // as are free: up to a batch while the sale is busy, a few while it
+        // is idle, so idle sales polling do not hold the permits a busy
+        // sale needs.
+        let want = if idle > POLL_MIN {
+            IDLE_READ.min(shared.cfg.batch)
+        } else {
+            shared.cfg.batch
+        };
+        let least = (shared.cfg.concurrency / 4).min(want);
+        let Some(mut permits) = shared.permits_at_least(least, want, &stop).await else {
             return;
         };
-        let want = (1 + shared.permits.available_permits()).min(shared.cfg.batch);
-        // COUNT applies per stream; spread the wanted entries over the sales.
-        let per_stream = want.div_ceil(sales.len()).max(1);
-        let keys: Vec<String> = sales.iter().map(|s| shared.keys.orders(s)).collect();
-        let block = READ_BLOCK
-            .min(shared.cfg.discover_interval)
-            .max(Duration::from_millis(1));
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(GROUP)
-            .arg(shared.consumer())
-            .arg("COUNT")
-            .arg(per_stream)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&keys);
-        for _ in &keys {
-            cmd.arg(">");
-        }
-        let reply: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
-            r = cmd.query_async(&mut reader) => r,
+        let reply = tokio::select! {
+            r = shared.store.read_new(&sale, shared.consumer(), permits.len()) => r,
             // Entries this read returns stay pending under our name and are
             // claimed after `claim_idle`.
-            _ = shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
         };
+        drop(read);
         match reply {
-            Ok(reply) => {
+            Ok(entries) if entries.is_empty() => {
                 failures = 0;
-                for stream in reply.map(|r| r.keys).unwrap_or_default() {
-                    let Some(i) = keys.iter().position(|k| *k == stream.key) else {
-                        continue;
-                    };
-                    if !shared
-                        .dispatch(sales[i], stream.ids, false, &mut permits, &jobs, &shutdown)
-                        .await
-                    {
-                        return;
-                    }
+                drop(permits);
+                if !sleep_or_cancel(idle, &stop).await {
+                    return;
+                }
+                idle = (idle * 2).min(shared.cfg.poll_max.max(POLL_MIN));
+            }
+            Ok(entries) => {
+                failures = 0;
+                idle = POLL_MIN;
+                if !shared
+                    .dispatch(sale, entries, &mut permits, &jobs, &stop)
+                    .await
+                {
+                    return;
                 }
             }
             Err(e) => {
                 failures += 1;
-                if e.code() == Some("NOGROUP") {
-                    // A stream (and its group) was deleted under us: make the
-                    // groups again before the next read.
-                    tracing::warn!(error = %e, "consumer group missing; recreating");
-                    for s in sales.iter() {
-                        if let Err(e) = shared.ensure_group(s).await {
-                            tracing::warn!(sale = %s, error = %e, "could not recreate consumer group");
-                        }
+                drop(permits);
+                if matches!(&e, StoreError::Io(re) if re.code() == Some("NOGROUP")) {
+                    // The stream (and its group) was deleted under us: make
+                    // the group again before the next read.
+                    tracing::warn!(sale = %sale, error = %e, "consumer group missing; recreating");
+                    if let Err(e) = shared.store.ensure_group(&sale).await {
+                        tracing::warn!(sale = %sale, error = %e, "could not recreate consumer group");
                     }
                 } else {
-                    tracing::warn!(error = %e, "reading the order streams failed; retrying");
+                    tracing::warn!(sale = %sale, error = %e, "reading the order stream failed; retrying");
                 }
-                drop(permits);
-                if !sleep_or_cancel(redis_backoff(failures), &shutdown).await {
+                if !sleep_or_cancel(redis_backoff(failures), &stop).await {
                     return;
                 }
             }
@@ -673,7 +641,6 @@ async fn claim_loop(shared: Arc<Shared>, jobs: mpsc::Sender<Job>, shutdown: Canc
         }
         let sales = shared.sales();
         'sales: for sale in sales.iter() {
-            let key = shared.keys.orders(sale);
             let mut cursor = "0-0".to_owned();
             loop {
                 // Claim only as many as can start now; the rest stay with
@@ -681,39 +648,30 @@ async fn claim_loop(shared: Arc<Shared>, jobs: mpsc::Sender<Job>, shutdown: Canc
                 let Some(mut permits) = shared.permits(shared.cfg.batch, &shutdown).await else {
                     return;
                 };
-                let mut conn = shared.conn.clone();
-                let mut cmd = redis::cmd("XAUTOCLAIM");
-                cmd.arg(&key)
-                    .arg(GROUP)
-                    .arg(shared.consumer())
-                    .arg(idle_ms)
-                    .arg(&cursor)
-                    .arg("COUNT")
-                    .arg(permits.len());
-                let r: redis::RedisResult<StreamAutoClaimReply> = tokio::select! {
-                    r = cmd.query_async(&mut conn) => r,
+                let r = tokio::select! {
+                    r = shared.store.claim_idle(sale, shared.consumer(), idle_ms, &cursor, permits.len()) => r,
                     _ = shutdown.cancelled() => return,
                 };
-                let reply = match r {
+                let (next, claimed) = match r {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(sale = %sale, error = %e, "claiming idle entries failed");
                         continue 'sales;
                     }
                 };
-                if !reply.claimed.is_empty() {
-                    tracing::info!(sale = %sale, count = reply.claimed.len(), "took over idle entries");
+                if !claimed.is_empty() {
+                    tracing::info!(sale = %sale, count = claimed.len(), "took over idle entries");
                 }
                 if !shared
-                    .dispatch(*sale, reply.claimed, true, &mut permits, &jobs, &shutdown)
+                    .dispatch(*sale, claimed, &mut permits, &jobs, &shutdown)
                     .await
                 {
                     return;
                 }
-                if reply.next_stream_id == "0-0" || reply.next_stream_id.is_empty() {
+                if next == "0-0" || next.is_empty() {
                     break;
                 }
-                cursor = reply.next_stream_id;
+                cursor = next;
             }
         }
     }
@@ -759,14 +717,12 @@ async fn ack_loop(
 async fn deliver(shared: Arc<Shared>, job: Job, shutdown: CancellationToken) {
     let Job {
         sale,
-        id,
-        fields,
-        claimed,
+        entry,
         _permit: permit,
         _in_flight: in_flight,
     } = job;
-    let id = id.as_str();
-    let order = match Order::from_fields(&sale, &fields) {
+    let id = entry.id.as_str();
+    let order = match Order::from_entry(&sale, &entry) {
         Ok(o) => o,
         Err(why) => {
             // Retrying cannot fix a malformed entry.
@@ -784,8 +740,6 @@ async fn deliver(shared: Arc<Shared>, job: Job, shutdown: CancellationToken) {
             return;
         }
     };
-    // Whether the attempts hash may hold a counter for this entry.
-    let mut counted = claimed;
     let mut failures = 0u32;
     loop {
         let started = Instant::now();
@@ -800,7 +754,6 @@ async fn deliver(shared: Arc<Shared>, job: Job, shutdown: CancellationToken) {
                 let ack = Ack {
                     sale,
                     id: id.to_owned(),
-                    clear_attempts: counted,
                     _permit: permit,
                     _in_flight: in_flight,
                 };
@@ -814,7 +767,6 @@ async fn deliver(shared: Arc<Shared>, job: Job, shutdown: CancellationToken) {
             Err(e) => e,
         };
         failures += 1;
-        counted = true;
         let mode = if err.counts_as_attempt() {
             FailMode::Count
         } else {
@@ -868,28 +820,18 @@ async fn stats_loop(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-async fn refresh_sale(shared: &Shared, sale: &SaleId) -> redis::RedisResult<()> {
-    let mut conn = shared.conn.clone();
-    let (groups, dead): (StreamInfoGroupsReply, u64) = redis::pipe()
-        .cmd("XINFO")
-        .arg("GROUPS")
-        .arg(shared.keys.orders(sale))
-        .cmd("XLEN")
-        .arg(shared.keys.dead(sale))
-        .query_async(&mut conn)
-        .await?;
+async fn refresh_sale(shared: &Shared, sale: &SaleId) -> Result<(), StoreError> {
+    let stats = shared.store.queue_stats(sale).await?;
     let gauges = shared.metrics.sale(sale);
-    gauges.dead_letters.set(dead as f64);
-    if let Some(g) = groups.groups.iter().find(|g| g.name == GROUP) {
-        gauges.pending.set(g.pending as f64);
-        // Redis cannot compute the lag after deletions in the middle of the
-        // stream; the gauge then keeps its last known value.
-        if let Some(lag) = g.lag {
-            gauges.lag.set(lag as f64);
-        }
+    gauges.dead_letters.set(stats.dead_letters as f64);
+    gauges.pending.set(stats.pending as f64);
+    // Redis cannot compute the lag after deletions in the middle of the
+    // stream; the gauge then keeps its last known value.
+    if let Some(lag) = stats.lag {
+        gauges.lag.set(lag as f64);
     }
     if shared.cfg.trim {
-        let removed = shared.scripts.trim(&mut conn, &shared.keys, sale).await?;
+        let removed = shared.store.trim(sale).await?;
         if removed > 0 {
             tracing::debug!(sale = %sale, removed, "trimmed consumed order entries");
         }

@@ -9,11 +9,14 @@
 //! their acknowledgement, to `P:{S}:orders:dead`, from where they can be
 //! replayed.
 //!
-//! - [`stream`]   key names and the entry format.
+//! Every Redis call goes through the store seam ([`crate::store`]): the
+//! consumer, like every other bigtap process, runs unchanged on a single
+//! Redis and on a Redis Cluster, plain or TLS.
+//!
+//! - [`stream`]   the [`Order`] an entry holds, and key names (from the store).
 //! - [`sink`]     the [`Sink`] trait and [`HttpSink`].
 //! - [`config`]   [`ConsumerConfig`] and the retry [`Backoff`].
 //! - [`consumer`] [`Consumer`]: reading, claiming, delivering, acknowledging.
-//! - [`scripts`]  the Lua scripts (`lua/`) for dead-lettering, replay, trim.
 //! - [`dead`]     listing and replaying dead letters.
 //! - [`metrics`]  the consumer's own Prometheus recorder and `/metrics`.
 //! - [`cli`]      the `bigtap orders` flags.
@@ -23,7 +26,6 @@ pub mod config;
 pub mod consumer;
 pub mod dead;
 pub mod metrics;
-pub mod scripts;
 pub mod sink;
 pub mod stream;
 
@@ -45,8 +47,8 @@ pub use stream::{Keys, Order, GROUP};
 pub enum OrdersError {
     #[error("invalid settings: {0}")]
     Config(String),
-    #[error("redis command failed")]
-    Redis(#[source] redis::RedisError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("invalid sink")]
     SinkUrl(#[from] SinkUrlError),
     #[error("could not listen for metrics on {0}")]

@@ -8,7 +8,13 @@
 //! delivery can be repeated (a consumer may die between the backend's 2xx
 //! and its own acknowledgement), the backend must treat a repeated key as
 //! the same order.
+//!
+//! `https://` sinks are verified with rustls against the Mozilla roots
+//! (webpki-roots), the system's roots, and optionally a CA file of the
+//! operator's (`--sink-ca-file`), for backends behind a private CA.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,9 +22,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use super::stream::Order;
 
@@ -68,35 +77,58 @@ pub trait Sink: Send + Sync + 'static {
 /// The sink URL was not usable.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkUrlError {
-    #[error("sink URL {0:?} is not a URL: {1}")]
+    #[error("sink URL {0} is not a URL: {1}")]
     Invalid(String, String),
-    #[error("sink URL {0:?} must start with http:// (put a TLS-terminating proxy in front of an https backend)")]
+    #[error("sink URL {0} must start with http:// or https://")]
     Scheme(String),
+    #[error("sink CA file {0}: {1}")]
+    CaFile(String, String),
 }
 
-/// `POST <url>` over pooled HTTP/1.1 keep-alive connections.
+/// `POST <url>` over pooled HTTP/1.1 keep-alive connections, plain or TLS.
 pub struct HttpSink {
     uri: Uri,
     timeout: Duration,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl HttpSink {
-    /// A sink posting to `url` (`http://host:port/path`), giving each
-    /// request `timeout` from connect to the last byte of the answer.
+    /// A sink posting to `url` (`http://` or `https://host:port/path`),
+    /// giving each request `timeout` from connect to the last byte of the
+    /// answer.
     pub fn new(url: &str, timeout: Duration) -> Result<HttpSink, SinkUrlError> {
+        HttpSink::with_ca_file(url, timeout, None)
+    }
+
+    /// As [`HttpSink::new`], also trusting the CA certificates (PEM) in
+    /// `ca_file` for an `https://` sink.
+    pub fn with_ca_file(
+        url: &str,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<HttpSink, SinkUrlError> {
+        // Errors show the URL without its password.
+        let shown = crate::store::redact(url);
         let uri: Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
-            SinkUrlError::Invalid(url.into(), e.to_string())
+            SinkUrlError::Invalid(shown.clone(), e.to_string())
         })?;
-        if uri.scheme_str() != Some("http") {
-            return Err(SinkUrlError::Scheme(url.into()));
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(SinkUrlError::Scheme(shown));
         }
         if uri.authority().is_none() {
-            return Err(SinkUrlError::Invalid(url.into(), "no host".into()));
+            return Err(SinkUrlError::Invalid(shown, "no host".into()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
+        let tls = tls_config(ca_file)?;
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        // The TLS layer needs the plain connector to pass https through.
+        http.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
             .build(connector);
@@ -157,6 +189,39 @@ impl Sink for HttpSink {
     }
 }
 
+/// Roots for https sinks: Mozilla's (webpki-roots), the system's, and the
+/// operator's CA file. An unreadable system store only loses its roots; an
+/// unreadable CA file the operator named is an error.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, SinkUrlError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let system = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(system.certs);
+    tracing::debug!(added, "system root certificates loaded");
+    if let Some(path) = ca_file {
+        let shown = path.display().to_string();
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| SinkUrlError::CaFile(shown.clone(), e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SinkUrlError::CaFile(shown.clone(), e.to_string()))?;
+        if certs.is_empty() {
+            return Err(SinkUrlError::CaFile(shown, "no certificate in it".into()));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| SinkUrlError::CaFile(shown.clone(), e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SinkUrlError::CaFile("(tls settings)".into(), e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
 /// An error and its causes on one line, for logs and dead letters.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -174,14 +239,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_plain_http_urls_are_accepted() {
+    fn http_and_https_urls_are_accepted_and_others_refused_without_showing_a_password() {
         let t = Duration::from_secs(1);
         assert!(HttpSink::new("http://127.0.0.1:9/orders", t).is_ok());
-        assert!(matches!(
-            HttpSink::new("https://example.com/orders", t),
-            Err(SinkUrlError::Scheme(_))
-        ));
+        assert!(HttpSink::new("https://example.com/orders", t).is_ok());
+        let Err(e) = HttpSink::new("ftp://u:hunter2@example.com/orders", t) else {
+            panic!("ftp:// accepted");
+        };
+        assert!(matches!(e, SinkUrlError::Scheme(_)));
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         assert!(HttpSink::new("not a url", t).is_err());
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_refused() {
+        let t = Duration::from_secs(1);
+        let url = "https://example.com/orders";
+        let missing = Path::new("/nonexistent/ca.pem");
+        assert!(matches!(
+            HttpSink::with_ca_file(url, t, Some(missing)),
+            Err(SinkUrlError::CaFile(..))
+        ));
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        assert!(matches!(
+            HttpSink::with_ca_file(url, t, Some(empty.path())),
+            Err(SinkUrlError::CaFile(..))
+        ));
     }
 
     #[test]

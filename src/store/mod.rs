@@ -1,16 +1,39 @@
-//! The Redis seam.
+//! The store seam: the one way every bigtap process talks to Redis.
 //!
-//! [`Store`] is every state change and read the service makes, in domain
-//! types. [`redis::RedisStore`] implements it with one Lua script per state
-//! change (`lua/`, embedded at build time), so each change is atomic and
-//! all keys of a sale share the `{sale}` hash tag. Business outcomes (won,
-//! replay, fenced, sold out) come back as values; only failures to reach or
-//! understand Redis are [`StoreError`]s.
+//! [`Store`] is every state change and read the front tier makes, in domain
+//! types; it is kept to what `serve` needs so a test double stays small.
+//! [`redis::RedisStore`] implements it, and also serves the order consumer,
+//! the dead-letter commands ([`queue`]) and the audit ([`dump`]) through
+//! inherent methods. Business outcomes (won, replay, fenced, sold out) come
+//! back as values; only failures to reach or understand Redis are
+//! [`StoreError`]s.
+//!
+//! - [`url`]      store URLs (single server or cluster, TLS), redacted printing.
+//! - [`conn`]     the one connection type, and when a call may be sent again.
+//! - [`keys`]     every key name.
+//! - [`scripts`]  one Lua script per state change, each beside its typed wrapper.
+//! - [`record`]   the ticket record and the order-stream entry, parsed once.
+//! - [`queue`]    the order stream as a queue: read, claim, ack, fail, dead letters.
+//! - [`dump`]     every record of a sale at one instant (audit).
+//! - [`embedded`] a supervised `redis-server` child.
 //!
 //! Nothing outside this module knows a Redis key or command.
 
+pub mod conn;
+pub mod dump;
 pub mod embedded;
+pub mod keys;
+pub mod queue;
+pub mod record;
 pub mod redis;
+pub mod scripts;
+pub mod url;
+
+pub use dump::SaleRecords;
+pub use keys::{Keys, GROUP};
+pub use queue::{FailMode, FailOutcome, Failure, QueueStats};
+pub use record::{Order, StreamEntry};
+pub use url::{redact, StoreUrl, UrlError};
 
 use async_trait::async_trait;
 
@@ -33,6 +56,8 @@ pub enum StoreError {
     },
     #[error("unsafe redis settings: {0}")]
     Unsafe(String),
+    #[error(transparent)]
+    Url(#[from] UrlError),
 }
 
 impl StoreError {
@@ -43,7 +68,7 @@ impl StoreError {
         match self {
             StoreError::Timeout(_) | StoreError::Protocol { .. } => true,
             StoreError::Io(e) => !e.is_connection_refusal(),
-            StoreError::Unsafe(_) => false,
+            StoreError::Unsafe(_) | StoreError::Url(_) => false,
         }
     }
 }

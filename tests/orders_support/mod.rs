@@ -72,6 +72,12 @@ impl Store {
         self.redis.url()
     }
 
+    /// The store seam on this server, as the commands open it.
+    pub fn seam(&self) -> bigtap::store::redis::RedisStore {
+        bigtap::store::redis::RedisStore::open(&self.url(), "bigtap", Duration::from_secs(5), None)
+            .expect("store url")
+    }
+
     /// A fresh connection, after the server restarted.
     pub async fn reconnect(&mut self) {
         self.conn = redis::Client::open(self.redis.url())

@@ -197,3 +197,4 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+pub mod cluster;

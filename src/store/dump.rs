@@ -1,0 +1,88 @@
+//! All records of one sale read at one instant, for `bigtap sale audit`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ::redis::Value;
+
+use super::record::StreamEntry;
+use super::redis::{pairs, stream_entries, text, RedisStore};
+use super::StoreError;
+use crate::id::SaleId;
+
+/// The raw records of one sale: counters, ticket records, winners, leases,
+/// the pending-ticket index and the order stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SaleRecords {
+    pub acct: BTreeMap<String, String>,
+    /// ticket → record, unparsed (the audit reports unreadable ones).
+    pub tickets: Vec<(String, String)>,
+    pub winners: BTreeMap<String, String>,
+    pub leases: Vec<(String, String)>,
+    pub expiry: BTreeSet<String>,
+    pub stream: Vec<StreamEntry>,
+}
+
+fn bad(what: &str, v: &Value) -> StoreError {
+    StoreError::Protocol {
+        script: "audit read",
+        detail: format!("unexpected {what} reply {v:?}"),
+    }
+}
+
+impl RedisStore {
+    /// Reads every record of `sale` in one MULTI/EXEC block, so the picture
+    /// is a single instant (all keys share the sale's slot, so this works
+    /// on a cluster too). `None` for an unknown sale. Read-only; it blocks
+    /// Redis for as long as the sale is large.
+    pub async fn sale_records(&self, sale: &SaleId) -> Result<Option<SaleRecords>, StoreError> {
+        let k = self.keys();
+        let mut pipe = ::redis::pipe();
+        pipe.atomic()
+            .cmd("EXISTS")
+            .arg(k.cfg(sale))
+            .cmd("HGETALL")
+            .arg(k.acct(sale))
+            .cmd("HGETALL")
+            .arg(k.tickets(sale))
+            .cmd("HGETALL")
+            .arg(k.winners(sale))
+            .cmd("HGETALL")
+            .arg(k.leases(sale))
+            .cmd("ZRANGE")
+            .arg(k.expiry(sale))
+            .arg(0)
+            .arg(-1)
+            .cmd("XRANGE")
+            .arg(k.orders(sale))
+            .arg("-")
+            .arg("+");
+        let reply = self.read_pipeline(&pipe).await?;
+        // An atomic pipeline answers with the EXEC array as its one item.
+        let reply = match &reply[..] {
+            [Value::Array(items)] => items.clone(),
+            _ => reply,
+        };
+        let [exists, acct, tickets, winners, leases, expiry, stream] = &reply[..] else {
+            return Err(StoreError::Protocol {
+                script: "audit read",
+                detail: format!("expected 7 replies, got {}", reply.len()),
+            });
+        };
+        if !matches!(exists, Value::Int(1)) {
+            return Ok(None);
+        }
+        let hash = |what: &str, v: &Value| pairs(v).ok_or_else(|| bad(what, v));
+        let expiry = match expiry {
+            Value::Array(items) => items.iter().filter_map(text).collect(),
+            other => return Err(bad("ZRANGE", other)),
+        };
+        Ok(Some(SaleRecords {
+            acct: hash("HGETALL acct", acct)?.into_iter().collect(),
+            tickets: hash("HGETALL tickets", tickets)?,
+            winners: hash("HGETALL winners", winners)?.into_iter().collect(),
+            leases: hash("HGETALL leases", leases)?,
+            expiry,
+            stream: stream_entries("XRANGE", stream)?,
+        }))
+    }
+}

@@ -1,0 +1,183 @@
+//! The two record formats the scripts write, each parsed here and only
+//! here: the ticket record (`:tickets` hash) and the order-stream entry.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Issued, TicketRecord, TicketState};
+use crate::id::{SaleId, TicketId, UserId};
+
+/// Parses a ticket record `state:user:issued_at_ms:expires_at_ms` (state
+/// `p`, `c` or `r`), as `admit.lua` writes it. Anything else is `None`.
+pub fn parse_ticket(ticket: TicketId, rec: &str) -> Option<TicketRecord> {
+    let mut it = rec.split(':');
+    let state = match it.next()? {
+        "p" => TicketState::Pending,
+        "c" => TicketState::Confirmed,
+        "r" => TicketState::Released,
+        _ => return None,
+    };
+    let user = UserId::parse(it.next()?).ok()?;
+    let issued_at_ms = it.next()?.parse().ok()?;
+    let expires_at_ms = it.next()?.parse().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some(TicketRecord {
+        ticket,
+        user,
+        state,
+        issued_at_ms,
+        expires_at_ms,
+    })
+}
+
+/// One raw stream entry: its id and fields (values that are not UTF-8 are
+/// kept lossily, so a damaged entry can still be shown and dead-lettered).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamEntry {
+    pub id: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+impl StreamEntry {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+}
+
+/// One winner as the order stream records it (DESIGN §5 fields `ticket`,
+/// `sale`, `user`, `issued_at_ms`, `expires_at_ms`; `node` and later
+/// additions are bookkeeping, not part of the order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub ticket: TicketId,
+    pub sale: SaleId,
+    pub user: UserId,
+    pub issued_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// The order backend's JSON body.
+#[derive(Serialize)]
+struct Body<'a> {
+    ticket: &'a str,
+    sale: &'a str,
+    user: &'a str,
+    issued_at_ms: u64,
+    expires_at_ms: u64,
+}
+
+impl Order {
+    /// Parses an entry of `sale`'s stream. An entry naming another sale is
+    /// malformed: its idempotency key would reach the backend under the
+    /// wrong sale. The error says which field is wrong.
+    pub fn from_entry(sale: &SaleId, entry: &StreamEntry) -> Result<Order, String> {
+        let text = |name: &str| entry.field(name).ok_or(format!("field {name} is missing"));
+        let number = |name: &str| -> Result<u64, String> {
+            text(name)?
+                .parse::<u64>()
+                .map_err(|_| format!("field {name} is not a non-negative integer"))
+        };
+        let ticket = TicketId::parse(text("ticket")?).map_err(|e| format!("ticket: {e}"))?;
+        let user = UserId::parse(text("user")?).map_err(|e| format!("user: {e}"))?;
+        let named = SaleId::parse(text("sale")?).map_err(|e| format!("sale: {e}"))?;
+        if &named != sale {
+            return Err(format!("entry names sale {named} in the stream of {sale}"));
+        }
+        Ok(Order {
+            ticket,
+            sale: named,
+            user,
+            issued_at_ms: number("issued_at_ms")?,
+            expires_at_ms: number("expires_at_ms")?,
+        })
+    }
+
+    pub fn issued(&self) -> Issued {
+        Issued {
+            ticket: self.ticket,
+            issued_at_ms: self.issued_at_ms,
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+
+    /// The body of `POST <sink>` (DESIGN §6):
+    /// `{"ticket","sale","user","issued_at_ms","expires_at_ms"}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let body = Body {
+            ticket: self.ticket.as_str(),
+            sale: self.sale.as_str(),
+            user: self.user.as_str(),
+            issued_at_ms: self.issued_at_ms,
+            expires_at_ms: self.expires_at_ms,
+        };
+        // Serializing a struct of strings and integers cannot fail.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pairs: &[(&str, &str)]) -> StreamEntry {
+        StreamEntry {
+            id: "1-0".into(),
+            fields: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_ticket_record_parses_into_its_parts() {
+        let t = TicketId::random();
+        let r = parse_ticket(t, "p:alice:100:200").unwrap();
+        assert_eq!(r.state, TicketState::Pending);
+        assert_eq!(r.user.as_str(), "alice");
+        assert_eq!((r.issued_at_ms, r.expires_at_ms), (100, 200));
+        assert!(parse_ticket(t, "x:alice:1:2").is_none());
+        assert!(parse_ticket(t, "p:alice:1").is_none());
+        assert!(parse_ticket(t, "p:alice:1:2:3").is_none());
+        assert!(parse_ticket(t, "p::1:2").is_none());
+    }
+
+    #[test]
+    fn an_entry_becomes_the_contract_body() {
+        let s = SaleId::parse("s1").unwrap();
+        let e = entry(&[
+            ("ticket", "t1"),
+            ("sale", "s1"),
+            ("user", "u1"),
+            ("issued_at_ms", "10"),
+            ("expires_at_ms", "20"),
+            ("node", "n1"),
+        ]);
+        let o = Order::from_entry(&s, &e).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"ticket":"t1","sale":"s1","user":"u1","issued_at_ms":10,"expires_at_ms":20})
+        );
+    }
+
+    #[test]
+    fn a_malformed_entry_is_refused_with_a_reason() {
+        let s = SaleId::parse("s1").unwrap();
+        let e = entry(&[("ticket", "t1"), ("sale", "s1"), ("user", "u1")]);
+        assert!(Order::from_entry(&s, &e)
+            .unwrap_err()
+            .contains("issued_at_ms"));
+        let e = entry(&[
+            ("ticket", "t1"),
+            ("sale", "other"),
+            ("user", "u1"),
+            ("issued_at_ms", "1"),
+            ("expires_at_ms", "2"),
+        ]);
+        assert!(Order::from_entry(&s, &e).unwrap_err().contains("other"));
+    }
+}

@@ -1,0 +1,37 @@
+//! `confirm.lua` (beside this file): confirm a pending ticket (paid).
+//!
+//! Idempotent: a repeat finds the ticket in its final state.
+
+use super::{Def, Op, Reply};
+use crate::id::{SaleId, TicketId};
+use crate::store::redis::RedisStore;
+use crate::store::{StoreError, TicketState, Transition};
+
+pub static DEF: Def = Def::new(
+    "confirm",
+    Op::Confirm,
+    true,
+    include_str!("../../../lua/confirm.lua"),
+);
+
+pub async fn call(
+    s: &RedisStore,
+    sale: &SaleId,
+    ticket: &TicketId,
+) -> Result<Transition, StoreError> {
+    let k = s.keys();
+    let mut inv = DEF.script().prepare_invoke();
+    inv.key(k.tickets(sale))
+        .key(k.acct(sale))
+        .key(k.expiry(sale));
+    inv.arg(ticket.as_str());
+    let items = s.invoke(&DEF, &inv).await?;
+    let mut r = Reply::new(&DEF, &items);
+    let state = match r.str()? {
+        "unknown" => return Ok(None),
+        "confirmed" => TicketState::Confirmed,
+        "released" => TicketState::Released,
+        other => return Err(r.protocol(format!("unknown state {other:?}"))),
+    };
+    Ok(Some((state, r.u64()? == 1)))
+}

@@ -1,0 +1,26 @@
+//! `sweep.lua` (beside this file): release expired pending tickets.
+//!
+//! Idempotent: a repeat releases only tickets that are due anyway.
+
+use super::{Def, Op, Reply};
+use crate::id::SaleId;
+use crate::store::redis::RedisStore;
+use crate::store::StoreError;
+
+pub static DEF: Def = Def::new(
+    "sweep",
+    Op::Sweep,
+    true,
+    include_str!("../../../lua/sweep.lua"),
+);
+
+pub async fn call(s: &RedisStore, sale: &SaleId, limit: u64) -> Result<u64, StoreError> {
+    let k = s.keys();
+    let mut inv = DEF.script().prepare_invoke();
+    inv.key(k.tickets(sale))
+        .key(k.acct(sale))
+        .key(k.expiry(sale));
+    inv.arg(limit);
+    let items = s.invoke(&DEF, &inv).await?;
+    Reply::new(&DEF, &items).u64()
+}

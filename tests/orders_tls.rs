@@ -1,0 +1,144 @@
+//! An https order backend: a local TLS server whose certificate comes from
+//! a CA made for the test. The consumer delivers to it when given the CA
+//! file, and refuses to when not (the certificate is then untrusted).
+
+mod orders_support;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bigtap::orders::{Consumer, HttpSink, Order, Sink, SinkError};
+use bigtap::{SaleId, TicketId, UserId};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use orders_support::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// A TLS order backend answering 200 and recording each Idempotency-Key.
+struct TlsBackend {
+    port: u16,
+    ca_pem: String,
+    keys: Arc<Mutex<Vec<String>>>,
+}
+
+async fn tls_backend() -> TlsBackend {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "bigtap test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca_cert, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(leaf.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let seen = keys.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        if let Some(k) = req.headers().get("idempotency-key") {
+                            seen.lock()
+                                .unwrap()
+                                .push(k.to_str().unwrap_or("").to_owned());
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    TlsBackend {
+        port,
+        ca_pem: ca_cert.pem(),
+        keys,
+    }
+}
+
+impl TlsBackend {
+    fn url(&self) -> String {
+        format!("https://localhost:{}/orders", self.port)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn winners_reach_an_https_backend_whose_ca_is_given() {
+    let backend = tls_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &backend.ca_pem).unwrap();
+
+    let store = Store::start().await;
+    store.create_sale("s1").await;
+    let winners = store.add_winners("s1", 50).await;
+    let sink = HttpSink::with_ca_file(&backend.url(), Duration::from_secs(2), Some(&ca)).unwrap();
+    let consumer = Consumer::connect(config(&store), Arc::new(sink))
+        .await
+        .unwrap();
+    let token = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(token.clone()));
+    eventually(
+        "every winner was delivered over TLS and acknowledged",
+        || async { store.drained("s1").await },
+    )
+    .await;
+    let got: std::collections::HashSet<String> =
+        backend.keys.lock().unwrap().iter().cloned().collect();
+    let want: std::collections::HashSet<String> = winners.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(got, want);
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_backend_with_an_unknown_ca_is_not_trusted() {
+    let backend = tls_backend().await;
+    let sink = HttpSink::new(&backend.url(), Duration::from_secs(2)).unwrap();
+    let order = Order {
+        ticket: TicketId::random(),
+        sale: SaleId::parse("s1").unwrap(),
+        user: UserId::parse("u1").unwrap(),
+        issued_at_ms: 1,
+        expires_at_ms: 2,
+    };
+    let err = sink.deliver(&order).await.unwrap_err();
+    assert!(
+        matches!(err, SinkError::Unreachable(_) | SinkError::Transport(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    assert!(backend.keys.lock().unwrap().is_empty(), "nothing was sent");
+}

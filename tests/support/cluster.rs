@@ -1,0 +1,258 @@
+//! A real Redis Cluster for tests: three primaries (no replicas) on random
+//! loopback ports, AOF always, created with `redis-cli --cluster create`
+//! and waited for until every node says `cluster_state:ok`. Killed on drop.
+//!
+//! Also [`CutProxy`], a TCP relay that can drop a connection after the
+//! server answered and before the client sees the answer: the one failure
+//! after which a client cannot know whether its command ran.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bigtap::store::embedded::RedisProcess;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Settings every cluster node gets.
+const NODE_ARGS: [&str; 4] = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
+
+/// A running three-shard Redis Cluster.
+pub struct RedisCluster {
+    pub shards: Vec<RedisProcess>,
+}
+
+impl RedisCluster {
+    /// Starts three primaries and joins them into one cluster (slots split
+    /// evenly). Panics if redis-server or redis-cli is missing.
+    pub fn start() -> RedisCluster {
+        let shards: Vec<RedisProcess> = (0..3)
+            .map(|_| {
+                RedisProcess::start_temporary_with(&NODE_ARGS)
+                    .expect("redis-server starts in cluster mode")
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.args(["--cluster", "create"]);
+        for n in &shards {
+            create.arg(format!("127.0.0.1:{}", n.port()));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed with redis-server");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let c = RedisCluster { shards };
+        c.wait_ok();
+        c
+    }
+
+    /// Waits until every node agrees that the cluster is up.
+    pub fn wait_ok(&self) {
+        for n in &self.shards {
+            let mut ok = false;
+            for _ in 0..200 {
+                if cli(n.port(), &["cluster", "info"]).contains("cluster_state:ok") {
+                    ok = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(ok, "cluster did not become ready");
+        }
+    }
+
+    /// `kill -9` of shard `i`: with AOF always, what it acknowledged survives.
+    pub fn kill_shard(&mut self, i: usize) {
+        self.shards[i].kill();
+    }
+
+    /// Starts shard `i` again on its port with its data (AOF and
+    /// `nodes.conf`), and waits until the cluster is up again.
+    pub fn restart_shard(&mut self, i: usize) {
+        self.shards[i].restart().expect("shard restarts");
+        self.wait_ok();
+    }
+
+    /// `redis+cluster://` URL with the first shard as seed.
+    pub fn url(&self) -> String {
+        format!("redis+cluster://127.0.0.1:{}/", self.shards[0].port())
+    }
+
+    /// The hash slot of `key`.
+    pub fn slot(&self, key: &str) -> u16 {
+        cli(self.shards[0].port(), &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number")
+    }
+
+    /// Index in [`Self::shards`] of the shard serving `key`.
+    pub fn shard_of(&self, key: &str) -> usize {
+        let slot = u32::from(self.slot(key));
+        let nodes = cli(self.shards[0].port(), &["cluster", "nodes"]);
+        // Lines: id ip:port@cport flags master ping pong epoch state slots...
+        let owner = nodes
+            .lines()
+            .find_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let port: u16 = f.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                let owns = f.iter().skip(8).any(|r| {
+                    let (a, b) = r.split_once('-').unwrap_or((r, r));
+                    matches!((a.parse::<u32>(), b.parse::<u32>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+                });
+                owns.then_some(port)
+            })
+            .expect("some shard owns every slot");
+        self.shards
+            .iter()
+            .position(|n| n.port() == owner)
+            .expect("the owner is one of ours")
+    }
+
+    /// Runs a command with `redis-cli -c` (following redirections) and
+    /// returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let port = self.shards[0].port().to_string();
+        let mut full = vec!["-c", "-p", port.as_str()];
+        full.extend_from_slice(args);
+        let out = Command::new("redis-cli")
+            .args(&full)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A one-node Redis Cluster (it owns every slot) reachable only through a
+/// [`CutProxy`]: the node announces the proxy's port, so a cluster client
+/// sends every command through the proxy.
+pub struct ProxiedClusterNode {
+    pub node: RedisProcess,
+    pub proxy: CutProxy,
+}
+
+impl ProxiedClusterNode {
+    pub async fn start() -> ProxiedClusterNode {
+        let node = RedisProcess::start_temporary_with(&NODE_ARGS).expect("redis-server starts");
+        let out = cli(node.port(), &["cluster", "addslotsrange", "0", "16383"]);
+        assert!(out.contains("OK"), "addslotsrange: {out}");
+        let proxy = CutProxy::start(([127, 0, 0, 1], node.port()).into()).await;
+        let out = cli(
+            node.port(),
+            &[
+                "config",
+                "set",
+                "cluster-announce-port",
+                &proxy.addr.port().to_string(),
+            ],
+        );
+        assert!(out.contains("OK"), "announce port: {out}");
+        for _ in 0..200 {
+            if cli(node.port(), &["cluster", "info"]).contains("cluster_state:ok") {
+                return ProxiedClusterNode { node, proxy };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("one-node cluster did not become ready");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis+cluster://127.0.0.1:{}/", self.proxy.addr.port())
+    }
+}
+
+/// A TCP relay to one upstream. When armed with [`CutProxy::cut_next_reply`],
+/// the next answer the server sends is swallowed and the client's
+/// connection closed: the command ran, and the client cannot know it.
+pub struct CutProxy {
+    pub addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    /// Answers swallowed so far.
+    cuts: Arc<AtomicUsize>,
+}
+
+impl CutProxy {
+    pub async fn start(upstream: SocketAddr) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let cut = Arc::new(AtomicBool::new(false));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (c, n) = (cut.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (c, n) = (c.clone(), n.clone());
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(upstream).await {
+                        relay(client, server, c, n).await;
+                    }
+                });
+            }
+        });
+        CutProxy { addr, cut, cuts }
+    }
+
+    /// Swallows the next answer and closes that client connection.
+    pub fn cut_next_reply(&self) {
+        // Relaxed: the flag is read by the relay after the client's next
+        // write, which happens-after this store through the socket.
+        self.cut.store(true, Ordering::Relaxed);
+    }
+
+    pub fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::Relaxed)
+    }
+}
+
+async fn relay(client: TcpStream, server: TcpStream, cut: Arc<AtomicBool>, cuts: Arc<AtomicUsize>) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match sr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if cut.swap(false, Ordering::Relaxed) {
+                    cuts.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                if cw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // Dropping both halves closes the client's connection.
+    up.abort();
+}
