@@ -14,6 +14,7 @@
 mod admin;
 mod backend;
 mod buyer;
+pub mod cors;
 pub mod response;
 mod router;
 
@@ -128,7 +129,12 @@ pub async fn handle<B: RequestBody>(
     // The in-flight gauge is published when metrics are rendered, not here:
     // two gauge writes per request cost more than the count itself.
     let inflight = shared.inflight.fetch_add(1, Relaxed) + 1;
-    let reply = if inflight > shared.config.max_inflight && route != router::PROBE {
+    // Read before the request moves into its handler; shed and timed-out
+    // buyer answers need the CORS headers as much as any other. Preflights
+    // set their own.
+    let cors_origin = (target.buyer() && req.method() != hyper::Method::OPTIONS)
+        .then(|| cors::allowed_origin(&shared.config.cors_origins, req.headers()));
+    let mut reply = if inflight > shared.config.max_inflight && route != router::PROBE {
         m.shed.increment(1);
         response::unavailable()
     } else {
@@ -139,6 +145,9 @@ pub async fn handle<B: RequestBody>(
         }
     };
     shared.inflight.fetch_sub(1, Relaxed);
+    if let Some(origin) = cors_origin {
+        cors::decorate(&shared.config.cors_origins, origin, &mut reply.resp);
+    }
     let status = reply.resp.status().as_u16();
     m.request(
         route,
@@ -153,6 +162,7 @@ pub async fn handle<B: RequestBody>(
 fn status_str(s: u16) -> &'static str {
     match s {
         200 => "200",
+        204 => "204",
         201 => "201",
         400 => "400",
         401 => "401",

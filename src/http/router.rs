@@ -7,7 +7,7 @@ use super::RequestBody;
 use hyper::{Method, Request};
 
 use super::response::{self, Reply};
-use super::{admin, backend, buyer};
+use super::{admin, backend, buyer, cors};
 use crate::app::Shared;
 use crate::id::{SaleId, TicketId};
 
@@ -34,6 +34,12 @@ pub enum Target {
 }
 
 impl Target {
+    /// Whether this is a buyer route, the only kind a browser page may call
+    /// (CORS, DESIGN §3).
+    pub fn buyer(&self) -> bool {
+        matches!(self, Target::Take(_) | Target::Status(_))
+    }
+
     /// The metrics route (index into `metrics::ROUTES`).
     pub fn route(&self) -> usize {
         match self {
@@ -88,6 +94,10 @@ pub async fn dispatch<B: RequestBody>(
     target: Target,
 ) -> Reply {
     let method = req.method();
+    let cors = &shared.config.cors_origins;
+    if method == Method::OPTIONS && target.buyer() && cors.enabled() {
+        return cors::preflight(cors, req.headers());
+    }
     match target {
         Target::Take(sale) => {
             if method != Method::POST {
