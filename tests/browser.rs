@@ -280,6 +280,21 @@ impl Browser {
         self.outcome(user)
     }
 
+    /// From now on, records every state a buyer's row passes through.
+    fn record_states(&mut self, user: &str) {
+        self.eval(&format!(
+            "(() => {{ const c = document.querySelector('[data-user=\"{user}\"] .outcome'); \
+             window.seen = window.seen || {{}}; const seen = window.seen['{user}'] = []; \
+             new MutationObserver(() => seen.push(c.dataset.state)) \
+               .observe(c, {{ attributes: true, attributeFilter: ['data-state'] }}); return true; }})()"
+        ));
+    }
+
+    fn states_seen(&mut self, user: &str) -> Vec<String> {
+        let v = self.eval(&format!("window.seen['{user}']"));
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
     fn sale_state(&mut self) -> String {
         self.eval("document.getElementById('sale').dataset.state")
             .as_str()
@@ -310,7 +325,7 @@ impl Drop for Browser {
 // The stage: redis-server, one bigtap node, the shop page on its own origin
 
 struct Stage {
-    _redis: bigtap::store::embedded::RedisProcess,
+    redis: bigtap::store::embedded::RedisProcess,
     node: Node,
     shop_url: String,
     stop: CancellationToken,
@@ -351,7 +366,7 @@ async fn stage(listed: bool, users: &[&str]) -> Stage {
     let stop = CancellationToken::new();
     tokio::spawn(bigtap::demo::serve(listener, shop, stop.clone()));
     Stage {
-        _redis: redis,
+        redis,
         node,
         shop_url: format!("{shop_origin}/"),
         stop,
@@ -495,4 +510,106 @@ async fn a_page_from_an_origin_bigtap_does_not_list_is_blocked_by_the_browser() 
         s.node.take("demo", "alice").await.status,
         reqwest::StatusCode::CREATED
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_told_to_slow_down_waits_retry_after_and_tries_again_by_itself() {
+    let redis = redis();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let node = node_with(&redis.url(), |c| {
+        c.cors_origins = origin.parse().unwrap();
+        c.user_rate = 1;
+    })
+    .await;
+    node.open_sale("demo", 5).await;
+    let stop = CancellationToken::new();
+    let shop = Shop {
+        api: node.base.clone(),
+        sale: "demo".into(),
+        buyers: vec![Buyer {
+            user: "alice".into(),
+            session: session("alice"),
+        }],
+    };
+    tokio::spawn(bigtap::demo::serve(listener, shop, stop.clone()));
+    let url = format!("{origin}/");
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch();
+        b.open(&url);
+        b.record_states("alice");
+        let busy =
+            "document.querySelector('[data-user=\"alice\"] .outcome').dataset.state === 'waiting'";
+        let idle = "!document.querySelector('[data-user=\"alice\"] button').disabled";
+        // The burst allows a few clicks; the next one is told to wait.
+        for _ in 0..20 {
+            b.wait_for(&format!("{busy} || {idle}"), "an answer");
+            if b.eval(busy) == json!(true) {
+                break;
+            }
+            b.click_buy("alice");
+        }
+        b.outcome_becomes("alice", "replay");
+        b.states_seen("alice")
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    let waited = seen.iter().position(|s| s == "waiting");
+    let replayed = seen.iter().rposition(|s| s == "replay");
+    assert!(
+        matches!((waited, replayed), (Some(w), Some(r)) if w < r),
+        "told to wait, then the same ticket without another click: {seen:?}"
+    );
+    assert_eq!(node.accounting("demo").await["pending"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_whose_purchase_met_a_hung_store_gets_the_ticket_without_clicking_again() {
+    let s = stage(true, &["alice"]).await;
+    s.node.open_sale("demo", 5).await;
+    let url = s.shop_url.clone();
+    // The browser and this side take turns: page loaded → store frozen →
+    // page told to wait → store back → the page ends with the ticket.
+    let (to_test, from_browser) = std::sync::mpsc::channel::<()>();
+    let (to_browser, from_test) = std::sync::mpsc::channel::<()>();
+    let browser = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch();
+        b.open(&url);
+        b.record_states("alice");
+        to_test.send(()).unwrap();
+        from_test.recv().unwrap();
+        b.click_buy("alice");
+        b.wait_for(
+            "['waiting', 'checking'].includes(\
+             document.querySelector('[data-user=\"alice\"] .outcome').dataset.state)",
+            "a 503 answered by waiting",
+        );
+        to_test.send(()).unwrap();
+        b.wait_for(
+            "['won', 'replay'].includes(\
+             document.querySelector('[data-user=\"alice\"] .outcome').dataset.state)",
+            "the ticket",
+        );
+        b.states_seen("alice")
+    });
+    let next = |rx: std::sync::mpsc::Receiver<()>| {
+        tokio::task::spawn_blocking(move || {
+            rx.recv().expect("the browser side goes on");
+            rx
+        })
+    };
+    let from_browser = next(from_browser).await.unwrap();
+    s.redis.pause();
+    to_browser.send(()).unwrap();
+    next(from_browser).await.unwrap();
+    s.redis.resume();
+    let seen = browser.await.unwrap();
+    assert!(
+        seen.iter().any(|s| s == "waiting" || s == "checking"),
+        "{seen:?}"
+    );
+    let acct = s.node.accounting("demo").await;
+    assert_eq!(acct["pending"], 1, "one ticket, however many tries");
+    assert_eq!(acct["balanced"], true);
 }
