@@ -613,3 +613,53 @@ async fn a_buyer_whose_purchase_met_a_hung_store_gets_the_ticket_without_clickin
     assert_eq!(acct["pending"], 1, "one ticket, however many tries");
     assert_eq!(acct["balanced"], true);
 }
+
+#[test]
+fn serve_demo_opens_with_the_shop_page_where_a_buyer_wins() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bigtap"))
+        .current_dir(dir.path())
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .env_remove("BIGTAP_REDIS_URL")
+        .env_remove("BIGTAP_DATA_DIR")
+        .env_remove("BIGTAP_CORS_ORIGINS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on our own child; SIGTERM asks for a graceful stop.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _stop = Stop(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let first = lines.by_ref().find(|l| !l.trim().is_empty());
+        let _ = tx.send(first);
+        // Keep reading: the demo goes on printing.
+        lines.for_each(drop);
+    });
+    let first = rx
+        .recv_timeout(PATIENCE)
+        .expect("serve --demo printed a line")
+        .expect("serve --demo printed a line");
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("the first line names the shop page: {first:?}"))
+        .to_owned();
+    assert!(first.contains("shop"), "{first}");
+    let mut b = Browser::launch();
+    b.open(&url);
+    b.click_buy("alice");
+    let won = b.outcome_becomes("alice", "won");
+    assert!(!won.2.is_empty(), "{won:?}");
+    assert_eq!(b.sale_state(), "open");
+}
