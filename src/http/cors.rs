@@ -164,19 +164,22 @@ pub fn allowed_origin(origins: &Origins, headers: &HeaderMap) -> Option<HeaderVa
     }
 }
 
-/// Adds the CORS headers to a buyer answer. With CORS on, every buyer
-/// answer varies by `Origin` (a cache in front of the sale status must not
-/// hand one origin's answer to another); only a listed origin gets the
-/// allow and expose headers.
+/// Adds the CORS headers to a buyer answer from a listed origin.
 pub fn decorate(origins: &Origins, allowed: Option<HeaderValue>, resp: &mut Response<Body>) {
-    if !origins.enabled() {
-        return;
-    }
-    let h = resp.headers_mut();
-    h.insert(VARY, ORIGIN_VARIES);
-    if let Some(origin) = allowed {
+    if let (true, Some(origin)) = (origins.enabled(), allowed) {
+        let h = resp.headers_mut();
         h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE);
+    }
+}
+
+/// Marks a cacheable buyer answer (the sale status, which a CDN may keep
+/// for a second) as varying by `Origin` while CORS is on, so that a cache
+/// never hands one origin's answer to another. Answers to `POST` are never
+/// cached and go without it: the refused path stays as small as it can.
+pub fn vary(origins: &Origins, resp: &mut Response<Body>) {
+    if origins.enabled() {
+        resp.headers_mut().insert(VARY, ORIGIN_VARIES);
     }
 }
 

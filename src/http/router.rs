@@ -115,7 +115,9 @@ pub async fn dispatch<B: RequestBody>(
             let Some(sale) = sale else {
                 return response::bad_request("bad_sale_id");
             };
-            buyer::status(shared, sale)
+            let mut reply = buyer::status(shared, sale);
+            cors::vary(cors, &mut reply.resp);
+            reply
         }
         Target::Ticket(ids, action) => {
             let Some((sale, ticket)) = ids else {
