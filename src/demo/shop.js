@@ -72,15 +72,20 @@ function showTicket(row, body, state) {
 }
 
 // Counts down to the sale's start, then returns (plus jitter, so that the
-// crowd that waited does not arrive in the same millisecond).
+// crowd that waited does not arrive in the same millisecond). A clock behind
+// bigtap's sees the start already passed: it still waits half a second, so
+// that such a page asks a few times, not in a tight loop.
 async function countdown(row, startsAtMs) {
+  let waited = false;
   for (;;) {
     const left = startsAtMs - Date.now();
     if (left <= 0) break;
+    waited = true;
     show(row, "countdown", "Starts in " + Math.ceil(left / 1000) + " s");
     await sleep(Math.min(left, 250));
   }
-  await sleep(jitter());
+  if (!waited) show(row, "countdown", "Starting…");
+  await sleep((waited ? 0 : 500) + jitter());
 }
 
 // Waits the time bigtap asked for, with jitter, showing why.
