@@ -1,7 +1,7 @@
 -- take.lua: buyers taking tickets, for wrk 4.x.
 --
 --   wrk -t T -c C -d 10s --latency -s loadtest/take.lua http://HOST:PORT \
---       -- tokens.txt SALE threads=T [repeat=0.1] [bad=0.05] [seed=1]
+--       -- tokens.txt SALE threads=T [repeat=0.1] [bad=0.05] [seed=1] [origin=URL]
 --
 -- Positional arguments:
 --   tokens.txt  session tokens, one per line (`bigtap users mint --count N`)
@@ -15,6 +15,9 @@
 --   bad=B       share of requests with a forged session (the signature's last
 --               character changed): each must get 401. Default 0.
 --   seed=N      seed of the random mix (default 1); the mix is reproducible.
+--   origin=URL  send `Origin: URL` with every request, as a shop's page in a
+--               browser does (CORS, DESIGN §3); start bigtap with
+--               --cors-origins=URL to have it allowed.
 --
 -- Every request is built once in init() (wrk.format per token) and request()
 -- only cycles through them. When a thread has sent all its buyers it starts
@@ -94,7 +97,7 @@ end
 function init(args)
    local file, sale = args[1], args[2]
    if not file or not sale then
-      error("usage: -- TOKENS_FILE SALE threads=T [repeat=R] [bad=B] [seed=N]")
+      error("usage: -- TOKENS_FILE SALE threads=T [repeat=R] [bad=B] [seed=N] [origin=URL]")
    end
    local opts = {}
    for i = 3, #args do
@@ -131,8 +134,11 @@ function init(args)
    buyers = #own
 
    local path = "/v1/sales/" .. sale .. "/tickets"
+   local origin = opts.origin
    local function build(tok)
-      return wrk.format("POST", path, { ["Authorization"] = "Bearer " .. tok })
+      local headers = { ["Authorization"] = "Bearer " .. tok }
+      if origin then headers["Origin"] = origin end
+      return wrk.format("POST", path, headers)
    end
 
    local built = {}

@@ -80,6 +80,17 @@ pub struct ServeConfig {
     #[arg(long, env = "BIGTAP_ALLOW_UNSAFE_REDIS")]
     pub allow_unsafe_redis: bool,
 
+    /// Origins whose pages may call the buyer routes from a browser (CORS),
+    /// comma-separated exact origins such as `https://shop.example`;
+    /// default none. Admin, backend and probe routes never answer CORS.
+    #[arg(
+        long,
+        env = "BIGTAP_CORS_ORIGINS",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub cors_origins: crate::http::cors::Origins,
+
     /// Create a demo sale and print a ready curl line (keys are generated
     /// when none are given).
     #[arg(long)]
@@ -174,6 +185,7 @@ impl ServeConfig {
             admin_key: None,
             backend_key: None,
             allow_unsafe_redis: false,
+            cors_origins: Default::default(),
             demo: false,
             commit_batch: 128,
             commit_concurrency: 2,

@@ -24,6 +24,7 @@
 //! - [`shutdown`] signals to a cancellation token.
 //! - [`id`]       sale, user and ticket ids parsed at the edge.
 //! - [`clock`]    the time seam.
+//! - [`demo`]     the reference shop page `serve --demo` shows on a second origin.
 
 pub mod app;
 pub mod audit;
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod clock;
 pub mod commit;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod id;
 pub mod lease;

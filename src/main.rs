@@ -180,18 +180,25 @@ async fn async_main(command: Command) -> Result<()> {
     }
 }
 
-async fn serve(config: ServeConfig) -> Result<()> {
+async fn serve(mut config: ServeConfig) -> Result<()> {
     let demo = config.demo;
     // Signals first: a stop requested during start-up is honoured once the
     // node runs, with the usual drain and lease return.
     let token = CancellationToken::new();
     cancel_on_signals(token.clone());
+    // The demo's shop page lives on an origin of its own, which bigtap must
+    // allow before it starts.
+    let shop = match demo {
+        true => Some(demo_shop_listener(&mut config).await?),
+        false => None,
+    };
     let app = App::build(config)
         .await
         .context("cannot start bigtap serve")?;
     let addr = app.local_addr();
-    if demo {
-        demo_sale(&app).await?;
+    if let Some(listener) = shop {
+        let page = demo_sale(&app, &listener).await?;
+        tokio::spawn(bigtap::demo::serve(listener, page, token.clone()));
     }
     let redis = bigtap::store::redact(app.redis_url());
     tracing::info!(%addr, node = app.node_id(), %redis, "bigtap serving");
@@ -199,8 +206,25 @@ async fn serve(config: ServeConfig) -> Result<()> {
     Ok(())
 }
 
-/// Creates the demo sale and prints ready-to-paste commands.
-async fn demo_sale(app: &App) -> Result<()> {
+/// Binds the demo shop page next to bigtap and allows its origin (under
+/// both names a browser may use for the loopback address).
+async fn demo_shop_listener(config: &mut ServeConfig) -> Result<tokio::net::TcpListener> {
+    let listener = bigtap::demo::bind_next_to(config.listen)
+        .await
+        .context("cannot bind the demo shop page")?;
+    let addr = listener.local_addr()?;
+    config.cors_origins.allow(&format!("http://{addr}"))?;
+    if addr.ip().is_loopback() {
+        config
+            .cors_origins
+            .allow(&format!("http://localhost:{}", addr.port()))?;
+    }
+    Ok(listener)
+}
+
+/// Creates the demo sale, prints the shop page's address and ready-to-paste
+/// commands, and returns the page's settings.
+async fn demo_sale(app: &App, shop: &tokio::net::TcpListener) -> Result<bigtap::demo::Shop> {
     let sale = SaleId::parse("demo")?;
     let now = unix_ms();
     let spec = SaleSpec {
@@ -221,10 +245,21 @@ async fn demo_sale(app: &App) -> Result<()> {
     let alice = ring.mint_session(&UserId::parse("alice")?, now / 1000 + 3600);
     let bob = ring.mint_session(&UserId::parse("bob")?, now / 1000 + 3600);
     let url = format!("http://{}", app.local_addr());
+    let shop_url = format!("http://{}/", shop.local_addr()?);
+    let buyers = ["alice", "bob", "carol", "dave"]
+        .into_iter()
+        .map(|user| -> Result<bigtap::demo::Buyer> {
+            Ok(bigtap::demo::Buyer {
+                user: user.to_owned(),
+                session: ring.mint_session(&UserId::parse(user)?, now / 1000 + 3600),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "\nbigtap demo: sale \"demo\" with 100 units is open at {url}\n\n\
+        "\nbigtap demo shop: open {shop_url} in a browser (a page on another origin, buying through CORS)\n\n\
+         bigtap demo: sale \"demo\" with 100 units is open at {url}\n\n\
          # take a ticket as alice (201 won; again: 200 replay)\n\
          curl -si -X POST {url}/v1/sales/demo/tickets -H 'Authorization: Bearer {alice}'\n\n\
          # bob\n\
@@ -240,7 +275,11 @@ async fn demo_sale(app: &App) -> Result<()> {
         bk = s.backend_key,
         redis = bigtap::store::redact(app.redis_url()),
     )?;
-    Ok(())
+    Ok(bigtap::demo::Shop {
+        api: url,
+        sale: sale.as_str().to_owned(),
+        buyers,
+    })
 }
 
 async fn sale(cmd: SaleCmd) -> Result<()> {

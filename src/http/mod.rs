@@ -15,6 +15,7 @@
 mod admin;
 mod backend;
 mod buyer;
+pub mod cors;
 mod deadline;
 pub mod response;
 mod router;
@@ -151,10 +152,15 @@ pub async fn handle<B: RequestBody>(
     // The in-flight gauge is published when metrics are rendered, not here:
     // two gauge writes per request cost more than the count itself.
     let held = InFlight::enter(&shared);
+    // Read before the request moves into its handler; shed and timed-out
+    // buyer answers need the CORS headers as much as any other. Preflights
+    // set their own.
+    let cors_origin = (target.buyer() && req.method() != hyper::Method::OPTIONS)
+        .then(|| cors::allowed_origin(&shared.config.cors_origins, req.headers()));
     // Probes and metrics are never shed: an overloaded node must still say
     // so, and still be measured.
     let exempt = route == router::PROBE || route == router::METRICS;
-    let reply = if held.count > shared.config.max_inflight && !exempt {
+    let mut reply = if held.count > shared.config.max_inflight && !exempt {
         m.shed.increment(1);
         response::unavailable()
     } else {
@@ -172,6 +178,9 @@ pub async fn handle<B: RequestBody>(
         }
     };
     held.finish();
+    if let Some(origin) = cors_origin {
+        cors::decorate(&shared.config.cors_origins, origin, &mut reply.resp);
+    }
     let status = reply.resp.status().as_u16();
     m.request(
         route,
@@ -230,6 +239,7 @@ impl Drop for InFlight<'_> {
 fn status_str(s: u16) -> &'static str {
     match s {
         200 => "200",
+        204 => "204",
         201 => "201",
         400 => "400",
         401 => "401",

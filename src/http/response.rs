@@ -185,7 +185,7 @@ pub fn too_large() -> Reply {
 /// The (status, outcome) pairs a route can answer, numbered for the
 /// request counters. Unknown pairs share the last slot.
 pub fn slot(status: u16, outcome: &str) -> usize {
-    const PAIRS: [(u16, &str); 29] = [
+    const PAIRS: [(u16, &str); 31] = [
         (201, "won"),
         (200, "replay"),
         (410, "sold_out"),
@@ -204,6 +204,8 @@ pub fn slot(status: u16, outcome: &str) -> usize {
         (413, "bad_request"),
         (431, "bad_request"),
         (408, "bad_request"),
+        (204, "preflight"),
+        (403, "bad_request"),
         (200, "ok"),
         (201, "ok"),
         (400, "error"),

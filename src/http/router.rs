@@ -7,7 +7,7 @@ use super::RequestBody;
 use hyper::{Method, Request};
 
 use super::response::{self, Reply};
-use super::{admin, backend, buyer};
+use super::{admin, backend, buyer, cors};
 use crate::app::Shared;
 use crate::id::{SaleId, TicketId};
 
@@ -36,6 +36,12 @@ pub enum Target {
 }
 
 impl Target {
+    /// Whether this is a buyer route, the only kind a browser page may call
+    /// (CORS, DESIGN §3).
+    pub fn buyer(&self) -> bool {
+        matches!(self, Target::Take(_) | Target::Mine(_) | Target::Status(_))
+    }
+
     /// The metrics route (index into `metrics::ROUTES`).
     pub fn route(&self) -> usize {
         match self {
@@ -94,6 +100,10 @@ pub async fn dispatch<B: RequestBody>(
     target: Target,
 ) -> Reply {
     let method = req.method();
+    let cors = &shared.config.cors_origins;
+    if method == Method::OPTIONS && target.buyer() && cors.enabled() {
+        return cors::preflight(cors, req.headers());
+    }
     match target {
         Target::Take(sale) => {
             if method != Method::POST {
@@ -120,7 +130,9 @@ pub async fn dispatch<B: RequestBody>(
             let Some(sale) = sale else {
                 return response::bad_request("bad_sale_id");
             };
-            buyer::status(shared, sale)
+            let mut reply = buyer::status(shared, sale);
+            cors::vary(cors, &mut reply.resp);
+            reply
         }
         Target::Ticket(ids, action) => {
             let Some((sale, ticket)) = ids else {
