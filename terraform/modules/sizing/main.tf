@@ -47,7 +47,25 @@ locals {
   shards_for_memory   = ceil(max(var.sales_in_store, var.hot_sales) / local.sales_per_shard_mem)
   store_memory_bytes  = max(var.sales_in_store, var.hot_sales) * local.bytes_per_sale
 
-  store_shards = max(local.shards_for_ops, local.shards_for_memory)
+  # CPU: one core per shard does all of a sale's work. A winner costs a
+  # base figure plus a share for every node (each node reads each winner's
+  # stream entry); every node also costs background work per second. Both
+  # come from loadtest/run (docs/scaling.md).
+  store_cpu_us_per_sale_winner = var.store_cpu_us_per_winner + var.store_cpu_us_per_winner_per_node * local.node_count
+  store_cpu_us_per_sale_second = (
+    var.winners_per_second / var.hot_sales * local.store_cpu_us_per_sale_winner +
+    local.node_count * var.store_cpu_us_per_node_second
+  ) * (1 + var.headroom)
+  # Share of one core a hot sale needs at the peak, headroom included.
+  store_cpu_per_sale      = local.store_cpu_us_per_sale_second / 1000000
+  sale_fits_shard_cpu     = local.store_cpu_per_sale <= var.store_cpu_target
+  sales_per_shard_cpu     = max(1, floor(var.store_cpu_target / max(local.store_cpu_per_sale, 0.000001)))
+  shards_for_cpu          = ceil(var.hot_sales / local.sales_per_shard_cpu)
+  store_winners_per_s_cap = (var.store_cpu_target * 1000000 / (1 + var.headroom) - local.node_count * var.store_cpu_us_per_node_second) / local.store_cpu_us_per_sale_winner
+
+  store_shards = max(local.shards_for_ops, local.shards_for_memory, local.shards_for_cpu)
+  # Share of one core used by the busiest shard at the peak (headroom included).
+  store_cpu_utilization = ceil(var.hot_sales / local.store_shards) * local.store_cpu_per_sale
   # Share of one shard's memory used by the fullest shard at the plan's end.
   store_memory_utilization = ceil(max(var.sales_in_store, var.hot_sales) / local.store_shards) * local.bytes_per_sale / var.shard_memory_bytes
 

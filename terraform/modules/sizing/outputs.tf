@@ -23,6 +23,21 @@ output "store_shards" {
   }
 }
 
+output "store_cpu_utilization" {
+  description = "Share of one store core the busiest shard uses at the peak, headroom included (Redis CPU per winner and per node-second as measured by loadtest/run, docs/scaling.md). At most store_cpu_target."
+  value       = local.store_cpu_utilization
+
+  precondition {
+    condition     = local.sale_fits_shard_cpu
+    error_message = "One hot sale needs more of a store core than store_cpu_target (a sale lives in one hash slot, so more shards do not help): fewer nodes per sale, a faster store core (measure store_cpu_us_per_winner on it), or a lower winners_per_second (a longer sell-out). See docs/scaling.md."
+  }
+}
+
+output "store_winners_per_second_cap" {
+  description = "Winners per second one hot sale can commit on one shard within store_cpu_target, with this fleet and headroom: the sale's ceiling whatever the front tier does."
+  value       = local.store_winners_per_s_cap
+}
+
 output "store_memory_bytes" {
   description = "Store memory the launch's sales need at sell-out, headroom included (units_per_sale x store_bytes_per_winner x (1 + headroom) per sale)."
   value       = local.store_memory_bytes
@@ -75,6 +90,8 @@ output "summary" {
     store_memory_bytes         = local.store_memory_bytes
     store_memory_utilization   = local.store_memory_utilization
     store_ops_per_second       = local.store_ops_per_second
+    store_cpu_utilization      = local.store_cpu_utilization
+    store_winners_per_s_cap    = local.store_winners_per_s_cap
     consumer_count             = local.consumer_count
     peak_utilization           = local.peak_utilization
     zone_loss_peak_utilization = local.zone_loss_peak_utilization

@@ -193,3 +193,56 @@ variable "store_memory_fill" {
     error_message = "store_memory_fill must be in (0, 0.8]."
   }
 }
+
+# ---- store CPU --------------------------------------------------------------
+# A sale's keys share one hash slot, so one Redis core (a shard's primary runs
+# commands on one thread) does all of a sale's work. The figures come from
+# `loadtest/run --fan-out 1,4,8,16` (docs/scaling.md): Redis CPU
+# (used_cpu_sys + used_cpu_user) over a run divided by the winners it
+# committed, and the idle fleet's background per node-second. The defaults
+# are that command's figures on a 2-core x86 VM with redis-server 7.0.15,
+# appendfsync always; measure on the store's instance class before a launch.
+
+variable "store_cpu_us_per_winner" {
+  description = "Redis CPU one committed winner costs with a fleet of one node, in microseconds: the fan-out fit's cost at zero nodes from `loadtest/run --fan-out` (or \"Redis CPU per winner\" of `--vs-naive`). Measured on the deployed store's instance class when possible: a faster core lowers it."
+  type        = number
+  default     = 26.6
+
+  validation {
+    condition     = var.store_cpu_us_per_winner > 0 && var.store_cpu_us_per_winner <= 10000
+    error_message = "store_cpu_us_per_winner must be > 0 and <= 10,000 µs; take it from a loadtest/run --vs-naive or --fan-out report."
+  }
+}
+
+variable "store_cpu_us_per_winner_per_node" {
+  description = "Redis CPU each further node adds to every winner, in microseconds (every node reads every order-stream entry): the slope of the fan-out fit of `loadtest/run --fan-out`."
+  type        = number
+  default     = 0.97
+
+  validation {
+    condition     = var.store_cpu_us_per_winner_per_node >= 0 && var.store_cpu_us_per_winner_per_node <= 1000
+    error_message = "store_cpu_us_per_winner_per_node must be between 0 and 1,000 µs."
+  }
+}
+
+variable "store_cpu_us_per_node_second" {
+  description = "Redis CPU an idle node costs per hot sale and second, in microseconds (refresh, lease upkeep, stream tail): \"idle fleet: Redis CPU per node-second\" of `loadtest/run --fan-out`."
+  type        = number
+  default     = 1123
+
+  validation {
+    condition     = var.store_cpu_us_per_node_second >= 0 && var.store_cpu_us_per_node_second <= 100000
+    error_message = "store_cpu_us_per_node_second must be between 0 and 100,000 µs."
+  }
+}
+
+variable "store_cpu_target" {
+  description = "Largest share of one store core the plan lets one shard use at the peak (headroom included). Above it commits queue and buyers get 503s; keep room for the consumers, confirms, sweeps and fsync stalls."
+  type        = number
+  default     = 0.5
+
+  validation {
+    condition     = var.store_cpu_target > 0 && var.store_cpu_target <= 0.9
+    error_message = "store_cpu_target must be in (0, 0.9]: a core at 100% already queues every commit."
+  }
+}

@@ -5,6 +5,12 @@ variables {
   peak_buyers_per_second = 1000000
   node_capacity_rps      = 50000
   winners_per_second     = 2000
+
+  # Store CPU figures of the tests' own choosing, so that remeasured module
+  # defaults do not change what these tests assert.
+  store_cpu_us_per_winner          = 20
+  store_cpu_us_per_winner_per_node = 1
+  store_cpu_us_per_node_second     = 1000
 }
 
 run "launch_of_one_hot_sale" {
@@ -107,7 +113,9 @@ run "one_sale_too_hot_for_a_shard" {
   }
 
   # 10000 x 4 x 1.5 = 60000 ops/s on one slot: no shard count can help.
-  expect_failures = [output.store_shards]
+  # Its CPU says the same: (10000 x (20 + 45 x 1) + 45 x 1000) x 1.5 µs/s is
+  # more than a core.
+  expect_failures = [output.store_shards, output.store_cpu_utilization]
 }
 
 run "rejects_zero_peak" {
@@ -210,4 +218,75 @@ run "one_sale_too_big_for_a_shard" {
 
   # 5e6 x 1000 x 1.5 = 7.5 GB > 60% of 10 GB, and a sale cannot be split.
   expect_failures = [output.store_memory_bytes]
+}
+
+run "store_cpu_from_the_measured_cost_per_winner" {
+  command = plan
+
+  # 45 nodes: a winner costs 20 + 45 x 1 = 65 µs; 2000 winners/s and 45
+  # idle nodes at 1000 µs/s make (130000 + 45000) x 1.5 = 262500 µs/s,
+  # 26.25% of a core, under the 50% target.
+  assert {
+    condition     = abs(output.store_cpu_utilization - 0.2625) < 0.000001 && output.store_shards == 1
+    error_message = "expected 26.25% of one core on 1 shard, got ${output.store_cpu_utilization} on ${output.store_shards}"
+  }
+
+  # The sale's ceiling: (500000 / 1.5 - 45000) / 65 = 4435.9 winners/s.
+  assert {
+    condition     = floor(output.store_winners_per_second_cap) == 4435
+    error_message = "expected a ceiling of 4435 winners/s, got ${output.store_winners_per_second_cap}"
+  }
+}
+
+run "store_cpu_adds_shards_for_several_hot_sales" {
+  command = plan
+
+  variables {
+    peak_buyers_per_second           = 200000
+    winners_per_second               = 4000
+    hot_sales                        = 4
+    store_cpu_us_per_winner          = 200
+    store_cpu_us_per_winner_per_node = 0
+    store_cpu_us_per_node_second     = 0
+  }
+
+  # 1000 winners/s per sale x 200 µs x 1.5 = 30% of a core per sale: one
+  # sale per shard under the 50% target, although the operations would let
+  # 3 sales share a shard.
+  assert {
+    condition     = output.store_shards == 4 && abs(output.store_cpu_utilization - 0.3) < 0.000001
+    error_message = "expected 4 shards at 30% each, got ${output.store_shards} at ${output.store_cpu_utilization}"
+  }
+}
+
+run "fan_out_makes_a_large_fleet_too_hot_for_one_shard" {
+  command = plan
+
+  variables {
+    node_capacity_rps = 5000
+  }
+
+  # 1.5M req/s over 5000 per node: 450 nodes. Each adds 1 µs to every
+  # winner and 1000 µs/s of background: (2000 x 470 + 450000) x 1.5 µs/s
+  # is two cores. A sale cannot be split, so the plan must refuse.
+  assert {
+    condition     = output.node_count == 450
+    error_message = "expected 450 nodes, got ${output.node_count}"
+  }
+
+  expect_failures = [output.store_cpu_utilization]
+}
+
+run "rejects_unmeasured_store_cpu" {
+  command = plan
+
+  variables {
+    store_cpu_us_per_winner = 0
+    store_cpu_target        = 0.95
+  }
+
+  expect_failures = [
+    var.store_cpu_us_per_winner,
+    var.store_cpu_target,
+  ]
 }
