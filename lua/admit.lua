@@ -9,15 +9,20 @@
 -- KEYS[6] expiry    zset    pending ticket -> expires_at_ms
 -- KEYS[7] eligible  set     users allowed when elig = list
 -- KEYS[8] orders    stream  one entry per win (contract fields)
+-- KEYS[9] digests   string  8 bytes per win, in the order wins are counted
 -- ARGV[1] sale id   (written into stream entries)
 -- ARGV[2] node id
 -- ARGV[3] epoch     lease epoch the units were taken under
 -- ARGV[4] n         number of candidates, 1..1000
--- ARGV[5..]         n pairs: user, proposed ticket id
+-- ARGV[5..4+2n]     n pairs: user, proposed ticket id
+-- ARGV[5+2n]        the candidates' digests, 8 bytes each, in order (the
+--                   node computes them: no hashing in Redis)
 --
 -- Replies:
 --   {"unknown_sale"} | {"not_started"} | {"ended"} | {"closed"}   (no write)
---   {"ok", lease_units_left, then per candidate: code, ticket, issued_at_ms, expires_at_ms}
+--   {"ok", lease_units_left, digests_len, then per candidate: code, ticket, issued_at_ms, expires_at_ms}
+--     digests_len: the winners digest's length in bytes after this call (the
+--     batch's wins are its last 8 x wins bytes)
 --     code "won"          new ticket recorded, pending, entry appended to the stream
 --     code "replay"       the user already holds `ticket` (nothing written)
 --     code "not_eligible" the sale has a list and the user is not on it
@@ -29,9 +34,10 @@
 -- for the whole batch, then each candidate is judged before it is written.
 local sale, node, epoch, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 if not sale or sale == '' or not node or node == '' or not epoch or not n
-   or n < 1 or n > 1000 or #ARGV ~= 4 + 2 * n then
+   or n < 1 or n > 1000 or #ARGV ~= 5 + 2 * n or #ARGV[5 + 2 * n] ~= 8 * n then
   return redis.error_reply('ERR admit: bad arguments')
 end
+local digests = ARGV[5 + 2 * n]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_sale'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -51,8 +57,9 @@ if cur then
   end
 end
 
-local out = {'ok', 0}
+local out = {'ok', 0, 0}
 local wins = 0
+local won_digests = {}
 for i = 0, n - 1 do
   local user, proposed = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
   local held = redis.call('HGET', KEYS[4], user)
@@ -76,6 +83,7 @@ for i = 0, n - 1 do
     redis.call('ZADD', KEYS[6], exp, proposed)
     redis.call('XADD', KEYS[8], '*', 'ticket', proposed, 'sale', sale, 'user', user,
       'issued_at_ms', now, 'expires_at_ms', exp, 'node', node)
+    won_digests[wins] = string.sub(digests, 8 * i + 1, 8 * i + 8)
     out[#out + 1] = 'won'; out[#out + 1] = proposed; out[#out + 1] = now; out[#out + 1] = exp
   end
 end
@@ -84,6 +92,10 @@ if wins > 0 then
   redis.call('HINCRBY', KEYS[2], 'leased', -wins)
   redis.call('HINCRBY', KEYS[2], 'pending', wins)
   redis.call('HINCRBY', KEYS[2], 'enqueued', wins)
+  -- One append per batch: the digest grows with 'enqueued', in step.
+  out[3] = redis.call('APPEND', KEYS[9], table.concat(won_digests))
+else
+  out[3] = redis.call('STRLEN', KEYS[9])
 end
 out[2] = math.max(units, 0)
 return out

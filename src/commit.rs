@@ -194,7 +194,15 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         .admit(&sale.id, &ctx.node, u64::from(epoch), &candidates)
         .await
     {
-        Ok(AdmitReply::Judged { verdicts, .. }) if verdicts.len() == jobs.len() => {
+        Ok(AdmitReply::Judged {
+            verdicts,
+            digests_len,
+            ..
+        }) if verdicts.len() == jobs.len() => {
+            let wins = verdicts
+                .iter()
+                .filter(|v| matches!(v, Verdict::Won(_)))
+                .count() as u64;
             for (job, v) in jobs.into_iter().zip(verdicts) {
                 match v {
                     Verdict::Won(issued) => {
@@ -220,6 +228,9 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
                     }
                 }
                 job.settle(Settled::Judged(v));
+            }
+            if wins > 0 {
+                sale.appended_digests(wins, digests_len);
             }
         }
         Ok(AdmitReply::Judged { .. }) => {

@@ -6,7 +6,7 @@
 //! discovered from Redis every second (and at once when created through
 //! this node); each sale then gets:
 //! - a refresher (settings, accounting and eligibility, every `--refresh-ms`),
-//! - a tailer of the order stream feeding the winners replica,
+//! - a reader of the winners digest feeding the winners replica,
 //! - a committer, a lease keeper, a reclaimer and a sweeper.
 
 use std::sync::Arc;
@@ -23,8 +23,8 @@ use crate::lifecycle;
 use crate::stock::Sale;
 use crate::store::{SaleState, Store, StoreError};
 
-/// Entries read from the order stream per call.
-const TAIL_BATCH: usize = 1000;
+/// Bytes of the winners digest read per call (8 per win).
+const TAIL_BYTES: u64 = 64 * 1024;
 /// Pause between stream reads once caught up: bounds how long a winner from
 /// another node is unknown here.
 const TAIL_IDLE: Duration = Duration::from_millis(50);
@@ -34,9 +34,6 @@ const ENDED_PERIOD: Duration = Duration::from_secs(2);
 /// How often a retired sale (over and settled) is refreshed, to notice an
 /// update that opens its window again.
 const RETIRED_PERIOD: Duration = Duration::from_secs(30);
-/// Caught-up polls in a row that find the replica short of the wins Redis
-/// counted before it is bootstrapped again.
-const REBOOT_AFTER_SHORT_POLLS: u32 = 20;
 /// How often the list of sales is re-read.
 const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 
@@ -245,25 +242,19 @@ pub async fn reload_eligible(store: &dyn Store, sale: &Sale) -> Result<(), Store
     Ok(())
 }
 
-/// Feeds the winners replica from the sale's order stream.
+/// Feeds the winners replica from the sale's winners digest.
 ///
-/// It starts from the winners hash rather than the stream's beginning,
-/// because the order consumer may have trimmed delivered entries: the
-/// stream's newest id is read first, then every winner from the hash, then
-/// the stream is tailed from that id, so no win falls between the two.
+/// The digest is a Redis string to which `admit` appends 8 bytes per win in
+/// the order wins are counted; it is never trimmed, so reading it from
+/// offset 0 bootstraps a node, and reading on from its offset tails it. A
+/// node learns a winner for 8 bytes of reply, not a stream entry: a larger
+/// fleet costs the store next to nothing more per winner.
 ///
 /// While the sale may be sold out, each poll first reads the pool (one
-/// `HMGET`), then the stream: a pool with no unit anywhere, plus a replica
-/// holding every win counted with it, proves a miss is a loser (see
-/// [`Sale::replica_complete`]). An unreadable entry is skipped, not read
-/// forever; a replica that stays short of the wins Redis counted (entries
-/// trimmed before this node read them, skipped entries) is bootstrapped
-/// again from the winners hash.
+/// `HMGET`), then the digest: a pool with no unit anywhere, plus every win
+/// counted with it read, proves a miss is a loser (see
+/// [`Sale::replica_complete`]).
 async fn tail_loop(store: Arc<dyn Store>, sale: Arc<Sale>, stop: CancellationToken) {
-    let Some(mut after) = bootstrap(&*store, &sale, &stop).await else {
-        return;
-    };
-    let mut short_polls = 0u32;
     loop {
         sale.while_retired(&stop).await;
         let poll = async {
@@ -273,42 +264,22 @@ async fn tail_loop(store: Arc<dyn Store>, sale: Arc<Sale>, stop: CancellationTok
             } else {
                 None
             };
-            let page = store.read_orders(&sale.id, &after, TAIL_BATCH).await?;
-            Ok::<_, StoreError>((read_at_ms, pool, page))
+            let offset = sale.digests_offset();
+            let bytes = store.read_digests(&sale.id, offset, TAIL_BYTES).await?;
+            Ok::<_, StoreError>((read_at_ms, pool, offset, bytes))
         };
         let read = tokio::select! {
             r = poll => r,
             _ = stop.cancelled() => return,
         };
         let pause = match read {
-            Ok((read_at_ms, pool, page)) => {
-                for e in &page.entries {
-                    sale.remember_winner(e.user, e.issued);
-                }
-                if let Some(last) = page.last_id {
-                    after = last;
-                }
+            Ok((read_at_ms, pool, offset, bytes)) => {
+                let full = bytes.len() as u64 >= TAIL_BYTES;
+                sale.read_digests(offset, &bytes);
                 if let Some(p) = pool {
                     sale.observe_pool(p.available, p.leased, p.orders_enqueued, read_at_ms);
                 }
-                // Caught up, yet fewer wins known than Redis counted: some
-                // were never read here. Two polls in a row, because a win
-                // counted between the pool read and the stream read shows
-                // up short once.
-                if !page.full && sale.winners_known() < sale.orders_enqueued_hint() {
-                    short_polls += 1;
-                } else {
-                    short_polls = 0;
-                }
-                if short_polls >= REBOOT_AFTER_SHORT_POLLS {
-                    short_polls = 0;
-                    tracing::warn!(sale = %sale.id, known = sale.winners_known(), counted = sale.orders_enqueued_hint(), "winners replica behind the store; reloading it");
-                    match bootstrap(&*store, &sale, &stop).await {
-                        Some(id) => after = id,
-                        None => return,
-                    }
-                }
-                if page.full {
+                if full {
                     Duration::ZERO
                 } else if ended(&sale) {
                     ENDED_PERIOD
@@ -317,7 +288,7 @@ async fn tail_loop(store: Arc<dyn Store>, sale: Arc<Sale>, stop: CancellationTok
                 }
             }
             Err(e) => {
-                tracing::debug!(sale = %sale.id, error = %e, "order stream read failed");
+                tracing::debug!(sale = %sale.id, error = %e, "winners digest read failed");
                 Duration::from_millis(250)
             }
         };
@@ -325,34 +296,6 @@ async fn tail_loop(store: Arc<dyn Store>, sale: Arc<Sale>, stop: CancellationTok
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.cancelled() => return,
-            }
-        }
-    }
-}
-
-/// Loads every winner from the winners hash and returns the stream id to
-/// tail from; retries until it succeeds or `stop` (then `None`).
-async fn bootstrap(store: &dyn Store, sale: &Sale, stop: &CancellationToken) -> Option<String> {
-    loop {
-        let boot = async {
-            let last = store.last_order_id(&sale.id).await?;
-            for (user, issued) in store.winners(&sale.id).await? {
-                sale.remember_winner(user, issued);
-            }
-            Ok::<_, StoreError>(last.unwrap_or_else(|| "0".into()))
-        };
-        let r = tokio::select! {
-            r = boot => r,
-            _ = stop.cancelled() => return None,
-        };
-        match r {
-            Ok(id) => return Some(id),
-            Err(e) => {
-                tracing::debug!(sale = %sale.id, error = %e, "winners bootstrap failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = stop.cancelled() => return None,
-                }
             }
         }
     }

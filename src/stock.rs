@@ -23,10 +23,15 @@
 //!
 //! # Replicas
 //!
-//! The winners replica (user -> ticket) is fed by tailing the sale's order
-//! stream, so a buyer who won on any node gets the ticket back from memory
-//! here, and a loser after sell-out is refused without asking Redis. Both
-//! replicas are lock-free skip lists: readers never block.
+//! The winners replica has two parts. The *digest set* holds a 64-bit
+//! digest of every winner of the sale, fed by reading the sale's winners
+//! digest in Redis (8 bytes per win, appended by `admit` in the order wins
+//! are counted): so a loser after sell-out is refused without asking Redis,
+//! and a node learns a winner for 8 bytes of reply instead of a stream
+//! entry, whatever the fleet size. The *ticket cache* (user -> ticket) holds
+//! the tickets this node committed or looked up, so a winner who asks again
+//! gets the ticket back from memory; a winner won elsewhere costs one lookup
+//! here the first time. Both are lock-free skip lists: readers never block.
 
 use std::sync::atomic::{
     AtomicBool, AtomicU64,
@@ -237,7 +242,15 @@ pub struct Sale {
     /// Set while the sale is over and settled: its upkeep tasks sleep.
     retired: AtomicBool,
     pub revived: Notify,
+    /// The ticket cache (see the module docs).
     winners: SkipMap<UserId, Issued>,
+    /// The digest set (see the module docs).
+    digests: SkipSet<u64>,
+    /// Bytes of the winners digest known without a gap, from offset 0:
+    /// read by the tailer, or appended by this node's own commit right at
+    /// the end of what it knew. `/ 8` is what the sold-out proof counts
+    /// (not the set's size: own wins may sit past others not read yet).
+    digests_known: AtomicU64,
     eligible: SkipSet<UserId>,
     eligible_loaded: AtomicU64,
     /// The eligibility version seen at the previous refresh (see
@@ -278,6 +291,8 @@ impl Sale {
             retired: AtomicBool::new(false),
             revived: Notify::new(),
             winners: SkipMap::new(),
+            digests: SkipSet::new(),
+            digests_known: AtomicU64::new(0),
             eligible: SkipSet::new(),
             eligible_loaded: AtomicU64::new(0),
             eligible_seen: AtomicU64::new(0),
@@ -538,17 +553,58 @@ impl Sale {
         self.refilled.notify_waiters();
     }
 
+    /// The buyer's ticket, if this node knows it.
     pub fn winner(&self, user: &UserId) -> Option<Issued> {
         self.winners.get(user).map(|e| *e.value())
     }
 
-    /// Records a win in the replica (from the stream or from a commit).
-    pub fn remember_winner(&self, user: UserId, issued: Issued) {
-        self.winners.get_or_insert(user, issued);
+    /// Whether the buyer may have won (their digest is in the set; a
+    /// collision is possible, a false "no" is not for digests read).
+    pub fn may_have_won(&self, user: &UserId) -> bool {
+        self.digests.contains(&user.digest())
     }
 
+    /// Records a win (from a commit or a lookup).
+    pub fn remember_winner(&self, user: UserId, issued: Issued) {
+        self.winners.get_or_insert(user, issued);
+        self.digests.insert(user.digest());
+    }
+
+    /// Where the tailer reads the winners digest next.
+    pub fn digests_offset(&self) -> u64 {
+        self.digests_known.load(Acquire)
+    }
+
+    /// Takes in bytes of the winners digest read at `offset` (whole 8-byte
+    /// digests only); returns where to read next.
+    pub fn read_digests(&self, offset: u64, bytes: &[u8]) -> u64 {
+        let mut end = offset;
+        for d in bytes.chunks_exact(8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(d);
+            self.digests.insert(u64::from_be_bytes(b));
+            end += 8;
+        }
+        // Release: pairs with the Acquire in `winners_known`; a reader of the
+        // count finds the digests it counts in the set.
+        self.digests_known.fetch_max(end, Release).max(end)
+    }
+
+    /// This node's commit appended `wins` digests, ending at `len`: when it
+    /// knew everything before them, it now knows everything up to `len`
+    /// without waiting for the tailer. (Their digests are in the set
+    /// already: `remember_winner` ran for each.)
+    pub fn appended_digests(&self, wins: u64, len: u64) {
+        let start = len.saturating_sub(8 * wins);
+        // Release: as in `read_digests`.
+        let _ = self
+            .digests_known
+            .compare_exchange(start, len, Release, Relaxed);
+    }
+
+    /// Wins known from the winners digest without a gap.
     pub fn winners_known(&self) -> u64 {
-        self.winners.len() as u64
+        self.digests_known.load(Acquire) / 8
     }
 
     pub fn is_eligible(&self, user: &UserId) -> bool {

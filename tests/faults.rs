@@ -18,9 +18,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bigtap::store::redis::RedisStore;
 use bigtap::store::{
-    AdmitReply, Candidate, Issued, LeaseReply, OrderPage, Pool, PutOutcome, RenewReply,
-    ReturnReply, SafetyReport, SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord,
-    Transition, Verdict,
+    AdmitReply, Candidate, Issued, LeaseReply, Pool, PutOutcome, RenewReply, ReturnReply,
+    SafetyReport, SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord, Transition,
+    Verdict,
 };
 use bigtap::{App, SaleId, TicketId, UserId};
 use futures::stream::{self, StreamExt};
@@ -484,6 +484,7 @@ impl Store for BrokenStore {
                 .await?;
         Ok(AdmitReply::Judged {
             lease_units_left: 1000,
+            digests_len: 0,
             verdicts,
         })
     }
@@ -510,19 +511,13 @@ impl Store for BrokenStore {
     async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError> {
         self.inner.sweep(sale, limit).await
     }
-    async fn last_order_id(&self, sale: &SaleId) -> Result<Option<String>, StoreError> {
-        self.inner.last_order_id(sale).await
-    }
-    async fn winners(&self, sale: &SaleId) -> Result<Vec<(UserId, Issued)>, StoreError> {
-        self.inner.winners(sale).await
-    }
-    async fn read_orders(
+    async fn read_digests(
         &self,
         sale: &SaleId,
-        after: &str,
-        count: usize,
-    ) -> Result<OrderPage, StoreError> {
-        self.inner.read_orders(sale, after, count).await
+        offset: u64,
+        max: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.inner.read_digests(sale, offset, max).await
     }
     async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError> {
         self.inner.pool(sale).await

@@ -12,9 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bigtap::store::redis::RedisStore;
 use bigtap::store::{
-    AdmitReply, Candidate, Issued, LeaseReply, OrderPage, Pool, PutOutcome, RenewReply,
-    ReturnReply, SafetyReport, SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord,
-    Transition,
+    AdmitReply, Candidate, LeaseReply, Pool, PutOutcome, RenewReply, ReturnReply, SafetyReport,
+    SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord, Transition,
 };
 use bigtap::{App, SaleId, TicketId, UserId};
 use reqwest::StatusCode;
@@ -569,21 +568,21 @@ impl Store for Flaky {
             _ => self.inner.admit(sale, node, epoch, batch).await,
         }
     }
-    async fn read_orders(
+    async fn read_digests(
         &self,
         sale: &SaleId,
-        after: &str,
-        count: usize,
-    ) -> Result<OrderPage, StoreError> {
+        offset: u64,
+        max: u64,
+    ) -> Result<Vec<u8>, StoreError> {
         if self.tail_blocked.load(Relaxed) {
             return Err(lost());
         }
-        let page = self.inner.read_orders(sale, after, count).await;
+        let bytes = self.inner.read_digests(sale, offset, max).await;
         let delay = self.tail_delay_ms.load(Relaxed);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        page
+        bytes
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
@@ -667,12 +666,6 @@ impl Store for Flaky {
     }
     async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError> {
         self.inner.sweep(sale, limit).await
-    }
-    async fn last_order_id(&self, sale: &SaleId) -> Result<Option<String>, StoreError> {
-        self.inner.last_order_id(sale).await
-    }
-    async fn winners(&self, sale: &SaleId) -> Result<Vec<(UserId, Issued)>, StoreError> {
-        self.inner.winners(sale).await
     }
     async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError> {
         self.inner.pool(sale).await

@@ -79,7 +79,36 @@ pub async fn take<B: RequestBody>(
         return ticket(shared, sale, user, issued, true);
     }
     // Boxed: the commit path's state stays off the rejected path's future.
+    if sale.may_have_won(&user) {
+        return Box::pin(won_elsewhere(shared, &live, user, now, deadline)).await;
+    }
     Box::pin(acquire(shared, &live, user, now, deadline)).await
+}
+
+/// A buyer whose digest is in the winners replica but whose ticket this
+/// node has not seen (won on another node): one lookup, then the ticket
+/// is remembered here. A digest collision finds no ticket and buys on.
+async fn won_elsewhere(
+    shared: &Arc<Shared>,
+    live: &Arc<LiveSale>,
+    user: UserId,
+    now: u64,
+    deadline: Instant,
+) -> Reply {
+    let sale = &live.sale;
+    match tokio::time::timeout_at(deadline, shared.store.winner(&sale.id, &user)).await {
+        Ok(Ok(Some(rec))) => {
+            let issued = Issued {
+                ticket: rec.ticket,
+                issued_at_ms: rec.issued_at_ms,
+                expires_at_ms: rec.expires_at_ms,
+            };
+            sale.remember_winner(user, issued);
+            ticket(shared, sale, user, issued, true).via_store()
+        }
+        Ok(Ok(None)) => acquire(shared, live, user, now, deadline).await,
+        Ok(Err(_)) | Err(_) => response::unavailable().via_store(),
+    }
 }
 
 /// Why a buyer was turned away before their user id was known.
@@ -188,7 +217,7 @@ async fn settle_unknown(shared: &Shared, sale: &Sale, user: UserId) -> Reply {
 
 /// The sold-out answer, after making sure the buyer did not win elsewhere.
 async fn sold_out(shared: &Shared, sale: &Sale, user: UserId) -> Reply {
-    if sale.replica_complete(shared.clock.now_ms()) {
+    if sale.replica_complete(shared.clock.now_ms()) && !sale.may_have_won(&user) {
         return response::sold_out();
     }
     match shared.store.winner(&sale.id, &user).await {
@@ -228,7 +257,7 @@ pub async fn mine<B: RequestBody>(
     if let Err(wait) = shared.limits.check_user(&user) {
         return response::rate_limited(retry_after_secs(wait));
     }
-    if sale.winner(&user).is_none() && sale.replica_complete(now) {
+    if !sale.may_have_won(&user) && sale.replica_complete(now) {
         return response::no_ticket();
     }
     Box::pin(async move {

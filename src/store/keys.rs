@@ -68,6 +68,12 @@ impl Keys {
     pub fn orders(&self, sale: &SaleId) -> String {
         self.sale_key(sale, "orders")
     }
+    /// The winners digest (string): 8 bytes per win, appended by `admit` in
+    /// the order wins are counted, so a node learns every winner by reading
+    /// bytes from an offset instead of every stream entry.
+    pub fn digests(&self, sale: &SaleId) -> String {
+        self.sale_key(sale, "digests")
+    }
     /// The dead-letter stream.
     pub fn dead(&self, sale: &SaleId) -> String {
         self.sale_key(sale, "orders:dead")
@@ -98,6 +104,7 @@ mod tests {
             k.expiry(&s),
             k.eligible(&s),
             k.orders(&s),
+            k.digests(&s),
             k.dead(&s),
             k.attempts(&s),
         ] {

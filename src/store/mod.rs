@@ -281,6 +281,9 @@ pub enum Verdict {
 pub enum AdmitReply {
     Judged {
         lease_units_left: u64,
+        /// The winners digest's length after the call: this batch's wins
+        /// are its last 8 bytes per win.
+        digests_len: u64,
         verdicts: Vec<Verdict>,
     },
     Refused(Refusal),
@@ -315,27 +318,6 @@ pub struct TicketRecord {
 /// Result of confirm or release: the ticket's state afterwards and whether
 /// this call changed it. `None` for an unknown ticket.
 pub type Transition = Option<(TicketState, bool)>;
-
-/// One entry of a sale's order stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderEntry {
-    pub id: String,
-    pub user: UserId,
-    pub issued: Issued,
-}
-
-/// A page of a sale's order stream, oldest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OrderPage {
-    pub entries: Vec<OrderEntry>,
-    /// The id of the last entry read, readable or not: where the next page
-    /// starts. An unreadable entry is skipped, never read again and again.
-    pub last_id: Option<String>,
-    /// Entries skipped because they could not be read.
-    pub unreadable: usize,
-    /// True when the page was cut at the count asked for (more may follow).
-    pub full: bool,
-}
 
 /// The sale's pool as one atomic read sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -453,20 +435,14 @@ pub trait Store: Send + Sync + 'static {
     /// Releases up to `limit` expired pending tickets; returns how many.
     async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError>;
 
-    /// The id of the newest order-stream entry, if any.
-    async fn last_order_id(&self, sale: &SaleId) -> Result<Option<String>, StoreError>;
-
-    /// Every winner of the sale with their ticket, from the winners hash
-    /// (complete even when the order stream has been trimmed).
-    async fn winners(&self, sale: &SaleId) -> Result<Vec<(UserId, Issued)>, StoreError>;
-
-    /// Order-stream entries after `after` (`"0"` for the start), oldest first.
-    async fn read_orders(
+    /// Bytes of the sale's winners digest from `offset`, at most `max`
+    /// (8 per win, in the order wins were counted; empty when none).
+    async fn read_digests(
         &self,
         sale: &SaleId,
-        after: &str,
-        count: usize,
-    ) -> Result<OrderPage, StoreError>;
+        offset: u64,
+        max: u64,
+    ) -> Result<Vec<u8>, StoreError>;
 
     /// Units in the pool and in leases, and wins enqueued, in one read.
     /// `None` for an unknown sale.

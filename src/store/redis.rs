@@ -26,7 +26,7 @@ use async_trait::async_trait;
 
 use super::conn::{may_resend, resend_pause, Con, MAX_RESENDS};
 use super::keys::Keys;
-use super::record::{parse_ticket, Order, StreamEntry};
+use super::record::{parse_ticket, StreamEntry};
 use super::scripts::{self, Def, Op};
 use super::url::StoreUrl;
 use super::*;
@@ -462,97 +462,20 @@ impl Store for RedisStore {
         scripts::sweep::call(self, sale, limit).await
     }
 
-    async fn last_order_id(&self, sale: &SaleId) -> Result<Option<String>, StoreError> {
-        let mut cmd = ::redis::cmd("XREVRANGE");
-        cmd.arg(self.keys.orders(sale))
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1);
-        let v: Value = self.query(Op::ReadOrders, true, &cmd).await?;
-        Ok(stream_entries(Op::ReadOrders.name(), &v)?
-            .into_iter()
-            .next()
-            .map(|e| e.id))
-    }
-
-    async fn winners(&self, sale: &SaleId) -> Result<Vec<(UserId, Issued)>, StoreError> {
-        let winners_key = self.keys.winners(sale);
-        let tickets_key = self.keys.tickets(sale);
-        let mut cursor: u64 = 0;
-        let mut out = Vec::new();
-        loop {
-            let (next, flat) = self.scan_page("HSCAN", &winners_key, cursor).await?;
-            let pairs: Vec<(UserId, TicketId)> = flat
-                .chunks(2)
-                .filter_map(|p| match p {
-                    [u, t] => Some((UserId::parse(u).ok()?, TicketId::parse(t).ok()?)),
-                    _ => None,
-                })
-                .collect();
-            if !pairs.is_empty() {
-                let mut cmd = ::redis::cmd("HMGET");
-                cmd.arg(&tickets_key);
-                for (_, t) in &pairs {
-                    cmd.arg(t.as_str());
-                }
-                let recs: Vec<Option<String>> = self.query(Op::Command, true, &cmd).await?;
-                for ((user, ticket), rec) in pairs.into_iter().zip(recs) {
-                    if let Some(r) = rec.as_deref().and_then(|r| parse_ticket(ticket, r)) {
-                        out.push((
-                            user,
-                            Issued {
-                                ticket,
-                                issued_at_ms: r.issued_at_ms,
-                                expires_at_ms: r.expires_at_ms,
-                            },
-                        ));
-                    }
-                }
-            }
-            if next == 0 {
-                return Ok(out);
-            }
-            cursor = next;
-        }
-    }
-
-    async fn read_orders(
+    async fn read_digests(
         &self,
         sale: &SaleId,
-        after: &str,
-        count: usize,
-    ) -> Result<OrderPage, StoreError> {
-        let mut cmd = ::redis::cmd("XREAD");
-        cmd.arg("COUNT")
-            .arg(count)
-            .arg("STREAMS")
-            .arg(self.keys.orders(sale))
-            .arg(after);
-        let v: Value = self.query(Op::ReadOrders, true, &cmd).await?;
-        let entries = read_reply(Op::ReadOrders.name(), v)?;
-        let mut page = OrderPage {
-            full: entries.len() >= count,
-            ..OrderPage::default()
-        };
-        for e in entries {
-            match Order::from_entry(sale, &e) {
-                Ok(o) => page.entries.push(OrderEntry {
-                    user: o.user,
-                    issued: o.issued(),
-                    id: e.id.clone(),
-                }),
-                // Skipped, not read again and again: one bad entry must not
-                // stop the winners replica (the re-bootstrap from the
-                // winners hash covers what it held).
-                Err(why) => {
-                    tracing::warn!(%sale, id = %e.id, %why, "skipping an unreadable order-stream entry");
-                    page.unreadable += 1;
-                }
-            }
-            page.last_id = Some(e.id);
+        offset: u64,
+        max: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
         }
-        Ok(page)
+        let mut cmd = ::redis::cmd("GETRANGE");
+        cmd.arg(self.keys.digests(sale))
+            .arg(offset)
+            .arg(offset + max - 1);
+        self.query(Op::ReadOrders, true, &cmd).await
     }
 
     async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError> {

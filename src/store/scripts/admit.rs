@@ -31,11 +31,15 @@ pub async fn call(
         .key(k.tickets(sale))
         .key(k.expiry(sale))
         .key(k.eligible(sale))
-        .key(k.orders(sale));
+        .key(k.orders(sale))
+        .key(k.digests(sale));
     inv.arg(sale.as_str()).arg(node).arg(epoch).arg(batch.len());
+    let mut digests = Vec::with_capacity(8 * batch.len());
     for c in batch {
         inv.arg(c.user.as_str()).arg(c.ticket.as_str());
+        digests.extend_from_slice(&c.user.digest().to_be_bytes());
     }
+    inv.arg(digests);
     let items = s.invoke(&DEF, &inv).await?;
     let mut r = Reply::new(&DEF, &items);
     let status = r.str()?;
@@ -43,6 +47,7 @@ pub async fn call(
         return Ok(AdmitReply::Refused(refusal(&r, status)?));
     }
     let lease_units_left = r.u64()?;
+    let digests_len = r.u64()?;
     let mut verdicts = Vec::with_capacity(batch.len());
     for _ in batch {
         let code = r.str()?;
@@ -75,6 +80,7 @@ pub async fn call(
     }
     Ok(AdmitReply::Judged {
         lease_units_left,
+        digests_len,
         verdicts,
     })
 }
