@@ -4,7 +4,7 @@
 //! It implements [`Store`] (what the front tier needs) with one script per
 //! state change ([`super::scripts`]), and offers the order consumer, the
 //! dead-letter commands and the audit their own operations as inherent
-//! methods ([`super::queue`], [`super::audit`]), so the `Store` trait stays as
+//! methods ([`super::queue`], [`super::dump`]), so the `Store` trait stays as
 //! small as the front tier needs and no other module sends a Redis command.
 //!
 //! Every call reads or writes the keys of one sale ([`Keys`]), all in one
