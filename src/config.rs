@@ -17,8 +17,11 @@ pub struct ServeConfig {
     #[arg(long, env = "BIGTAP_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Redis URL. Without it, bigtap starts and supervises its own
-    /// redis-server on a free loopback port (data in --data-dir).
+    /// Redis URL: redis://, rediss:// (TLS), redis+cluster:// or
+    /// rediss+cluster:// (a Redis Cluster; a private CA for TLS:
+    /// BIGTAP_REDIS_CA_FILE=ca.pem). Without it, bigtap starts and
+    /// supervises its own redis-server on a free loopback port (data in
+    /// --data-dir).
     #[arg(long, env = "BIGTAP_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
 

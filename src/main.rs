@@ -49,7 +49,8 @@ enum Command {
 #[derive(Args)]
 struct StoreArgs {
     /// Redis URL: redis://, rediss:// (TLS), redis+cluster:// or
-    /// rediss+cluster:// (a seed node of a Redis Cluster).
+    /// rediss+cluster:// (a seed node of a Redis Cluster). A private CA for
+    /// TLS: BIGTAP_REDIS_CA_FILE=ca.pem.
     #[arg(long, env = "BIGTAP_REDIS_URL", hide_env_values = true)]
     redis: String,
     /// Key prefix in Redis.

@@ -1,6 +1,7 @@
-//! An https order backend: a local TLS server whose certificate comes from
-//! a CA made for the test. The consumer delivers to it when given the CA
-//! file, and refuses to when not (the certificate is then untrusted).
+//! TLS at both ends of the order pipeline, with CAs made by the test:
+//! an https order backend (the consumer delivers to it when given the CA
+//! file, and refuses to when not), and a `rediss://` store (every command
+//! reaches it given `BIGTAP_REDIS_CA_FILE`).
 
 mod orders_support;
 
@@ -30,25 +31,15 @@ struct TlsBackend {
 }
 
 async fn tls_backend() -> TlsBackend {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "bigtap test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca_cert, &ca_key)
-        .unwrap();
+    let (ca_pem, _, _, leaf_der, key_der) = ca_and_leaf();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![CertificateDer::from(leaf.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            vec![CertificateDer::from(leaf_der)],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),
         )
         .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
@@ -81,11 +72,30 @@ async fn tls_backend() -> TlsBackend {
             });
         }
     });
-    TlsBackend {
-        port,
-        ca_pem: ca_cert.pem(),
-        keys,
-    }
+    TlsBackend { port, ca_pem, keys }
+}
+
+/// A CA and a certificate for `localhost` signed by it: (CA PEM, cert
+/// PEM, key PEM, cert DER, key DER).
+fn ca_and_leaf() -> (String, String, String, Vec<u8>, Vec<u8>) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "bigtap test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca_cert, &ca_key)
+        .unwrap();
+    (
+        ca_cert.pem(),
+        leaf.pem(),
+        key.serialize_pem(),
+        leaf.der().to_vec(),
+        key.serialize_der(),
+    )
 }
 
 impl TlsBackend {
@@ -141,4 +151,68 @@ async fn an_https_backend_with_an_unknown_ca_is_not_trusted() {
     );
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
     assert!(backend.keys.lock().unwrap().is_empty(), "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_reaches_a_tls_store_whose_ca_is_given() {
+    let (ca_pem, cert_pem, key_pem, _, _) = ca_and_leaf();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let (ca, cert, key) = (
+        path("ca.pem", &ca_pem),
+        path("redis.pem", &cert_pem),
+        path("redis.key", &key_pem),
+    );
+    let tls_port = bigtap::store::embedded::free_port().unwrap().to_string();
+    let _redis = bigtap::store::embedded::RedisProcess::start_temporary_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-auth-clients",
+        "no",
+    ])
+    .expect("redis-server starts with TLS");
+    let url = format!("rediss://localhost:{tls_port}/");
+
+    // The sale CLI and the dead-letter command, as processes.
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bigtap"))
+            .args(args)
+            .env("BIGTAP_REDIS_URL", &url)
+            .env("BIGTAP_REDIS_CA_FILE", &ca)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(run(&["sale", "create", "tls", "--stock", "3"]).contains("created sale tls"));
+    assert!(run(&["sale", "show", "tls"]).contains("\"stock_total\":3"));
+    assert!(run(&["orders", "dead", "list", "--sale", "tls"]).is_empty());
+
+    // In process, with the CA given explicitly; and refused without it.
+    use bigtap::store::redis::RedisStore;
+    use bigtap::store::Store;
+    let t = Duration::from_secs(2);
+    let store =
+        RedisStore::open_with_ca(&url, "bigtap", t, None, Some(std::path::Path::new(&ca))).unwrap();
+    let sale = SaleId::parse("tls").unwrap();
+    let snap = store.snapshot(&sale).await.unwrap().unwrap();
+    assert_eq!(snap.stock_total, 3);
+    let untrusted = RedisStore::open_with_ca(&url, "bigtap", t, None, None).unwrap();
+    let err = untrusted.ping().await.unwrap_err();
+    assert!(
+        err.to_string().contains("UnknownIssuer") || err.to_string().contains("certificate"),
+        "{err}"
+    );
 }

@@ -20,7 +20,8 @@ use crate::store::redis::RedisStore;
 #[derive(Debug, Clone, clap::Args)]
 pub struct OrdersArgs {
     /// Redis URL: redis://, rediss:// (TLS), redis+cluster:// or
-    /// rediss+cluster:// (a seed node of a Redis Cluster).
+    /// rediss+cluster:// (a seed node of a Redis Cluster). A private CA for
+    /// TLS: BIGTAP_REDIS_CA_FILE=ca.pem.
     #[arg(long, env = "BIGTAP_REDIS_URL", global = true, hide_env_values = true)]
     pub redis: Option<String>,
 

@@ -28,19 +28,32 @@ pub enum Con {
 impl Con {
     /// Connects lazily (the first command dials), so a store that is down
     /// at start-up is waited for rather than fatal. Within a Tokio runtime.
-    pub fn open(url: &StoreUrl, timeout: Duration) -> Result<Con, RedisError> {
+    /// `ca_pem`: for a TLS URL, the CA certificates (PEM) to trust instead
+    /// of the public roots (a store behind a private CA).
+    pub fn open(
+        url: &StoreUrl,
+        timeout: Duration,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Con, RedisError> {
         if url.is_cluster() {
-            let client = ClusterClient::builder([url.client_url()])
+            #[allow(unused_mut)]
+            let mut builder = ClusterClient::builder([url.client_url()])
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 // Never resend on its own: see the module docs.
-                .retries(0)
-                .build()?;
+                .retries(0);
+            if let Some(ca) = ca_pem {
+                builder = with_ca_cluster(builder, ca)?;
+            }
+            let client = builder.build()?;
             Ok(Con::Cluster(
                 client.get_pending_async_connection_with_config(ClusterConfig::new()),
             ))
         } else {
-            let client = ::redis::Client::open(url.client_url())?;
+            let client = match ca_pem {
+                Some(ca) => single_with_ca(url.client_url(), ca)?,
+                None => ::redis::Client::open(url.client_url())?,
+            };
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout))
                 .set_response_timeout(Some(timeout))
@@ -80,6 +93,49 @@ impl ConnectionLike for Con {
             Con::Cluster(c) => c.get_db(),
         }
     }
+}
+
+#[cfg(feature = "tls")]
+fn single_with_ca(url: &str, ca: Vec<u8>) -> Result<::redis::Client, RedisError> {
+    ::redis::Client::build_with_tls(
+        url,
+        ::redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca),
+        },
+    )
+}
+
+#[cfg(feature = "tls")]
+fn with_ca_cluster(
+    b: ::redis::cluster::ClusterClientBuilder,
+    ca: Vec<u8>,
+) -> Result<::redis::cluster::ClusterClientBuilder, RedisError> {
+    Ok(b.certs(::redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca),
+    }))
+}
+
+#[cfg(not(feature = "tls"))]
+fn no_tls() -> RedisError {
+    RedisError::from((
+        ErrorKind::InvalidClientConfig,
+        "a store CA file needs the tls feature",
+    ))
+}
+
+#[cfg(not(feature = "tls"))]
+fn single_with_ca(_: &str, _: Vec<u8>) -> Result<::redis::Client, RedisError> {
+    Err(no_tls())
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_ca_cluster(
+    _: ::redis::cluster::ClusterClientBuilder,
+    _: Vec<u8>,
+) -> Result<::redis::cluster::ClusterClientBuilder, RedisError> {
+    Err(no_tls())
 }
 
 /// Most times one call is sent again.

@@ -58,6 +58,8 @@ pub enum StoreError {
     Unsafe(String),
     #[error(transparent)]
     Url(#[from] UrlError),
+    #[error("store CA file {0}: {1}")]
+    CaFile(String, #[source] std::io::Error),
 }
 
 impl StoreError {

@@ -4,7 +4,7 @@
 //! It implements [`Store`] (what the front tier needs) with one script per
 //! state change ([`super::scripts`]), and offers the order consumer, the
 //! dead-letter commands and the audit their own operations as inherent
-//! methods ([`super::queue`], [`super::audit`]), so the `Store` trait stays as
+//! methods ([`super::queue`], [`super::dump`]), so the `Store` trait stays as
 //! small as the front tier needs and no other module sends a Redis command.
 //!
 //! Every call reads or writes the keys of one sale ([`Keys`]), all in one
@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,9 @@ use super::scripts::{self, Def, Op};
 use super::url::StoreUrl;
 use super::*;
 use crate::metrics::Metrics;
+
+/// Environment variable naming the store's CA file (see [`RedisStore::open`]).
+pub const CA_FILE_ENV: &str = "BIGTAP_REDIS_CA_FILE";
 
 /// The Redis implementation of [`Store`], and the rest of the store seam.
 #[derive(Clone)]
@@ -46,14 +50,45 @@ impl RedisStore {
     /// Connects lazily: the first call (or [`RedisStore::wait_ready`])
     /// dials. `url` is `redis://`, `rediss://`, `redis+cluster://` or
     /// `rediss+cluster://`. Must be called within a Tokio runtime.
+    ///
+    /// For a TLS URL, the environment variable [`CA_FILE_ENV`]
+    /// (`BIGTAP_REDIS_CA_FILE`) names a PEM file of CA certificates to trust
+    /// instead of the public roots; every process opens its store here, so
+    /// the variable works alike for `serve`, `orders` and `sale`.
     pub fn open(
         url: &str,
         prefix: &str,
         timeout: Duration,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, StoreError> {
+        let ca_file = std::env::var_os(CA_FILE_ENV).filter(|v| !v.is_empty());
+        Self::open_with_ca(
+            url,
+            prefix,
+            timeout,
+            metrics,
+            ca_file.as_deref().map(Path::new),
+        )
+    }
+
+    /// As [`RedisStore::open`], with the CA file given explicitly (ignored
+    /// for a URL without TLS).
+    pub fn open_with_ca(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        metrics: Option<Arc<Metrics>>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, StoreError> {
         let url = StoreUrl::parse(url)?;
-        let con = Con::open(&url, timeout)?;
+        let ca_pem = match ca_file {
+            Some(path) if url.is_tls() => Some(
+                std::fs::read(path)
+                    .map_err(|e| StoreError::CaFile(path.display().to_string(), e))?,
+            ),
+            _ => None,
+        };
+        let con = Con::open(&url, timeout, ca_pem)?;
         Ok(RedisStore {
             con,
             keys: Arc::new(Keys::new(prefix)),

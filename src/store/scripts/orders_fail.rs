@@ -16,7 +16,7 @@ pub static DEF: Def = Def::new(
     include_str!("../../../lua/orders_fail.lua"),
 );
 
-/// What to do with the failed attempt (ARGV[6]).
+/// What to do with the failed attempt (the sixth ARGV).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailMode {
     /// The attempt reached the sink: count it.
