@@ -2,8 +2,8 @@
 //! releases (payment failed); a pending ticket past its TTL is released by
 //! the sweeper and its unit returns to the pool.
 //!
-//! Confirm and release are single scripts (`src/store/scripts/confirm.lua`,
-//! `release.lua` beside it), idempotent, and mutually exclusive: whichever lands
+//! Confirm and release are single scripts (`lua/confirm.lua`,
+//! `lua/release.lua`), idempotent, and mutually exclusive: whichever lands
 //! first wins, and the other answers 409 with the state it found. A confirm
 //! that arrives after the TTL finds the ticket released (the backend
 //! refunds), even if the sweeper has not run yet.

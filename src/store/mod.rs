@@ -70,7 +70,7 @@ impl StoreError {
         match self {
             StoreError::Timeout(_) | StoreError::Protocol { .. } => true,
             StoreError::Io(e) => !e.is_connection_refusal(),
-            StoreError::Unsafe(_) | StoreError::Url(_) => false,
+            StoreError::Unsafe(_) | StoreError::Url(_) | StoreError::CaFile(..) => false,
         }
     }
 }
