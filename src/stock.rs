@@ -326,7 +326,9 @@ impl Sale {
         g.leased.set(s.leased as f64);
         g.pending.set(s.pending as f64);
         g.confirmed.set(s.confirmed as f64);
-        g.balanced.set(if s.balanced { 1.0 } else { 0.0 });
+        if s.checked {
+            g.balanced.set(if s.balanced { 1.0 } else { 0.0 });
+        }
         g.ends_at.set(s.ends_at_ms as f64 / 1000.0);
         g.open.set(if s.state() == SaleState::Open {
             1.0

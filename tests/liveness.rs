@@ -389,6 +389,26 @@ async fn a_sale_that_is_over_and_settled_costs_the_store_nothing_until_it_reopen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_reads_every_lease_record_only_once_in_25_refreshes() {
+    let redis = redis();
+    let url = redis.url();
+    // Refreshing every 50 ms: 40 refreshes in 2 s.
+    let node = node_with(&url, |c| c.refresh_ms = 50).await;
+    node.open_sale("s", 100).await;
+    assert_eq!(node.take("s", "w").await.status, StatusCode::CREATED);
+    let mut con = redis_con(&url).await;
+    let before = calls(&mut con, &["hvals"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cross_checks = calls(&mut con, &["hvals"]).await - before;
+    // The full cross-check reads every lease record (O(fleet)); the other
+    // refreshes read settings and counters only.
+    assert!(
+        (1..=3).contains(&cross_checks),
+        "{cross_checks} full cross-checks in 40 refreshes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tickets_mine_answers_before_during_and_after_the_window() {
     let redis = redis();
     let node = node(&redis.url()).await;

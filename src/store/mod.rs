@@ -183,6 +183,8 @@ pub struct Snapshot {
     pub orders_enqueued: u64,
     /// DESIGN §2's invariant, checked against the records in the same step.
     pub balanced: bool,
+    /// Whether `balanced` was evaluated (a [`Store::view`] does not).
+    pub checked: bool,
 }
 
 impl Snapshot {
@@ -390,6 +392,11 @@ pub trait Store: Send + Sync + 'static {
     /// `false` for an unknown sale.
     async fn close(&self, sale: &SaleId) -> Result<bool, StoreError>;
     async fn snapshot(&self, sale: &SaleId) -> Result<Option<Snapshot>, StoreError>;
+    /// Settings and counters without the cross-checks (`checked` false):
+    /// O(1) in the fleet size, for the nodes' frequent refreshes.
+    async fn view(&self, sale: &SaleId) -> Result<Option<Snapshot>, StoreError> {
+        self.snapshot(sale).await
+    }
     async fn eligible_users(&self, sale: &SaleId) -> Result<Vec<UserId>, StoreError>;
 
     async fn lease(

@@ -393,6 +393,10 @@ impl Store for RedisStore {
         scripts::account::call(self, sale).await
     }
 
+    async fn view(&self, sale: &SaleId) -> Result<Option<Snapshot>, StoreError> {
+        scripts::view::call(self, sale).await
+    }
+
     async fn eligible_users(&self, sale: &SaleId) -> Result<Vec<UserId>, StoreError> {
         let key = self.keys.eligible(sale);
         let mut cursor: u64 = 0;

@@ -44,5 +44,6 @@ pub async fn call(s: &RedisStore, sale: &SaleId) -> Result<Option<Snapshot>, Sto
         released_total: r.u64()?,
         orders_enqueued: r.u64()?,
         balanced: r.u64()? == 1,
+        checked: true,
     }))
 }

@@ -37,6 +37,7 @@ pub mod renew;
 #[path = "return.rs"]
 pub mod return_lease;
 pub mod sweep;
+pub mod view;
 
 /// Index of each operation in [`crate::metrics::STORE_OPS`].
 #[derive(Clone, Copy, Debug)]
@@ -93,9 +94,10 @@ impl Def {
 }
 
 /// Every script, for loading them all at start-up.
-pub fn all() -> [&'static Def; 18] {
+pub fn all() -> [&'static Def; 19] {
     [
         &account::DEF,
+        &view::DEF,
         &add_eligible::DEF,
         &add_stock::DEF,
         &admit::DEF,

@@ -1,0 +1,47 @@
+//! `lua/view.lua`: a sale's settings and counters without the cross-checks
+//! (O(1) in the fleet size), for the nodes' periodic refresh.
+//!
+//! Read-only, hence idempotent.
+
+use super::{Def, Op, Reply};
+use crate::id::SaleId;
+use crate::store::redis::RedisStore;
+use crate::store::{Snapshot, StoreError};
+
+pub static DEF: Def = Def::new(
+    "view",
+    Op::Account,
+    true,
+    include_str!("../../../lua/view.lua"),
+);
+
+pub async fn call(s: &RedisStore, sale: &SaleId) -> Result<Option<Snapshot>, StoreError> {
+    let k = s.keys();
+    let mut inv = DEF.script().prepare_invoke();
+    inv.key(k.cfg(sale)).key(k.acct(sale));
+    let items = s.invoke(&DEF, &inv).await?;
+    let mut r = Reply::new(&DEF, &items);
+    match r.str()? {
+        "unknown_sale" => return Ok(None),
+        "ok" => {}
+        other => return Err(r.unknown_status(other)),
+    }
+    Ok(Some(Snapshot {
+        now_ms: r.u64()?,
+        starts_at_ms: r.u64()?,
+        ends_at_ms: r.u64()?,
+        closed: r.u64()? == 1,
+        ticket_ttl_ms: r.u64()?,
+        list_only: r.str()? == "list",
+        eligibility_version: r.u64()?,
+        stock_total: r.u64()?,
+        available: r.u64()?,
+        leased: r.u64()?,
+        pending: r.u64()?,
+        confirmed: r.u64()?,
+        released_total: r.u64()?,
+        orders_enqueued: r.u64()?,
+        balanced: false,
+        checked: false,
+    }))
+}
