@@ -199,7 +199,7 @@ async fn refresh_loop(
             _ = stop.cancelled() => return,
         }
         // The full cross-check (O(fleet) in the store) now and then only.
-        let check = round % CHECK_EVERY == 0;
+        let check = round.is_multiple_of(CHECK_EVERY);
         if let Err(e) = refresh_with(&*store, &sale, check).await {
             tracing::debug!(sale = %sale.id, error = %e, "refresh failed");
         }
