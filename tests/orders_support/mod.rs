@@ -141,13 +141,18 @@ impl Store {
         ids.into_iter().zip(tickets).collect()
     }
 
-    /// Pending entries of group `orders` on the sale's stream.
+    /// Pending entries of group `orders` on the sale's stream. A Redis
+    /// error fails the test: read as a number, it could pass a check of
+    /// "nothing left pending" (or of "something is") by accident.
     pub async fn pending(&self, sale: &str) -> usize {
         let mut c = self.conn.clone();
         let r: redis::RedisResult<redis::streams::StreamPendingReply> = c
             .xpending(format!("bigtap:{{{sale}}}:orders"), "orders")
             .await;
-        r.map(|p| p.count()).unwrap_or(usize::MAX)
+        match r {
+            Ok(p) => p.count(),
+            Err(e) => panic!("XPENDING on sale {sale} failed: {e}"),
+        }
     }
 
     /// Entries of the sale's stream not yet read by group `orders`.
