@@ -103,8 +103,9 @@ async fn seeded_fault_runs_never_oversell_lose_a_winner_double_a_buyer_or_strand
         .flat_map(|r| r.pauses.iter().copied())
         .collect();
     println!(
-        "SUMMARY runs={} failed={:?} faults={:?} winners={} oversold={} lost={} double={} stranded={} fenced={}/{} pauses_past_ttl={} pauses_with_fenced_commits={} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={}",
+        "SUMMARY runs={} on_cluster={} failed={:?} faults={:?} winners={} oversold={} lost={} double={} stranded={} fenced={}/{} pauses_past_ttl={} pauses_with_fenced_commits={} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={}",
         results.len(),
+        results.iter().filter(|r| r.cluster).count(),
         failures,
         kinds,
         sum(&|r| r.report.figures.winners as u64),

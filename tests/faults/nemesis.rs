@@ -83,7 +83,10 @@ pub struct Step {
 /// 1–3 faults, one at a time, drawn from the seed; the first is always
 /// disruptive, so every run meets a fault that takes selling away while
 /// the sale still has stock.
-pub fn plan(rng: &mut Rng, nodes: usize, consumer: bool) -> Vec<Step> {
+///
+/// Without a proxy between nodes and Redis (`proxied` false: a cluster run),
+/// delays and held links become store stalls and resets become node kills.
+pub fn plan(rng: &mut Rng, nodes: usize, consumer: bool, proxied: bool) -> Vec<Step> {
     let n = rng.range(1, 3) as usize;
     let node = |rng: &mut Rng| rng.below(nodes as u64) as usize;
     (0..n)
@@ -96,6 +99,13 @@ pub fn plan(rng: &mut Rng, nodes: usize, consumer: bool) -> Vec<Step> {
             while i == 0 && !fault.disruptive() {
                 let target = node(rng);
                 fault = draw(rng, kinds, target);
+            }
+            if !proxied {
+                fault = match fault {
+                    Fault::Delay(..) | Fault::Blackhole(_) => Fault::StallRedis,
+                    Fault::Reset(n) => Fault::KillNode(n),
+                    f => f,
+                };
             }
             let hold_ms = match fault {
                 // Longer than the lease TTL, so the lease expires under it.

@@ -64,6 +64,9 @@ pub struct RunOptions {
     /// Before the check, Redis gets one ticket record past the stock, as an
     /// admit that ignored the counters would write, counters untouched.
     pub oversell_behind_counters: bool,
+    /// The store is a three-shard Redis Cluster (store faults hit the
+    /// sale's shard; proxy faults become store stalls).
+    pub cluster: bool,
 }
 
 /// How one node came back after one fault healed.
@@ -113,6 +116,8 @@ pub struct RunResult {
     pub disrupted_selling: bool,
     /// Why the run failed beyond the checker's promises.
     pub problems: Vec<String>,
+    /// The store was a three-shard Redis Cluster.
+    pub cluster: bool,
 }
 
 impl RunResult {
@@ -137,8 +142,9 @@ impl RunResult {
             .map(|p| format!("held {} fenced {}", p.held, p.fenced))
             .collect();
         format!(
-            "seed={} faults=[{}] pauses=[{}] stock={} buyers={} winners={} oversold={} lost={} double={} stranded={} fenced={}/{} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={} settle_ms={} audit={} recovered_ms={:?} wedged={} {:.1}s{}",
+            "seed={}{} faults=[{}] pauses=[{}] stock={} buyers={} winners={} oversold={} lost={} double={} stranded={} fenced={}/{} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={} settle_ms={} audit={} recovered_ms={:?} wedged={} {:.1}s{}",
             self.seed,
+            if self.cluster { " store=cluster" } else { "" },
             faults.join(" "),
             pauses.join(", "),
             self.stock,
@@ -169,18 +175,70 @@ impl RunResult {
     }
 }
 
+/// The store a run uses: one redis-server, or the shard of a three-shard
+/// Redis Cluster that serves the sale (its kill -9, stall and restart are
+/// the store faults of a cluster run).
+enum Backing {
+    Single(RedisProcess),
+    Cluster {
+        cluster: crate::support::cluster::RedisCluster,
+        shard: usize,
+    },
+}
+
+impl Backing {
+    fn process(&mut self) -> &mut RedisProcess {
+        match self {
+            Backing::Single(p) => p,
+            Backing::Cluster { cluster, shard } => &mut cluster.shards[*shard],
+        }
+    }
+
+    fn kill(&mut self) {
+        self.process().kill();
+    }
+
+    fn pause(&mut self) {
+        self.process().pause();
+    }
+
+    fn resume(&mut self) {
+        self.process().resume();
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.process().is_running()
+    }
+
+    /// Same port, same data (AOF); on a cluster, waits until it is up.
+    fn restart(&mut self) -> Result<(), String> {
+        match self {
+            Backing::Single(p) => p.restart().map_err(|e| e.to_string()),
+            Backing::Cluster { cluster, shard } => {
+                cluster.restart_shard(*shard);
+                Ok(())
+            }
+        }
+    }
+}
+
 struct Slot {
     proc: tokio::sync::Mutex<NodeProc>,
     url: String,
-    proxy: Proxy,
+    /// Between the node and Redis (single-server runs only: a cluster
+    /// client talks to every shard directly).
+    proxy: Option<Proxy>,
     /// Fenced commits of earlier (killed) incarnations.
     fenced_before: Mutex<u64>,
     generation: Mutex<u32>,
 }
 
 struct Cluster {
-    redis: Arc<Mutex<RedisProcess>>,
+    redis: Arc<Mutex<Backing>>,
+    /// What nodes, the consumer and the audit use.
     redis_url: String,
+    /// One plain connection to the sale's keys (on a cluster, its shard).
+    direct_url: String,
     slots: Vec<Slot>,
     consumer: Option<tokio::sync::Mutex<OrdersProc>>,
     sink: Option<Sink>,
@@ -193,6 +251,24 @@ struct Cluster {
     dir: PathBuf,
 }
 
+impl Slot {
+    fn set_mode(&self, m: Mode) {
+        if let Some(p) = &self.proxy {
+            p.set(m);
+        }
+    }
+
+    fn reset(&self) {
+        if let Some(p) = &self.proxy {
+            p.reset();
+        }
+    }
+
+    fn fenced_verdicts(&self) -> u64 {
+        self.proxy.as_ref().map_or(0, Proxy::fenced_verdicts)
+    }
+}
+
 impl Cluster {
     async fn start(seed: u64, with_consumer: bool, opts: &RunOptions) -> Result<Cluster, String> {
         let dir = std::env::temp_dir().join(format!(
@@ -201,14 +277,30 @@ impl Cluster {
             now_ms()
         ));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let redis = RedisProcess::start_temporary().map_err(|e| e.to_string())?;
-        let redis_url = redis.url();
-        let upstream = ([127, 0, 0, 1], redis.port()).into();
+        let (redis, redis_url, direct_url) = if opts.cluster {
+            let cluster = tokio::task::spawn_blocking(crate::support::cluster::RedisCluster::start)
+                .await
+                .map_err(|e| format!("cluster start: {e}"))?;
+            let shard = cluster.shard_of(&format!("bigtap:{{{SALE}}}:cfg"));
+            let (url, direct) = (cluster.url(), cluster.shards[shard].url());
+            (Backing::Cluster { cluster, shard }, url, direct)
+        } else {
+            let redis = RedisProcess::start_temporary().map_err(|e| e.to_string())?;
+            let url = redis.url();
+            (Backing::Single(redis), url.clone(), url)
+        };
+        let upstream: Option<std::net::SocketAddr> = match &redis {
+            Backing::Single(p) => Some(([127, 0, 0, 1], p.port()).into()),
+            Backing::Cluster { .. } => None,
+        };
         let mut starting = Vec::new();
         for i in 0..NODES {
-            let proxy = Proxy::start(upstream).await.map_err(|e| e.to_string())?;
+            let proxy = match upstream {
+                Some(up) => Some(Proxy::start(up).await.map_err(|e| e.to_string())?),
+                None => None,
+            };
             let port = free_port().map_err(|e| e.to_string())?;
-            let url = proxy.url();
+            let url = proxy.as_ref().map_or_else(|| redis_url.clone(), Proxy::url);
             let path: PathBuf = dir.clone();
             let flags = opts.node_flags.clone();
             starting.push(async move {
@@ -249,6 +341,7 @@ impl Cluster {
         Ok(Cluster {
             redis: Arc::new(Mutex::new(redis)),
             redis_url,
+            direct_url,
             slots,
             consumer,
             sink,
@@ -387,12 +480,11 @@ impl Cluster {
                 let r = self.redis.clone();
                 tokio::task::spawn_blocking(move || r.lock().restart())
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| e.to_string())??;
             }
             Fault::PauseNode(i) => {
                 let before = self.fenced_now(i).await;
-                let wire_before = self.slots[i].proxy.fenced_verdicts();
+                let wire_before = self.slots[i].fenced_verdicts();
                 let p = self.slots[i].proc.lock().await;
                 // Units the node holds, in Redis and in its own counter.
                 let held = self
@@ -414,40 +506,36 @@ impl Cluster {
                 // A slow link as it wakes: the node learns that its lease
                 // is gone only a round trip after it resumes serving, so
                 // the queued buyers commit under the expired lease first.
-                self.slots[i]
-                    .proxy
-                    .set(Mode::Delay(Duration::from_millis(RESUME_LAG_MS)));
+                self.slots[i].set_mode(Mode::Delay(Duration::from_millis(RESUME_LAG_MS)));
                 p.resume();
                 drop(p);
                 for b in burst {
                     let _ = b.await;
                 }
-                self.slots[i].proxy.set(Mode::Pass);
+                self.slots[i].set_mode(Mode::Pass);
                 let after = self.fenced_now(i).await;
                 // Fenced verdicts the node saw, or that Redis sent back to
                 // commits the node had already given up on.
-                let wire = self.slots[i].proxy.fenced_verdicts() - wire_before;
+                let wire = self.slots[i].fenced_verdicts() - wire_before;
                 return Ok(Some(Pause {
                     held,
                     fenced: after.saturating_sub(before).max(wire),
                 }));
             }
             Fault::Delay(i, ms) => {
-                self.slots[i]
-                    .proxy
-                    .set(Mode::Delay(Duration::from_millis(ms)));
+                self.slots[i].set_mode(Mode::Delay(Duration::from_millis(ms)));
                 tokio::time::sleep(hold).await;
-                self.slots[i].proxy.set(Mode::Pass);
+                self.slots[i].set_mode(Mode::Pass);
             }
             Fault::Blackhole(i) => {
-                self.slots[i].proxy.set(Mode::Blackhole);
+                self.slots[i].set_mode(Mode::Blackhole);
                 tokio::time::sleep(hold).await;
-                self.slots[i].proxy.set(Mode::Pass);
+                self.slots[i].set_mode(Mode::Pass);
             }
             Fault::Reset(i) => {
-                self.slots[i].proxy.reset();
+                self.slots[i].reset();
                 tokio::time::sleep(Duration::from_millis(150)).await;
-                self.slots[i].proxy.reset();
+                self.slots[i].reset();
             }
             Fault::StallRedis => {
                 self.redis.lock().pause();
@@ -455,7 +543,13 @@ impl Cluster {
                 self.redis.lock().resume();
             }
             Fault::HangUps(i) => {
-                self.slots[i].proxy.set(Mode::Blackhole);
+                // The node's store replies are held: by its proxy, or on a
+                // cluster (no proxy in the path) by stalling the sale's shard.
+                let stall = self.slots[i].proxy.is_none();
+                if stall {
+                    self.redis.lock().pause();
+                }
+                self.slots[i].set_mode(Mode::Blackhole);
                 // The crowd arrives in waves while the replies are held, so
                 // hang-ups keep meeting requests that got in.
                 let mut crowd = Vec::new();
@@ -472,7 +566,10 @@ impl Cluster {
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                self.slots[i].proxy.set(Mode::Pass);
+                self.slots[i].set_mode(Mode::Pass);
+                if stall {
+                    self.redis.lock().resume();
+                }
                 for c in crowd {
                     c.await
                         .map_err(|e| format!("a hang-up buyer task failed: {e}"))?;
@@ -542,12 +639,13 @@ impl Cluster {
     async fn heal(&self) -> Result<(), String> {
         {
             let mut r = self.redis.lock();
+            r.resume();
             if !r.is_running() {
-                r.restart().map_err(|e| e.to_string())?;
+                r.restart()?;
             }
         }
         for (i, s) in self.slots.iter().enumerate() {
-            s.proxy.set(Mode::Pass);
+            s.set_mode(Mode::Pass);
             let mut p = s.proc.lock().await;
             p.resume();
             if !p.is_running() {
@@ -570,7 +668,7 @@ impl Cluster {
 
     /// Units of `node`'s lease as Redis records them (0 when it has none).
     async fn lease_units(&self, node: &str) -> u64 {
-        let Ok(client) = redis::Client::open(self.redis_url.as_str()) else {
+        let Ok(client) = redis::Client::open(self.direct_url.as_str()) else {
             return 0;
         };
         let Ok(mut con) = client.get_multiplexed_async_connection().await else {
@@ -596,9 +694,20 @@ impl Cluster {
     }
 }
 
-/// Runs seed `seed` end to end, on the real system.
+/// Every how many seeds one runs on a three-shard Redis Cluster.
+pub const CLUSTER_EVERY: u64 = 5;
+
+/// Runs seed `seed` end to end, on the real system: one seed in
+/// [`CLUSTER_EVERY`] on a Redis Cluster, the others on one redis-server.
 pub async fn run(seed: u64) -> Result<RunResult, String> {
-    run_with(seed, RunOptions::default()).await
+    run_with(
+        seed,
+        RunOptions {
+            cluster: seed.is_multiple_of(CLUSTER_EVERY),
+            ..RunOptions::default()
+        },
+    )
+    .await
 }
 
 /// Runs seed `seed` end to end with `opts`.
@@ -615,7 +724,7 @@ pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> 
     if !with_consumer {
         problems.push("the order consumer did not run: delivery was not checked".to_owned());
     }
-    let seeded = nemesis::plan(&mut rng.fork(), NODES, with_consumer);
+    let seeded = nemesis::plan(&mut rng.fork(), NODES, with_consumer, !opts.cluster);
     let plan = opts.plan.clone().unwrap_or(seeded);
     let stock = rng.range(50, 200);
     let buyers = (stock + rng.range(60, 200)) as usize;
@@ -708,7 +817,7 @@ pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> 
     // Settle every unknown outcome: a retry must return the ticket if the
     // win was recorded.
     let sale = SaleId::parse(SALE).unwrap();
-    let view = RedisView::read(&cluster.redis_url, SALE)
+    let view = RedisView::read(&cluster.direct_url, SALE)
         .await
         .map_err(|e| e.to_string())?;
     let calls = cluster.log.calls();
@@ -783,17 +892,13 @@ pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> 
     }
     let settle_ms = quiet.elapsed().as_millis();
     let fenced = cluster.fenced_total().await;
-    let fenced_wire = cluster
-        .slots
-        .iter()
-        .map(|s| s.proxy.fenced_verdicts())
-        .sum();
+    let fenced_wire = cluster.slots.iter().map(Slot::fenced_verdicts).sum();
 
     // Every stream entry reaches the order backend.
     let mut delivered = None;
     let mut delivered_file = None;
     if let Some(sink) = &cluster.sink {
-        let view = RedisView::read(&cluster.redis_url, SALE)
+        let view = RedisView::read(&cluster.direct_url, SALE)
             .await
             .map_err(|e| e.to_string())?;
         let want: HashSet<String> = view.stream.iter().map(|(t, _)| t.clone()).collect();
@@ -812,9 +917,9 @@ pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> 
     }
 
     if opts.oversell_behind_counters {
-        oversell_behind_counters(&cluster.redis_url).await?;
+        oversell_behind_counters(&cluster.direct_url).await?;
     }
-    let view = RedisView::read(&cluster.redis_url, SALE)
+    let view = RedisView::read(&cluster.direct_url, SALE)
         .await
         .map_err(|e| e.to_string())?;
     let report = check(&cluster.log.calls(), &view, delivered.as_ref());
@@ -852,6 +957,7 @@ pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> 
         recoveries,
         disrupted_selling,
         problems,
+        cluster: opts.cluster,
     })
 }
 
