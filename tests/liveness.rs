@@ -307,7 +307,7 @@ async fn an_unreadable_stream_entry_does_not_stop_the_winners_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_replica_that_missed_trimmed_entries_is_reloaded_from_the_winners_hash() {
+async fn a_node_that_missed_trimmed_stream_entries_still_knows_every_winner() {
     let redis = redis();
     let url = redis.url();
     let (a, flaky) = flaky_node(&url, |_| {}).await;
@@ -333,7 +333,7 @@ async fn a_replica_that_missed_trimmed_entries_is_reloaded_from_the_winners_hash
     assert_eq!(a.take("s", "loser0").await.body["outcome"], "sold_out");
     assert!(
         losers_cost_no_lookup(&a, &mut con).await,
-        "node a never reloaded the winners it missed"
+        "node a does not know the winners whose entries were trimmed"
     );
     assert_eq!(a.take("s", "w1").await.status, StatusCode::OK);
 }
