@@ -9,15 +9,20 @@
 -- KEYS[6] expiry    zset    pending ticket -> expires_at_ms
 -- KEYS[7] eligible  set     users allowed when elig = list
 -- KEYS[8] orders    stream  one entry per win (contract fields)
+-- KEYS[9] wh        hash    per-warehouse counters "<w>:total", "<w>:sold", "<w>:conf"
+-- KEYS[10] wcfg     hash    warehouse spec: list, r:<region>, default_order
 -- ARGV[1] sale id   (written into stream entries)
 -- ARGV[2] node id
 -- ARGV[3] epoch     lease epoch the units were taken under
 -- ARGV[4] n         number of candidates, 1..1000
--- ARGV[5..]         n pairs: user, proposed ticket id
+-- ARGV[5..]         n triples: user, proposed ticket id, ship_to region ("" for none)
 --
 -- Replies:
 --   {"unknown_sale"} | {"not_started"} | {"ended"} | {"closed"}   (no write)
---   {"ok", lease_units_left, then per candidate: code, ticket, issued_at_ms, expires_at_ms}
+--   {"ok", lease_units_left, then per candidate:
+--     code, ticket, issued_at_ms, expires_at_ms, warehouse, cross}
+--     warehouse "" and cross 0 unless won/replay; cross = 1 when a won
+--     unit ships from a warehouse other than the buyer's first choice.
 --     code "won"          new ticket recorded, pending, entry appended to the stream
 --     code "replay"       the user already holds `ticket` (nothing written)
 --     code "not_eligible" the sale has a list and the user is not on it
@@ -27,9 +32,17 @@
 --
 -- Checks come before writes: the window and the argument shape are checked
 -- for the whole batch, then each candidate is judged before it is written.
+--
+-- Warehouses (DESIGN §7): leases are fungible units; each winner is given
+-- the first warehouse of their region's order (else the default order,
+-- else the one with most unsold units) that has an unsold unit, else any
+-- with one. unsold(w) = total - sold, read once per batch; the counters
+-- are written once per warehouse per batch, and the warehouse rides in the
+-- ticket record and the stream entry, so a single-warehouse sale does no
+-- extra write per winner.
 local sale, node, epoch, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 if not sale or sale == '' or not node or node == '' or not epoch or not n
-   or n < 1 or n > 1000 or #ARGV ~= 4 + 2 * n then
+   or n < 1 or n > 1000 or #ARGV ~= 4 + 3 * n then
   return redis.error_reply('ERR admit: bad arguments')
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_sale'} end
@@ -51,32 +64,91 @@ if cur then
   end
 end
 
+-- Warehouses: read once per batch (reads only; written after the loop).
+local wlist = {}
+for w in string.gmatch(redis.call('HGET', KEYS[10], 'list') or '', '[^,]+') do
+  wlist[#wlist + 1] = w
+end
+local unsold, taken = {}, {}
+if #wlist == 0 then
+  -- A sale created before warehouses existed: one warehouse, `default`,
+  -- bounded by the lease alone.
+  wlist[1] = 'default'
+  unsold['default'] = math.huge
+else
+  local fields = {}
+  for j, w in ipairs(wlist) do
+    fields[2 * j - 1] = w .. ':total'; fields[2 * j] = w .. ':sold'
+  end
+  local v = redis.call('HMGET', KEYS[9], unpack(fields))
+  for j, w in ipairs(wlist) do
+    unsold[w] = (tonumber(v[2 * j - 1]) or 0) - (tonumber(v[2 * j]) or 0)
+  end
+end
+local orders = {}
+local function order_of(region)
+  local key = (region ~= '' and ('r:' .. region)) or 'default_order'
+  local o = orders[key]
+  if o then return o end
+  local txt = redis.call('HGET', KEYS[10], key)
+  if not txt and key ~= 'default_order' then return order_of('') end
+  o = {}
+  for w in string.gmatch(txt or '', '[^,]+') do o[#o + 1] = w end
+  orders[key] = o
+  return o
+end
+-- The warehouse for one winner and whether it is a cross-shipment.
+local function assign(region)
+  local o = order_of(region)
+  for j, w in ipairs(o) do
+    if (unsold[w] or 0) > 0 then return w, (j > 1) and 1 or 0 end
+  end
+  local best, most = nil, 0
+  for _, w in ipairs(wlist) do
+    if unsold[w] > most then best, most = w, unsold[w] end
+  end
+  return best, (best and #o > 0) and 1 or 0
+end
+
 local out = {'ok', 0}
 local wins = 0
+local function refuse(code)
+  out[#out + 1] = code; out[#out + 1] = ''; out[#out + 1] = 0; out[#out + 1] = 0
+  out[#out + 1] = ''; out[#out + 1] = 0
+end
 for i = 0, n - 1 do
-  local user, proposed = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
+  local user, proposed, ship_to = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
   local held = redis.call('HGET', KEYS[4], user)
+  local barred = not held and list_only and redis.call('SISMEMBER', KEYS[7], user) == 0
+  local w, cross
+  if not held and not barred and units > 0 then w, cross = assign(ship_to) end
   if held then
     local rec = redis.call('HGET', KEYS[5], held) or ''
-    local _, _, issued, exp = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+)$')
+    local _, _, issued, exp, hw = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+):?([%w_-]*)$')
     out[#out + 1] = 'replay'; out[#out + 1] = held
     out[#out + 1] = tonumber(issued) or 0; out[#out + 1] = tonumber(exp) or 0
-  elseif list_only and redis.call('SISMEMBER', KEYS[7], user) == 0 then
-    out[#out + 1] = 'not_eligible'; out[#out + 1] = ''; out[#out + 1] = 0; out[#out + 1] = 0
+    out[#out + 1] = (hw ~= nil and hw ~= '' and hw) or 'default'; out[#out + 1] = 0
+  elseif barred then
+    refuse('not_eligible')
   elseif units < 0 then
-    out[#out + 1] = 'fenced'; out[#out + 1] = ''; out[#out + 1] = 0; out[#out + 1] = 0
-  elseif units == 0 then
-    out[#out + 1] = 'no_units'; out[#out + 1] = ''; out[#out + 1] = 0; out[#out + 1] = 0
+    refuse('fenced')
+  elseif units == 0 or not w then
+    -- not w: no warehouse has an unsold unit although the lease has one;
+    -- the counters disagree, so sell nothing rather than guess.
+    refuse('no_units')
   else
     local exp = now + ttl
     units = units - 1
     wins = wins + 1
+    unsold[w] = unsold[w] - 1
+    taken[w] = (taken[w] or 0) + 1
     redis.call('HSET', KEYS[4], user, proposed)
-    redis.call('HSET', KEYS[5], proposed, 'p:' .. user .. ':' .. now .. ':' .. exp)
+    redis.call('HSET', KEYS[5], proposed, 'p:' .. user .. ':' .. now .. ':' .. exp .. ':' .. w)
     redis.call('ZADD', KEYS[6], exp, proposed)
     redis.call('XADD', KEYS[8], '*', 'ticket', proposed, 'sale', sale, 'user', user,
-      'issued_at_ms', now, 'expires_at_ms', exp, 'node', node)
+      'issued_at_ms', now, 'expires_at_ms', exp, 'node', node, 'warehouse', w)
     out[#out + 1] = 'won'; out[#out + 1] = proposed; out[#out + 1] = now; out[#out + 1] = exp
+    out[#out + 1] = w; out[#out + 1] = cross
   end
 end
 if wins > 0 then
@@ -84,6 +156,8 @@ if wins > 0 then
   redis.call('HINCRBY', KEYS[2], 'leased', -wins)
   redis.call('HINCRBY', KEYS[2], 'pending', wins)
   redis.call('HINCRBY', KEYS[2], 'enqueued', wins)
+  -- Per-warehouse counters: one write per warehouse used by this batch.
+  for w, k in pairs(taken) do redis.call('HINCRBY', KEYS[9], w .. ':sold', k) end
 end
 out[2] = math.max(units, 0)
 return out

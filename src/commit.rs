@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::id::{TicketId, UserId};
+use crate::id::{RegionId, TicketId, UserId};
 use crate::metrics::Metrics;
 use crate::stock::{Epoch, Sale, Taken};
 use crate::store::{AdmitReply, Candidate, Refusal, Store, Verdict};
@@ -44,6 +44,8 @@ pub enum Settled {
 /// up, timed out); the job does not depend on it.
 pub struct Job {
     user: UserId,
+    /// The buyer's region, which picks the warehouse order (DESIGN §7).
+    ship_to: Option<RegionId>,
     epoch: Epoch,
     reply: Option<oneshot::Sender<Settled>>,
     sale: Arc<Sale>,
@@ -104,10 +106,17 @@ impl Committer {
     ///
     /// Once queued, the commit runs to its end even if this future is
     /// dropped; only the verdict is then lost (a retry replays the ticket).
-    pub async fn commit(&self, sale: &Arc<Sale>, user: UserId, unit: Taken<'_>) -> Settled {
+    pub async fn commit(
+        &self,
+        sale: &Arc<Sale>,
+        user: UserId,
+        ship_to: Option<RegionId>,
+        unit: Taken<'_>,
+    ) -> Settled {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             user,
+            ship_to,
             epoch: unit.epoch,
             reply: Some(reply),
             sale: sale.clone(),
@@ -185,6 +194,7 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         .map(|j| Candidate {
             user: j.user,
             ticket: TicketId::random(),
+            ship_to: j.ship_to,
         })
         .collect();
     ctx.metrics.commit_batch.record(jobs.len() as f64);
@@ -197,11 +207,14 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         Ok(AdmitReply::Judged { verdicts, .. }) if verdicts.len() == jobs.len() => {
             for (job, v) in jobs.into_iter().zip(verdicts) {
                 match v {
-                    Verdict::Won(issued) => {
+                    Verdict::Won(issued) | Verdict::WonAt(issued, _) => {
                         m[0].increment(1);
+                        if let Verdict::WonAt(_, p) = v {
+                            ctx.metrics.warehouse_win(&sale.id, p.warehouse, p.cross);
+                        }
                         sale.remember_winner(job.user, issued);
                     }
-                    Verdict::Replay(issued) => {
+                    Verdict::Replay(issued) | Verdict::ReplayAt(issued, _) => {
                         m[1].increment(1);
                         sale.stock.give_back(epoch);
                         sale.remember_winner(job.user, issued);

@@ -35,6 +35,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod id;
+pub mod inventory;
 pub mod lease;
 pub mod lifecycle;
 pub mod limits;

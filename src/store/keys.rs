@@ -40,6 +40,17 @@ impl Keys {
     pub fn cfg(&self, sale: &SaleId) -> String {
         self.sale_key(sale, "cfg")
     }
+    /// Per-warehouse counters: `<w>:total`, `<w>:sold` (pending or
+    /// confirmed), `<w>:conf` (confirmed).
+    pub fn stockw(&self, sale: &SaleId) -> String {
+        self.sale_key(sale, "wh")
+    }
+
+    /// The warehouse spec: `list`, `r:<region>`, `default_order`.
+    pub fn wcfg(&self, sale: &SaleId) -> String {
+        self.sale_key(sale, "wcfg")
+    }
+
     /// Counters: total, avail, leased, pending, confirmed, released, enqueued, epoch.
     pub fn acct(&self, sale: &SaleId) -> String {
         self.sale_key(sale, "acct")

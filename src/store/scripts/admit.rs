@@ -4,9 +4,9 @@
 //! of the first run (the state is the same, the buyer would be told wrong).
 
 use super::{refusal, Def, Op, Reply};
-use crate::id::SaleId;
+use crate::id::{SaleId, WarehouseId};
 use crate::store::redis::RedisStore;
-use crate::store::{AdmitReply, Candidate, Issued, StoreError, Verdict};
+use crate::store::{AdmitReply, Candidate, Issued, Placement, StoreError, Verdict};
 
 pub static DEF: Def = Def::new(
     "admit",
@@ -31,10 +31,14 @@ pub async fn call(
         .key(k.tickets(sale))
         .key(k.expiry(sale))
         .key(k.eligible(sale))
-        .key(k.orders(sale));
+        .key(k.orders(sale))
+        .key(k.stockw(sale))
+        .key(k.wcfg(sale));
     inv.arg(sale.as_str()).arg(node).arg(epoch).arg(batch.len());
     for c in batch {
-        inv.arg(c.user.as_str()).arg(c.ticket.as_str());
+        inv.arg(c.user.as_str())
+            .arg(c.ticket.as_str())
+            .arg(c.ship_to.as_ref().map_or("", |r| r.as_str()));
     }
     let items = s.invoke(&DEF, &inv).await?;
     let mut r = Reply::new(&DEF, &items);
@@ -53,10 +57,16 @@ pub async fn call(
                     issued_at_ms: r.u64()?,
                     expires_at_ms: r.u64()?,
                 };
+                let w = r.str()?;
+                let placement = Placement {
+                    warehouse: WarehouseId::parse(w)
+                        .map_err(|_| r.protocol(format!("bad warehouse {w:?}")))?,
+                    cross: r.u64()? == 1,
+                };
                 if code == "won" {
-                    Verdict::Won(issued)
+                    Verdict::WonAt(issued, placement)
                 } else {
-                    Verdict::Replay(issued)
+                    Verdict::ReplayAt(issued, placement)
                 }
             }
             other => {
@@ -66,8 +76,8 @@ pub async fn call(
                     "no_units" => Verdict::NoUnits,
                     _ => return Err(r.protocol(format!("unknown verdict {other:?}"))),
                 };
-                // ticket "", times 0
-                r.skip(3);
+                // ticket "", times 0, warehouse "", cross 0
+                r.skip(5);
                 v
             }
         };

@@ -37,6 +37,7 @@ pub mod renew;
 #[path = "return.rs"]
 pub mod return_lease;
 pub mod sweep;
+pub mod transfer;
 
 /// Index of each operation in [`crate::metrics::STORE_OPS`].
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +58,7 @@ pub enum Op {
     Command,
     ReadOrders,
     Ping,
+    Transfer,
 }
 
 impl Op {
@@ -93,7 +95,7 @@ impl Def {
 }
 
 /// Every script, for loading them all at start-up.
-pub fn all() -> [&'static Def; 18] {
+pub fn all() -> [&'static Def; 19] {
     [
         &account::DEF,
         &add_eligible::DEF,
@@ -113,6 +115,7 @@ pub fn all() -> [&'static Def; 18] {
         &renew::DEF,
         &sweep::DEF,
         &return_lease::DEF,
+        &transfer::DEF,
     ]
 }
 
