@@ -547,3 +547,42 @@ async fn two_nodes_racing_sell_exactly_each_warehouses_units() {
     assert_eq!(counted.get("south"), Some(&25));
     assert_eq!(counted.get("west"), Some(&15));
 }
+
+#[tokio::test]
+async fn the_audit_reconciles_each_warehouse_and_names_a_damaged_one() {
+    let redis = redis();
+    let n = node(&redis.url()).await;
+    phone(&n).await;
+    let a = ship_to(&n, "phone", "e1", "eu").await;
+    ship_to(&n, "phone", "u1", "us").await;
+    let t = a.body["ticket"].as_str().unwrap().to_string();
+    n.backend(Method::POST, "phone", &format!("{t}/confirm"))
+        .await;
+    let sale = bigtap::SaleId::parse("phone").unwrap();
+    let report = bigtap::audit::audit(&redis.url(), "bigtap", &sale, None)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+
+    let mut con = redis::Client::open(redis.url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg("bigtap:{phone}:wh")
+        .arg("west:sold")
+        .arg(1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let report = bigtap::audit::audit(&redis.url(), "bigtap", &sale, None)
+        .await
+        .unwrap();
+    let text = report.to_string();
+    assert!(
+        text.contains("warehouse west: pending is 2 but the records say 1"),
+        "{text}"
+    );
+    assert_eq!(n.accounting("phone").await["balanced"], false);
+}
