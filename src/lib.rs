@@ -40,6 +40,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod moves;
 pub mod orders;
 pub mod relay;
 pub mod sales;

@@ -106,6 +106,25 @@ enum SaleAction {
         #[arg(long)]
         warehouse: Option<WarehouseId>,
     },
+    /// Move unleased unsold units from one sale to another (journaled: if
+    /// interrupted, run the same command again to finish or undo it).
+    Move {
+        from: SaleId,
+        to: SaleId,
+        #[arg(long)]
+        units: u64,
+        /// The source warehouse (required when the source has several); the
+        /// units arrive in the destination's warehouse of the same name.
+        #[arg(long)]
+        warehouse: Option<WarehouseId>,
+        /// Move id (letters, digits, '_', '-'): re-running with the same id
+        /// never moves twice. Default: a fresh random id.
+        #[arg(long)]
+        id: Option<SaleId>,
+        /// Test only: abort right after step K (0-3), as a kill -9 would.
+        #[arg(long, hide = true, env = "BIGTAP_TEST_MOVE_ABORT_AFTER")]
+        abort_after: Option<u32>,
+    },
     /// Move unsold units from one warehouse of the sale to another.
     Transfer {
         sale: SaleId,
@@ -384,6 +403,25 @@ async fn sale(cmd: SaleCmd) -> Result<()> {
                 }
                 StockChange::UnknownWarehouse => bail!("sale {sale} has no such warehouse"),
             }
+        }
+        SaleAction::Move {
+            from,
+            to,
+            units,
+            warehouse,
+            id,
+            abort_after,
+        } => {
+            let plan = bigtap::moves::Plan {
+                from,
+                to,
+                units,
+                warehouse,
+                id: id.map(|i| i.as_str().to_owned()),
+            };
+            let done =
+                bigtap::moves::run(&store, &plan, abort_after, |line| println!("{line}")).await?;
+            println!("{done}");
         }
         SaleAction::Transfer {
             sale,

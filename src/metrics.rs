@@ -58,7 +58,7 @@ pub const COMMIT_RESULTS: [&str; 7] = [
     "error",
 ];
 /// Store operations, in label order (scripts plus plain commands).
-pub const STORE_OPS: [&str; 17] = [
+pub const STORE_OPS: [&str; 18] = [
     "lease",
     "admit",
     "renew",
@@ -76,6 +76,7 @@ pub const STORE_OPS: [&str; 17] = [
     "read_orders",
     "ping",
     "transfer",
+    "move",
 ];
 
 /// The registry of one server.

@@ -14,6 +14,7 @@
 //! - [`scripts`]  one Lua script per state change, each beside its typed wrapper.
 //! - [`record`]   the ticket record and the order-stream entry, parsed once.
 //! - [`queue`]    the order stream as a queue: read, claim, ack, fail, dead letters.
+//! - [`moves`]    moves of units between two sales: three steps and a journal.
 //! - [`dump`]     every record of a sale at one instant (audit).
 //! - [`embedded`] a supervised `redis-server` child.
 //!
@@ -23,6 +24,7 @@ pub mod conn;
 pub mod dump;
 pub mod embedded;
 pub mod keys;
+pub mod moves;
 pub mod queue;
 pub mod record;
 pub mod redis;

@@ -25,6 +25,9 @@ pub mod admit;
 pub mod close;
 pub mod confirm;
 pub mod lease;
+pub mod move_end;
+pub mod move_in;
+pub mod move_out;
 pub mod orders_ack;
 pub mod orders_fail;
 pub mod orders_replay;
@@ -59,6 +62,7 @@ pub enum Op {
     ReadOrders,
     Ping,
     Transfer,
+    Move,
 }
 
 impl Op {
@@ -95,7 +99,7 @@ impl Def {
 }
 
 /// Every script, for loading them all at start-up.
-pub fn all() -> [&'static Def; 19] {
+pub fn all() -> [&'static Def; 22] {
     [
         &account::DEF,
         &add_eligible::DEF,
@@ -116,6 +120,9 @@ pub fn all() -> [&'static Def; 19] {
         &sweep::DEF,
         &return_lease::DEF,
         &transfer::DEF,
+        &move_out::DEF,
+        &move_in::DEF,
+        &move_end::DEF,
     ]
 }
 
