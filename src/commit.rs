@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::id::{RegionId, TicketId, UserId};
 use crate::metrics::Metrics;
 use crate::stock::{Epoch, Sale, Taken};
-use crate::store::{AdmitReply, Candidate, Refusal, Store, Verdict};
+use crate::store::{AdmitReply, Candidate, Placement, Refusal, Store, Verdict};
 
 /// Jobs waiting for a batch; beyond this buyers get 503 at once.
 const QUEUE_DEPTH: usize = 16 * 1024;
@@ -205,12 +205,16 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         .await
     {
         Ok(AdmitReply::Judged { verdicts, .. }) if verdicts.len() == jobs.len() => {
+            // Wins per (warehouse, cross-shipped), counted once per batch:
+            // a batch uses few warehouses, and a counter lookup per winner
+            // would cost more than the tally.
+            let mut by_warehouse: Vec<(Placement, u64)> = Vec::new();
             for (job, v) in jobs.into_iter().zip(verdicts) {
                 match v {
                     Verdict::Won(issued) | Verdict::WonAt(issued, _) => {
                         m[0].increment(1);
                         if let Verdict::WonAt(_, p) = v {
-                            ctx.metrics.warehouse_win(&sale.id, p.warehouse, p.cross);
+                            tally_warehouse(&mut by_warehouse, p);
                         }
                         sale.remember_winner(job.user, issued);
                     }
@@ -233,6 +237,10 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
                     }
                 }
                 job.settle(Settled::Judged(v));
+            }
+            for (p, n) in by_warehouse {
+                ctx.metrics
+                    .warehouse_wins(&sale.id, p.warehouse, p.cross, n);
             }
         }
         Ok(AdmitReply::Judged { .. }) => {
@@ -263,5 +271,12 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
                 }
             }
         }
+    }
+}
+
+fn tally_warehouse(tally: &mut Vec<(Placement, u64)>, p: Placement) {
+    match tally.iter_mut().find(|(q, _)| *q == p) {
+        Some((_, n)) => *n += 1,
+        None => tally.push((p, 1)),
     }
 }

@@ -230,14 +230,20 @@ impl Metrics {
         }
     }
 
-    /// A win committed from `warehouse` (DESIGN §7); `cross` when it was
-    /// not the buyer's first choice. Warehouses are few and named by the
+    /// `wins` committed from `warehouse` (DESIGN §7); `cross` when it was
+    /// not the buyers' first choice. Warehouses are few and named by the
     /// admin, so they may be labels.
-    pub fn warehouse_win(&self, sale: &crate::id::SaleId, warehouse: WarehouseId, cross: bool) {
+    pub fn warehouse_wins(
+        &self,
+        sale: &crate::id::SaleId,
+        warehouse: WarehouseId,
+        cross: bool,
+        wins: u64,
+    ) {
         let labels = [("sale", sale.as_str()), ("warehouse", warehouse.as_str())];
-        counter(&self.recorder, "bigtap_warehouse_wins_total", &labels).increment(1);
+        counter(&self.recorder, "bigtap_warehouse_wins_total", &labels).increment(wins);
         if cross {
-            counter(&self.recorder, "bigtap_warehouse_cross_wins_total", &labels).increment(1);
+            counter(&self.recorder, "bigtap_warehouse_cross_wins_total", &labels).increment(wins);
         }
     }
 
