@@ -195,3 +195,54 @@ async fn a_move_of_more_than_the_unleased_units_or_to_no_sale_changes_nothing() 
     let (web, shop, _, _) = totals(&url);
     assert_eq!((web, shop), (10, 2));
 }
+
+#[tokio::test]
+async fn a_move_between_sales_on_two_cluster_shards_survives_an_abort_after_every_step() {
+    let cluster = support::cluster::RedisCluster::start();
+    let url = cluster.url();
+    let shard = |s: &str| cluster.shard_of(&format!("bigtap:{{{s}}}:cfg"));
+    let to = (0..100)
+        .map(|i| format!("app{i}"))
+        .find(|s| shard(s) != shard("web"))
+        .expect("some name hashes to another shard");
+    ok(&bigtap(
+        &[
+            "sale",
+            "create",
+            "web",
+            "--warehouses",
+            r#"{"north":5,"south":5}"#,
+        ],
+        &url,
+        None,
+    ));
+    ok(&bigtap(
+        &["sale", "create", &to, "--stock", "2"],
+        &url,
+        None,
+    ));
+    for step in 0..=3 {
+        let id = format!("c{step}");
+        let args = [
+            "sale",
+            "move",
+            "web",
+            &to,
+            "--units",
+            "1",
+            "--warehouse",
+            "north",
+            "--id",
+            &id,
+        ];
+        assert!(!bigtap(&args, &url, Some(step)).status.success());
+        ok(&bigtap(&args, &url, None));
+        let (web, app) = (show(&url, "web"), show(&url, &to));
+        assert_eq!(web["balanced"], true, "{web}");
+        assert_eq!(app["balanced"], true, "{app}");
+        let moved = u64::from(step) + 1;
+        assert_eq!(web["stock_total"], 10 - moved, "step {step}");
+        assert_eq!(app["stock_total"], 2 + moved, "step {step}");
+        assert_eq!(app["warehouses"]["north"]["total"], moved, "step {step}");
+    }
+}
