@@ -438,7 +438,7 @@ async fn sale(cmd: SaleCmd) -> Result<()> {
                     from_unsold,
                     to_unsold,
                 } => {
-                    println!("moved {units}: {from} has {from_unsold} unsold, {to} has {to_unsold}")
+                    println!("moved {units}: {from} has {from_unsold} unsold, {to} has {to_unsold} unsold")
                 }
                 T::Insufficient { unsold } => bail!("{from} has only {unsold} unsold units"),
                 T::UnknownSale => bail!("unknown sale {sale}"),

@@ -246,3 +246,75 @@ async fn a_move_between_sales_on_two_cluster_shards_survives_an_abort_after_ever
         assert_eq!(app["warehouses"]["north"]["total"], moved, "step {step}");
     }
 }
+
+#[tokio::test]
+async fn the_command_line_creates_regions_adds_stock_and_transfers_between_warehouses() {
+    let redis = redis();
+    let url = redis.url();
+    ok(&bigtap(
+        &[
+            "sale",
+            "create",
+            "tv",
+            "--warehouses",
+            r#"{"a":2,"b":3}"#,
+            "--regions",
+            r#"{"eu":["b","a"]}"#,
+            "--default-order",
+            "a,b",
+        ],
+        &url,
+        None,
+    ));
+    let bad = bigtap(
+        &[
+            "sale",
+            "create",
+            "tv2",
+            "--warehouses",
+            r#"{"a":2}"#,
+            "--default-order",
+            "z",
+        ],
+        &url,
+        None,
+    );
+    assert!(
+        !bad.status.success(),
+        "an order naming an unknown warehouse is refused"
+    );
+    ok(&bigtap(
+        &["sale", "stock", "tv", "--add", "4", "--warehouse", "a"],
+        &url,
+        None,
+    ));
+    assert!(!bigtap(&["sale", "stock", "tv", "--add", "1"], &url, None)
+        .status
+        .success());
+    let out = ok(&bigtap(
+        &[
+            "sale", "transfer", "tv", "--from", "b", "--to", "c", "--units", "2",
+        ],
+        &url,
+        None,
+    ));
+    assert!(out.contains("c has 2 unsold"), "{out}");
+    assert!(!bigtap(
+        &["sale", "transfer", "tv", "--from", "b", "--to", "c", "--units", "2"],
+        &url,
+        None
+    )
+    .status
+    .success());
+    let tv = show(&url, "tv");
+    assert_eq!(tv["stock_total"], 9);
+    assert_eq!(tv["balanced"], true);
+    assert_eq!(
+        (
+            tv["warehouses"]["a"]["total"].as_u64(),
+            tv["warehouses"]["b"]["total"].as_u64(),
+            tv["warehouses"]["c"]["total"].as_u64()
+        ),
+        (Some(6), Some(1), Some(2))
+    );
+}
