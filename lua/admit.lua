@@ -65,17 +65,15 @@ if cur then
 end
 
 -- Warehouses: read once per batch (reads only; written after the loop).
-local wlist = {}
-for w in string.gmatch(redis.call('HGET', KEYS[10], 'list') or '', '[^,]+') do
-  wlist[#wlist + 1] = w
-end
-local unsold, taken = {}, {}
-if #wlist == 0 then
-  -- A sale created before warehouses existed: one warehouse, `default`,
-  -- bounded by the lease alone.
-  wlist[1] = 'default'
-  unsold['default'] = math.huge
-else
+-- One warehouse (or a sale from before warehouses: `default`) needs no
+-- counter read: its unsold units are available + leased, so a lease with
+-- a unit left implies one. Several: read their counters and the orders of
+-- the regions this batch names, in one call each.
+local wtxt = redis.call('HGET', KEYS[10], 'list') or 'default'
+local single = not string.find(wtxt, ',', 1, true)
+local wlist, unsold, taken, orders = {}, {}, {}, {}
+if not single then
+  for w in string.gmatch(wtxt, '[^,]+') do wlist[#wlist + 1] = w end
   local fields = {}
   for j, w in ipairs(wlist) do
     fields[2 * j - 1] = w .. ':total'; fields[2 * j] = w .. ':sold'
@@ -84,22 +82,26 @@ else
   for j, w in ipairs(wlist) do
     unsold[w] = (tonumber(v[2 * j - 1]) or 0) - (tonumber(v[2 * j]) or 0)
   end
+  local okeys, seen = {'default_order'}, {}
+  for i = 0, n - 1 do
+    local r = ARGV[7 + 3 * i]
+    if r ~= '' and not seen[r] then seen[r] = true; okeys[#okeys + 1] = 'r:' .. r end
+  end
+  local ov = redis.call('HMGET', KEYS[10], unpack(okeys))
+  for j, key in ipairs(okeys) do
+    if ov[j] then
+      local o = {}
+      for w in string.gmatch(ov[j], '[^,]+') do o[#o + 1] = w end
+      orders[key] = o
+    end
+  end
 end
-local orders = {}
-local function order_of(region)
-  local key = (region ~= '' and ('r:' .. region)) or 'default_order'
-  local o = orders[key]
-  if o then return o end
-  local txt = redis.call('HGET', KEYS[10], key)
-  if not txt and key ~= 'default_order' then return order_of('') end
-  o = {}
-  for w in string.gmatch(txt or '', '[^,]+') do o[#o + 1] = w end
-  orders[key] = o
-  return o
-end
--- The warehouse for one winner and whether it is a cross-shipment.
+-- The warehouse for one winner and whether it is a cross-shipment: the
+-- first of the region's order (else the default order) with an unsold
+-- unit, else the warehouse with most unsold units.
 local function assign(region)
-  local o = order_of(region)
+  if single then return wtxt, 0 end
+  local o = orders['r:' .. region] or orders['default_order'] or {}
   for j, w in ipairs(o) do
     if (unsold[w] or 0) > 0 then return w, (j > 1) and 1 or 0 end
   end
@@ -140,7 +142,7 @@ for i = 0, n - 1 do
     local exp = now + ttl
     units = units - 1
     wins = wins + 1
-    unsold[w] = unsold[w] - 1
+    if not single then unsold[w] = unsold[w] - 1 end
     taken[w] = (taken[w] or 0) + 1
     redis.call('HSET', KEYS[4], user, proposed)
     redis.call('HSET', KEYS[5], proposed, 'p:' .. user .. ':' .. now .. ':' .. exp .. ':' .. w)
