@@ -586,3 +586,36 @@ async fn the_audit_reconciles_each_warehouse_and_names_a_damaged_one() {
     );
     assert_eq!(n.accounting("phone").await["balanced"], false);
 }
+
+#[tokio::test]
+async fn a_sale_created_before_warehouses_existed_sells_from_default_and_stays_balanced() {
+    let redis = redis();
+    let n = node(&redis.url()).await;
+    n.open_sale("old", 3).await;
+    // What an older version left: no warehouse keys at all.
+    let mut con = redis::Client::open(redis.url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg("bigtap:{old}:wh")
+        .arg("bigtap:{old}:wcfg")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let a = ship_to(&n, "old", "alice", "eu").await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.body["warehouse"], "default");
+    let t = a.body["ticket"].as_str().unwrap().to_string();
+    n.backend(Method::POST, "old", &format!("{t}/release"))
+        .await;
+    let s = n
+        .admin(Method::POST, "old/stock", Some(json!({"add": 2})))
+        .await;
+    assert_eq!(s.status, StatusCode::OK);
+    let acct = n.accounting("old").await;
+    assert_eq!(acct["balanced"], true, "{acct}");
+    assert_eq!(acct["warehouses"]["default"]["total"], 5);
+    assert_eq!(acct["warehouses"]["default"]["unsold"], 5);
+}
