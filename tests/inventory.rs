@@ -619,3 +619,28 @@ async fn a_sale_created_before_warehouses_existed_sells_from_default_and_stays_b
     assert_eq!(acct["warehouses"]["default"]["total"], 5);
     assert_eq!(acct["warehouses"]["default"]["unsold"], 5);
 }
+
+#[tokio::test]
+async fn the_order_stream_as_the_replica_reads_it_names_each_winners_warehouse() {
+    use bigtap::store::Store;
+    let redis = redis();
+    let n = node(&redis.url()).await;
+    phone(&n).await;
+    ship_to(&n, "phone", "u1", "us").await;
+    ship_to(&n, "phone", "e1", "eu").await;
+    let store = bigtap::store::redis::RedisStore::open(
+        &redis.url(),
+        "bigtap",
+        Duration::from_secs(5),
+        None,
+    )
+    .unwrap();
+    let sale = bigtap::SaleId::parse("phone").unwrap();
+    let page = store.read_orders(&sale, "0", 10).await.unwrap();
+    let got: Vec<(&str, Option<&str>)> = page
+        .entries
+        .iter()
+        .map(|e| (e.user.as_str(), e.warehouse.as_ref().map(|w| w.as_str())))
+        .collect();
+    assert_eq!(got, [("u1", Some("west")), ("e1", Some("north"))]);
+}

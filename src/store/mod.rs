@@ -417,6 +417,9 @@ pub struct OrderEntry {
     pub id: String,
     pub user: UserId,
     pub issued: Issued,
+    /// The entry's `warehouse` (DESIGN §7); `None` for an entry written
+    /// before warehouses existed (warehouse `default`).
+    pub warehouse: Option<WarehouseId>,
 }
 
 /// A page of a sale's order stream, oldest first.

@@ -580,6 +580,7 @@ impl Store for RedisStore {
                     user: o.user,
                     issued: o.issued(),
                     id: e.id.clone(),
+                    warehouse: o.warehouse,
                 }),
                 // Skipped, not read again and again: one bad entry must not
                 // stop the winners replica (the re-bootstrap from the
