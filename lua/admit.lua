@@ -5,7 +5,8 @@
 -- KEYS[2] acct      hash    counters
 -- KEYS[3] leases    hash    node -> "units:expires_at_ms:epoch"
 -- KEYS[4] winners   hash    user -> ticket
--- KEYS[5] tickets   hash    ticket -> "state:user:issued_at_ms:expires_at_ms", state p|c|r
+-- KEYS[5] tickets   hash    ticket -> "state:user:issued_at_ms:expires_at_ms:warehouse", state p|c|r
+--                           (records from before warehouses have no 5th field: `default`)
 -- KEYS[6] expiry    zset    pending ticket -> expires_at_ms
 -- KEYS[7] eligible  set     users allowed when elig = list
 -- KEYS[8] orders    stream  one entry per win (contract fields)
@@ -27,7 +28,8 @@
 --     code "replay"       the user already holds `ticket` (nothing written)
 --     code "not_eligible" the sale has a list and the user is not on it
 --     code "fenced"       the node's lease of this epoch is gone or expired
---     code "no_units"     the lease has no unit left for this candidate
+--     code "no_units"     the lease has no unit left for this candidate (or, against
+--                         the invariant, no warehouse has an unsold unit)
 --   For codes other than won/replay, ticket is "" and the times are 0.
 --
 -- Checks come before writes: the window and the argument shape are checked
