@@ -55,6 +55,7 @@ fn admit(c: &mut Criterion) {
                                 Candidate {
                                     user: UserId::parse(&format!("u{n}")).unwrap(),
                                     ticket: TicketId::random(),
+                                    ship_to: None,
                                 }
                             })
                             .collect();
@@ -63,7 +64,7 @@ fn admit(c: &mut Criterion) {
                             panic!("admit refused: {reply:?}")
                         };
                         assert!(
-                            verdicts.iter().all(|v| matches!(v, Verdict::Won(_))),
+                            verdicts.iter().all(|v| matches!(v, Verdict::WonAt(..))),
                             "a benchmarked commit did not win: {verdicts:?}"
                         );
                     }

@@ -5,39 +5,54 @@
 -- KEYS[2] acct      hash    counters
 -- KEYS[3] leases    hash    node -> "units:expires_at_ms:epoch"
 -- KEYS[4] winners   hash    user -> ticket
--- KEYS[5] tickets   hash    ticket -> "state:user:issued_at_ms:expires_at_ms", state p|c|r
+-- KEYS[5] tickets   hash    ticket -> "state:user:issued_at_ms:expires_at_ms:warehouse", state p|c|r
+--                           (records from before warehouses have no 5th field: `default`)
 -- KEYS[6] expiry    zset    pending ticket -> expires_at_ms
 -- KEYS[7] eligible  set     users allowed when elig = list
 -- KEYS[8] orders    stream  one entry per win (contract fields)
--- KEYS[9] digests   string  8 bytes per win, in the order wins are counted
+-- KEYS[9] wh        hash    per-warehouse counters "<w>:total", "<w>:sold", "<w>:conf"
+-- KEYS[10] wcfg     hash    warehouse spec: list, r:<region>, default_order
+-- KEYS[11] digests  string  8 bytes per win, in the order wins are counted
 -- ARGV[1] sale id   (written into stream entries)
 -- ARGV[2] node id
 -- ARGV[3] epoch     lease epoch the units were taken under
 -- ARGV[4] n         number of candidates, 1..1000
--- ARGV[5..4+2n]     n pairs: user, proposed ticket id
--- ARGV[5+2n]        the candidates' digests, 8 bytes each, in order (the
+-- ARGV[5..4+3n]     n triples: user, proposed ticket id, ship_to region ("" for none)
+-- ARGV[5+3n]        the candidates' digests, 8 bytes each, in order (the
 --                   node computes them: no hashing in Redis)
 --
 -- Replies:
 --   {"unknown_sale"} | {"not_started"} | {"ended"} | {"closed"}   (no write)
---   {"ok", lease_units_left, digests_len, then per candidate: code, ticket, issued_at_ms, expires_at_ms}
+--   {"ok", lease_units_left, digests_len, then per candidate:
+--     code, ticket, issued_at_ms, expires_at_ms, warehouse, cross}
 --     digests_len: the winners digest's length in bytes after this call (the
 --     batch's wins are its last 8 x wins bytes)
+--     warehouse "" and cross 0 unless won/replay; cross = 1 when a won
+--     unit ships from a warehouse other than the buyer's first choice.
 --     code "won"          new ticket recorded, pending, entry appended to the stream
 --     code "replay"       the user already holds `ticket` (nothing written)
 --     code "not_eligible" the sale has a list and the user is not on it
 --     code "fenced"       the node's lease of this epoch is gone or expired
---     code "no_units"     the lease has no unit left for this candidate
+--     code "no_units"     the lease has no unit left for this candidate (or, against
+--                         the invariant, no warehouse has an unsold unit)
 --   For codes other than won/replay, ticket is "" and the times are 0.
 --
 -- Checks come before writes: the window and the argument shape are checked
 -- for the whole batch, then each candidate is judged before it is written.
+--
+-- Warehouses (DESIGN §7): leases are fungible units; each winner is given
+-- the first warehouse of their region's order (else the default order,
+-- else the one with most unsold units) that has an unsold unit, else any
+-- with one. unsold(w) = total - sold, read once per batch; the counters
+-- are written once per warehouse per batch, and the warehouse rides in the
+-- ticket record and the stream entry, so a single-warehouse sale does no
+-- extra write per winner.
 local sale, node, epoch, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 if not sale or sale == '' or not node or node == '' or not epoch or not n
-   or n < 1 or n > 1000 or #ARGV ~= 5 + 2 * n or #ARGV[5 + 2 * n] ~= 8 * n then
+   or n < 1 or n > 1000 or #ARGV ~= 5 + 3 * n or #ARGV[5 + 3 * n] ~= 8 * n then
   return redis.error_reply('ERR admit: bad arguments')
 end
-local digests = ARGV[5 + 2 * n]
+local digests = ARGV[5 + 3 * n]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_sale'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -57,34 +72,95 @@ if cur then
   end
 end
 
+-- Warehouses: read once per batch (reads only; written after the loop).
+-- One warehouse (or a sale from before warehouses: `default`) needs no
+-- counter read: its unsold units are available + leased, so a lease with
+-- a unit left implies one. Several: read their counters and the orders of
+-- the regions this batch names, in one call each.
+local wtxt = redis.call('HGET', KEYS[10], 'list') or 'default'
+local single = not string.find(wtxt, ',', 1, true)
+local wlist, unsold, taken, orders = {}, {}, {}, {}
+if not single then
+  for w in string.gmatch(wtxt, '[^,]+') do wlist[#wlist + 1] = w end
+  local fields = {}
+  for j, w in ipairs(wlist) do
+    fields[2 * j - 1] = w .. ':total'; fields[2 * j] = w .. ':sold'
+  end
+  local v = redis.call('HMGET', KEYS[9], unpack(fields))
+  for j, w in ipairs(wlist) do
+    unsold[w] = (tonumber(v[2 * j - 1]) or 0) - (tonumber(v[2 * j]) or 0)
+  end
+  local okeys, seen = {'default_order'}, {}
+  for i = 0, n - 1 do
+    local r = ARGV[7 + 3 * i]
+    if r ~= '' and not seen[r] then seen[r] = true; okeys[#okeys + 1] = 'r:' .. r end
+  end
+  local ov = redis.call('HMGET', KEYS[10], unpack(okeys))
+  for j, key in ipairs(okeys) do
+    if ov[j] then
+      local o = {}
+      for w in string.gmatch(ov[j], '[^,]+') do o[#o + 1] = w end
+      orders[key] = o
+    end
+  end
+end
+-- The warehouse for one winner and whether it is a cross-shipment: the
+-- first of the region's order (else the default order) with an unsold
+-- unit, else the warehouse with most unsold units.
+local function assign(region)
+  if single then return wtxt, 0 end
+  local o = orders['r:' .. region] or orders['default_order'] or {}
+  for j, w in ipairs(o) do
+    if (unsold[w] or 0) > 0 then return w, (j > 1) and 1 or 0 end
+  end
+  local best, most = nil, 0
+  for _, w in ipairs(wlist) do
+    if unsold[w] > most then best, most = w, unsold[w] end
+  end
+  return best, (best and #o > 0) and 1 or 0
+end
+
 local out = {'ok', 0, 0}
 local wins = 0
 local won_digests = {}
+local function refuse(code)
+  out[#out + 1] = code; out[#out + 1] = ''; out[#out + 1] = 0; out[#out + 1] = 0
+  out[#out + 1] = ''; out[#out + 1] = 0
+end
 for i = 0, n - 1 do
-  local user, proposed = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
+  local user, proposed, ship_to = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
   local held = redis.call('HGET', KEYS[4], user)
+  local barred = not held and list_only and redis.call('SISMEMBER', KEYS[7], user) == 0
+  local w, cross
+  if not held and not barred and units > 0 then w, cross = assign(ship_to) end
   if held then
     local rec = redis.call('HGET', KEYS[5], held) or ''
-    local _, _, issued, exp = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+)$')
+    local _, _, issued, exp, hw = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+):?([%w_-]*)$')
     out[#out + 1] = 'replay'; out[#out + 1] = held
     out[#out + 1] = tonumber(issued) or 0; out[#out + 1] = tonumber(exp) or 0
-  elseif list_only and redis.call('SISMEMBER', KEYS[7], user) == 0 then
-    out[#out + 1] = 'not_eligible'; out[#out + 1] = ''; out[#out + 1] = 0; out[#out + 1] = 0
+    out[#out + 1] = (hw ~= nil and hw ~= '' and hw) or 'default'; out[#out + 1] = 0
+  elseif barred then
+    refuse('not_eligible')
   elseif units < 0 then
-    out[#out + 1] = 'fenced'; out[#out + 1] = ''; out[#out + 1] = 0; out[#out + 1] = 0
-  elseif units == 0 then
-    out[#out + 1] = 'no_units'; out[#out + 1] = ''; out[#out + 1] = 0; out[#out + 1] = 0
+    refuse('fenced')
+  elseif units == 0 or not w then
+    -- not w: no warehouse has an unsold unit although the lease has one;
+    -- the counters disagree, so sell nothing rather than guess.
+    refuse('no_units')
   else
     local exp = now + ttl
     units = units - 1
     wins = wins + 1
+    if not single then unsold[w] = unsold[w] - 1 end
+    taken[w] = (taken[w] or 0) + 1
     redis.call('HSET', KEYS[4], user, proposed)
-    redis.call('HSET', KEYS[5], proposed, 'p:' .. user .. ':' .. now .. ':' .. exp)
+    redis.call('HSET', KEYS[5], proposed, 'p:' .. user .. ':' .. now .. ':' .. exp .. ':' .. w)
     redis.call('ZADD', KEYS[6], exp, proposed)
     redis.call('XADD', KEYS[8], '*', 'ticket', proposed, 'sale', sale, 'user', user,
-      'issued_at_ms', now, 'expires_at_ms', exp, 'node', node)
+      'issued_at_ms', now, 'expires_at_ms', exp, 'node', node, 'warehouse', w)
     won_digests[wins] = string.sub(digests, 8 * i + 1, 8 * i + 8)
     out[#out + 1] = 'won'; out[#out + 1] = proposed; out[#out + 1] = now; out[#out + 1] = exp
+    out[#out + 1] = w; out[#out + 1] = cross
   end
 end
 if wins > 0 then
@@ -92,10 +168,12 @@ if wins > 0 then
   redis.call('HINCRBY', KEYS[2], 'leased', -wins)
   redis.call('HINCRBY', KEYS[2], 'pending', wins)
   redis.call('HINCRBY', KEYS[2], 'enqueued', wins)
+  -- Per-warehouse counters: one write per warehouse used by this batch.
+  for w, k in pairs(taken) do redis.call('HINCRBY', KEYS[9], w .. ':sold', k) end
   -- One append per batch: the digest grows with 'enqueued', in step.
-  out[3] = redis.call('APPEND', KEYS[9], table.concat(won_digests))
+  out[3] = redis.call('APPEND', KEYS[11], table.concat(won_digests))
 else
-  out[3] = redis.call('STRLEN', KEYS[9])
+  out[3] = redis.call('STRLEN', KEYS[11])
 end
 out[2] = math.max(units, 0)
 return out

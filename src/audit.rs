@@ -95,6 +95,29 @@ pub enum Discrepancy {
     DeliveredUnknown { ticket: String },
     /// A stream entry the order backend never received.
     NotDelivered { ticket: String, user: String },
+    /// A warehouse counter that disagrees with the ticket records.
+    WarehouseMismatch {
+        warehouse: String,
+        counter: &'static str,
+        counter_value: i64,
+        records: i64,
+    },
+    /// A warehouse with more units sold than it holds, or a negative count.
+    WarehouseOversold {
+        warehouse: String,
+        total: i64,
+        sold: i64,
+        confirmed: i64,
+    },
+    /// The warehouses' totals or unsold units do not add up to the sale's.
+    WarehousesUnbalanced {
+        what: &'static str,
+        warehouses: i64,
+        sale: i64,
+    },
+    /// A ticket whose stream entry names another warehouse, or a warehouse
+    /// the sale does not have.
+    WarehouseOfTicket { ticket: String, detail: String },
 }
 
 impl fmt::Display for Discrepancy {
@@ -181,6 +204,33 @@ impl fmt::Display for Discrepancy {
                 f,
                 "ticket {ticket} of user {user} never reached the order backend"
             ),
+            WarehouseMismatch {
+                warehouse,
+                counter,
+                counter_value,
+                records,
+            } => write!(
+                f,
+                "warehouse {warehouse}: {counter} is {counter_value} but the records say {records}"
+            ),
+            WarehouseOversold {
+                warehouse,
+                total,
+                sold,
+                confirmed,
+            } => write!(
+                f,
+                "warehouse {warehouse}: {sold} sold ({confirmed} confirmed) of {total} units"
+            ),
+            WarehousesUnbalanced {
+                what,
+                warehouses,
+                sale,
+            } => write!(
+                f,
+                "warehouses' {what} add up to {warehouses} but the sale says {sale}"
+            ),
+            WarehouseOfTicket { ticket, detail } => write!(f, "ticket {ticket}: {detail}"),
         }
     }
 }
@@ -260,6 +310,7 @@ impl fmt::Display for AuditReport {
 struct Record {
     state: TicketState,
     user: String,
+    warehouse: String,
 }
 
 /// A ticket record, parsed by the store's one parser.
@@ -268,6 +319,7 @@ fn parse_record(ticket: &str, raw: &str) -> Option<Record> {
     Some(Record {
         state: rec.state,
         user: rec.user.as_str().to_owned(),
+        warehouse: rec.warehouse.as_str().to_owned(),
     })
 }
 
@@ -514,6 +566,8 @@ fn reconcile(sale: &SaleId, s: &Snapshot, delivered: Option<&BTreeSet<String>>) 
         });
     }
 
+    warehouses(s, &r, &records, &mut found);
+
     // The order backend.
     if let Some(delivered) = delivered {
         for ticket in delivered {
@@ -538,6 +592,101 @@ fn reconcile(sale: &SaleId, s: &Snapshot, delivered: Option<&BTreeSet<String>>) 
 
     r.discrepancies = found;
     r
+}
+
+/// Per warehouse (DESIGN §7): the counters against the ticket records,
+/// each warehouse's own balance, the warehouses against the sale, and each
+/// stream entry's warehouse against its ticket's. Skipped for a sale
+/// created before warehouses existed (no spec).
+fn warehouses(
+    s: &Snapshot,
+    r: &AuditReport,
+    records: &BTreeMap<&str, Record>,
+    found: &mut Vec<Discrepancy>,
+) {
+    use Discrepancy::*;
+    let Some(list) = s.warehouse_spec.get("list") else {
+        return;
+    };
+    let list: Vec<&str> = list.split(',').filter(|w| !w.is_empty()).collect();
+    let counter = |w: &str, c: &str| -> i64 {
+        s.warehouse_counters
+            .get(&format!("{w}:{c}"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut held: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for (ticket, rec) in records {
+        if !list.contains(&rec.warehouse.as_str()) {
+            found.push(WarehouseOfTicket {
+                ticket: (*ticket).to_owned(),
+                detail: format!("ships from {}, which the sale does not have", rec.warehouse),
+            });
+            continue;
+        }
+        let e = held.entry(rec.warehouse.as_str()).or_default();
+        match rec.state {
+            TicketState::Pending => e.0 += 1,
+            TicketState::Confirmed => e.1 += 1,
+            TicketState::Released => {}
+        }
+    }
+    let (mut sum_total, mut sum_unsold) = (0, 0);
+    for w in &list {
+        let (total, sold, conf) = (counter(w, "total"), counter(w, "sold"), counter(w, "conf"));
+        let (pending_records, confirmed_records) = held.get(w).copied().unwrap_or_default();
+        for (name, value, recs) in [
+            ("pending", sold - conf, pending_records),
+            ("confirmed", conf, confirmed_records),
+        ] {
+            if value != recs {
+                found.push(WarehouseMismatch {
+                    warehouse: (*w).to_owned(),
+                    counter: name,
+                    counter_value: value,
+                    records: recs,
+                });
+            }
+        }
+        if sold > total || conf < 0 || sold < conf {
+            found.push(WarehouseOversold {
+                warehouse: (*w).to_owned(),
+                total,
+                sold,
+                confirmed: conf,
+            });
+        }
+        sum_total += total;
+        sum_unsold += total - sold;
+    }
+    for (what, warehouses, sale) in [
+        ("totals", sum_total, r.total),
+        ("unsold units", sum_unsold, r.available + r.leased),
+    ] {
+        if warehouses != sale {
+            found.push(WarehousesUnbalanced {
+                what,
+                warehouses,
+                sale,
+            });
+        }
+    }
+    for e in &s.stream {
+        let (Some(ticket), Some(w)) = (e.fields.get("ticket"), e.fields.get("warehouse")) else {
+            continue;
+        };
+        if let Some(rec) = records.get(ticket.as_str()) {
+            if rec.warehouse != *w {
+                found.push(WarehouseOfTicket {
+                    ticket: ticket.clone(),
+                    detail: format!(
+                        "the stream says warehouse {w}, the record {}",
+                        rec.warehouse
+                    ),
+                });
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -592,6 +741,60 @@ mod tests {
                 entry("2-0", "tb", "bob"),
                 entry("3-0", "tc", "carol"),
             ],
+            warehouse_counters: BTreeMap::new(),
+            warehouse_spec: BTreeMap::new(),
+        }
+    }
+
+    /// The same sale with warehouses a (2 units: alice's pending ticket,
+    /// carol's released one, so one unsold) and b (1 unit: bob's confirmed
+    /// ticket).
+    fn with_warehouses() -> Snapshot {
+        let mut s = snapshot();
+        s.tickets = vec![
+            ("ta".into(), "p:alice:1:2:a".into()),
+            ("tb".into(), "c:bob:1:2:b".into()),
+            ("tc".into(), "r:carol:1:2:a".into()),
+        ];
+        s.warehouse_spec.insert("list".into(), "a,b".into());
+        for (k, v) in [
+            ("a:total", "2"),
+            ("a:sold", "1"),
+            ("a:conf", "0"),
+            ("b:total", "1"),
+            ("b:sold", "1"),
+            ("b:conf", "1"),
+        ] {
+            s.warehouse_counters.insert(k.into(), v.into());
+        }
+        s.stream[1].fields.insert("warehouse".into(), "b".into());
+        s
+    }
+
+    #[test]
+    fn consistent_warehouses_give_a_clean_report() {
+        let r = reconcile(&sale(), &with_warehouses(), None);
+        assert!(r.is_clean(), "{r}");
+    }
+
+    #[test]
+    fn each_kind_of_warehouse_damage_is_named() {
+        let mut s = with_warehouses();
+        s.warehouse_counters.insert("a:sold".into(), "2".into());
+        s.warehouse_counters.insert("b:total".into(), "0".into());
+        s.stream[1].fields.insert("warehouse".into(), "a".into());
+        s.tickets.push(("td".into(), "r:dave:1:2:zz".into()));
+        s.winners.insert("dave".into(), "td".into());
+        let text = reconcile(&sale(), &s, None).to_string();
+        for needle in [
+            "warehouse a: pending is 2 but the records say 1",
+            "warehouse b: 1 sold (1 confirmed) of 0 units",
+            "warehouses' totals add up to 2 but the sale says 3",
+            "warehouses' unsold units add up to -1 but the sale says 1",
+            "the stream says warehouse a, the record b",
+            "ships from zz",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
     }
 

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::id::{TicketId, UserId};
+use crate::id::{RegionId, TicketId, UserId};
 use crate::metrics::Metrics;
 use crate::stock::{Epoch, Sale, Taken};
-use crate::store::{AdmitReply, Candidate, Refusal, Store, Verdict};
+use crate::store::{AdmitReply, Candidate, Placement, Refusal, Store, Verdict};
 
 /// Jobs waiting for a batch; beyond this buyers get 503 at once.
 const QUEUE_DEPTH: usize = 16 * 1024;
@@ -44,6 +44,8 @@ pub enum Settled {
 /// up, timed out); the job does not depend on it.
 pub struct Job {
     user: UserId,
+    /// The buyer's region, which picks the warehouse order (DESIGN §7).
+    ship_to: Option<RegionId>,
     epoch: Epoch,
     reply: Option<oneshot::Sender<Settled>>,
     sale: Arc<Sale>,
@@ -104,10 +106,17 @@ impl Committer {
     ///
     /// Once queued, the commit runs to its end even if this future is
     /// dropped; only the verdict is then lost (a retry replays the ticket).
-    pub async fn commit(&self, sale: &Arc<Sale>, user: UserId, unit: Taken<'_>) -> Settled {
+    pub async fn commit(
+        &self,
+        sale: &Arc<Sale>,
+        user: UserId,
+        ship_to: Option<RegionId>,
+        unit: Taken<'_>,
+    ) -> Settled {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             user,
+            ship_to,
             epoch: unit.epoch,
             reply: Some(reply),
             sale: sale.clone(),
@@ -185,6 +194,7 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         .map(|j| Candidate {
             user: j.user,
             ticket: TicketId::random(),
+            ship_to: j.ship_to,
         })
         .collect();
     ctx.metrics.commit_batch.record(jobs.len() as f64);
@@ -201,18 +211,29 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         }) if verdicts.len() == jobs.len() => {
             let wins = verdicts
                 .iter()
-                .filter(|v| matches!(v, Verdict::Won(_)))
+                .filter(|v| matches!(v, Verdict::Won(_) | Verdict::WonAt(..)))
                 .count() as u64;
+            // Wins per (warehouse, cross-shipped), counted once per batch:
+            // a batch uses few warehouses, and a counter lookup per winner
+            // would cost more than the tally.
+            let mut by_warehouse: Vec<(Placement, u64)> = Vec::new();
             for (job, v) in jobs.into_iter().zip(verdicts) {
                 match v {
-                    Verdict::Won(issued) => {
+                    Verdict::Won(_) | Verdict::WonAt(..) => {
                         m[0].increment(1);
-                        sale.remember_winner(job.user, issued);
+                        if let Verdict::WonAt(_, p) = v {
+                            tally_warehouse(&mut by_warehouse, p);
+                        }
+                        if let Some((issued, p, _)) = v.ticket() {
+                            sale.remember_winner(job.user, issued, p.warehouse);
+                        }
                     }
-                    Verdict::Replay(issued) => {
+                    Verdict::Replay(_) | Verdict::ReplayAt(..) => {
                         m[1].increment(1);
                         sale.stock.give_back(epoch);
-                        sale.remember_winner(job.user, issued);
+                        if let Some((issued, p, _)) = v.ticket() {
+                            sale.remember_winner(job.user, issued, p.warehouse);
+                        }
                     }
                     Verdict::NotEligible => {
                         m[2].increment(1);
@@ -231,6 +252,10 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
             }
             if wins > 0 {
                 sale.appended_digests(wins, digests_len);
+            }
+            for (p, n) in by_warehouse {
+                ctx.metrics
+                    .warehouse_wins(&sale.id, p.warehouse, p.cross, n);
             }
         }
         Ok(AdmitReply::Judged { .. }) => {
@@ -261,5 +286,12 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
                 }
             }
         }
+    }
+}
+
+fn tally_warehouse(tally: &mut Vec<(Placement, u64)>, p: Placement) {
+    match tally.iter_mut().find(|(q, _)| *q == p) {
+        Some((_, n)) => *n += 1,
+        None => tally.push((p, 1)),
     }
 }

@@ -147,6 +147,15 @@ impl UserId {
     }
 }
 
+id_newtype!(
+    /// A warehouse a sale's units ship from, e.g. `berlin-1` (DESIGN §7).
+    WarehouseId
+);
+id_newtype!(
+    /// A buyer region naming a warehouse preference order, e.g. `eu`.
+    RegionId
+);
+
 impl TicketId {
     /// A fresh random ticket id (128 random bits in hex).
     pub fn random() -> Self {

@@ -19,10 +19,13 @@
 //! - [`orders`]   the order-stream consumer delivering winners to the backend.
 //! - [`relay`]    `bigtap relay`: limit(n) notifications per alert and
 //!   anomaly period between Alertmanager and the pager.
+//! - [`inventory`] warehouses, regions and their validation (DESIGN §7);
+//!   the warehouse itself is assigned by the `admit` script.
+//! - [`moves`]    `bigtap sale move`: journaled moves of units between sales.
 //! - [`audit`]    reconciliation of a sale's records after an incident.
 //! - [`metrics`]  metric names and the Prometheus exporter.
 //! - [`shutdown`] signals to a cancellation token.
-//! - [`id`]       sale, user and ticket ids parsed at the edge.
+//! - [`id`]       sale, user, ticket, warehouse and region ids parsed at the edge.
 //! - [`clock`]    the time seam.
 //! - [`demo`]     the reference shop page `serve --demo` shows on a second origin.
 
@@ -35,10 +38,12 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod id;
+pub mod inventory;
 pub mod lease;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod moves;
 pub mod orders;
 pub mod relay;
 pub mod sales;

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use bigtap::auth::KeyRing;
 use bigtap::clock::unix_ms;
+use bigtap::id::WarehouseId;
 use bigtap::shutdown::{cancel_on_signals, CancellationToken};
 use bigtap::store::redis::RedisStore;
 use bigtap::store::{Eligibility, PutOutcome, SaleSpec, StockChange, Store};
@@ -86,12 +87,54 @@ enum SaleAction {
         /// open, or list (only users loaded with `sale eligible`).
         #[arg(long, default_value = "open")]
         eligibility: String,
+        /// Warehouses and their units as JSON, e.g. '{"north":600,"south":400}'
+        /// (the stock is their sum).
+        #[arg(long)]
+        warehouses: Option<String>,
+        /// Each region's warehouse order as JSON, e.g. '{"eu":["north","south"]}'.
+        #[arg(long)]
+        regions: Option<String>,
+        /// Warehouse order for buyers of no or an unknown region, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        default_order: Option<Vec<String>>,
     },
     /// Add (positive) or withdraw (negative) units.
     Stock {
         sale: SaleId,
         #[arg(long, allow_hyphen_values = true)]
         add: i64,
+        /// The warehouse (required when the sale has several).
+        #[arg(long)]
+        warehouse: Option<WarehouseId>,
+    },
+    /// Move unleased unsold units from one sale to another (journaled: if
+    /// interrupted, run the same command again to finish or undo it).
+    Move {
+        from: SaleId,
+        to: SaleId,
+        #[arg(long)]
+        units: u64,
+        /// The source warehouse (required when the source has several); the
+        /// units arrive in the destination's warehouse of the same name.
+        #[arg(long)]
+        warehouse: Option<WarehouseId>,
+        /// Move id (letters, digits, '_', '-'): re-running with the same id
+        /// never moves twice. Default: a fresh random id.
+        #[arg(long)]
+        id: Option<SaleId>,
+        /// Test only: abort right after step K (0-3), as a kill -9 would.
+        #[arg(long, hide = true, env = "BIGTAP_TEST_MOVE_ABORT_AFTER")]
+        abort_after: Option<u32>,
+    },
+    /// Move unsold units from one warehouse of the sale to another.
+    Transfer {
+        sale: SaleId,
+        #[arg(long)]
+        from: WarehouseId,
+        #[arg(long)]
+        to: WarehouseId,
+        #[arg(long)]
+        units: u64,
     },
     /// Add users to the eligibility list, one id per line.
     Eligible {
@@ -302,7 +345,22 @@ async fn sale(cmd: SaleCmd) -> Result<()> {
             ends_at_ms,
             ticket_ttl_ms,
             eligibility,
+            warehouses,
+            regions,
+            default_order,
         } => {
+            let raw = bigtap::inventory::RawSpec {
+                warehouses: warehouses
+                    .map(|j| serde_json::from_str(&j))
+                    .transpose()
+                    .context("--warehouses must be a JSON object of warehouse to units")?,
+                regions: regions
+                    .map(|j| serde_json::from_str(&j))
+                    .transpose()
+                    .context("--regions must be a JSON object of region to warehouse list")?,
+                default_order,
+            };
+            let (stock, inventory) = bigtap::inventory::Inventory::from_spec(stock, &raw)?;
             let starts_at_ms = starts_at_ms.unwrap_or_else(unix_ms);
             let spec = SaleSpec {
                 stock,
@@ -318,15 +376,19 @@ async fn sale(cmd: SaleCmd) -> Result<()> {
             if let Err(why) = spec.validate() {
                 bail!("{why}");
             }
-            match store.put_sale(&sale, &spec).await? {
+            match store.put_sale_with(&sale, &spec, &inventory).await? {
                 PutOutcome::Created => println!("created sale {sale}"),
                 PutOutcome::Updated => println!("updated sale {sale} (stock unchanged)"),
                 PutOutcome::StockRequired => bail!("--stock is required to create a sale"),
             }
         }
-        SaleAction::Stock { sale, add } => {
+        SaleAction::Stock {
+            sale,
+            add,
+            warehouse,
+        } => {
             bigtap::store::validate_stock_delta(add).map_err(anyhow::Error::msg)?;
-            match store.add_stock(&sale, add).await? {
+            match store.add_stock_to(&sale, add, warehouse).await? {
                 StockChange::Changed { total, available } => {
                     println!("stock_total {total}, available {available}")
                 }
@@ -337,6 +399,52 @@ async fn sale(cmd: SaleCmd) -> Result<()> {
                     )
                 }
                 StockChange::UnknownSale => bail!("unknown sale {sale}"),
+                StockChange::WarehouseRequired => {
+                    bail!("sale {sale} has several warehouses: give --warehouse")
+                }
+                StockChange::UnknownWarehouse => bail!("sale {sale} has no such warehouse"),
+            }
+        }
+        SaleAction::Move {
+            from,
+            to,
+            units,
+            warehouse,
+            id,
+            abort_after,
+        } => {
+            let plan = bigtap::moves::Plan {
+                from,
+                to,
+                units,
+                warehouse,
+                id: id.map(|i| i.as_str().to_owned()),
+            };
+            let done =
+                bigtap::moves::run(&store, &plan, abort_after, |line| println!("{line}")).await?;
+            println!("{done}");
+        }
+        SaleAction::Transfer {
+            sale,
+            from,
+            to,
+            units,
+        } => {
+            use bigtap::store::TransferOutcome as T;
+            if from == to || units == 0 {
+                bail!("--from and --to must differ and --units must be positive");
+            }
+            match store.transfer(&sale, from, to, units).await? {
+                T::Moved {
+                    from_unsold,
+                    to_unsold,
+                } => {
+                    println!("moved {units}: {from} has {from_unsold} unsold, {to} has {to_unsold} unsold")
+                }
+                T::Insufficient { unsold } => bail!("{from} has only {unsold} unsold units"),
+                T::UnknownSale => bail!("unknown sale {sale}"),
+                T::UnknownWarehouse => bail!("sale {sale} has no warehouse {from}"),
+                T::TooManyWarehouses => bail!("a sale has at most 64 warehouses"),
             }
         }
         SaleAction::Audit { sale, delivered } => {
@@ -376,8 +484,12 @@ async fn sale(cmd: SaleCmd) -> Result<()> {
             }
             println!("closed sale {sale}");
         }
-        SaleAction::Show { sale } => match store.snapshot(&sale).await? {
-            Some(s) => println!("{}", bigtap::http::accounting_json(&s)),
+        SaleAction::Show { sale } => match store.accounting(&sale).await? {
+            Some((s, w)) => {
+                let mut v = bigtap::http::accounting_json(&s);
+                v["warehouses"] = bigtap::http::warehouses_json(&w);
+                println!("{v}")
+            }
             None => bail!("unknown sale {sale}"),
         },
     }

@@ -8,6 +8,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::id::WarehouseId;
+use crate::store::WarehouseAccount;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -56,7 +58,7 @@ pub const COMMIT_RESULTS: [&str; 7] = [
     "error",
 ];
 /// Store operations, in label order (scripts plus plain commands).
-pub const STORE_OPS: [&str; 16] = [
+pub const STORE_OPS: [&str; 18] = [
     "lease",
     "admit",
     "renew",
@@ -73,6 +75,8 @@ pub const STORE_OPS: [&str; 16] = [
     "command",
     "read_orders",
     "ping",
+    "transfer",
+    "move",
 ];
 
 /// The registry of one server.
@@ -226,6 +230,42 @@ impl Metrics {
         }
     }
 
+    /// `wins` committed from `warehouse` (DESIGN §7); `cross` when it was
+    /// not the buyers' first choice. Warehouses are few and named by the
+    /// admin, so they may be labels.
+    pub fn warehouse_wins(
+        &self,
+        sale: &crate::id::SaleId,
+        warehouse: WarehouseId,
+        cross: bool,
+        wins: u64,
+    ) {
+        let labels = [("sale", sale.as_str()), ("warehouse", warehouse.as_str())];
+        counter(&self.recorder, "bigtap_warehouse_wins_total", &labels).increment(wins);
+        if cross {
+            counter(&self.recorder, "bigtap_warehouse_cross_wins_total", &labels).increment(wins);
+        }
+    }
+
+    /// Per-warehouse stock gauges from one accounting read.
+    pub fn warehouse_stock(&self, sale: &crate::id::SaleId, accounts: &[WarehouseAccount]) {
+        for a in accounts {
+            for (kind, n) in [
+                ("total", a.total),
+                ("unsold", a.unsold),
+                ("pending", a.pending),
+                ("confirmed", a.confirmed),
+            ] {
+                let labels = [
+                    ("sale", sale.as_str()),
+                    ("warehouse", a.warehouse.as_str()),
+                    ("kind", kind),
+                ];
+                gauge(&self.recorder, "bigtap_warehouse_stock", &labels).set(n as f64);
+            }
+        }
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         self.handle.render()
@@ -284,6 +324,14 @@ fn describe(r: &PrometheusRecorder) {
             "Buyers judged by the admit script, by result.",
         ),
         d(
+            "bigtap_warehouse_wins_total",
+            "Wins committed, by the warehouse they ship from.",
+        ),
+        d(
+            "bigtap_warehouse_cross_wins_total",
+            "Wins shipped from a warehouse that was not the buyer's first choice.",
+        ),
+        d(
             "bigtap_redis_errors_total",
             "Redis calls that failed or timed out, by operation.",
         ),
@@ -323,6 +371,10 @@ fn describe(r: &PrometheusRecorder) {
             "End of the sale window, Unix seconds.",
         ),
         d("bigtap_sale_open", "1 while the sale admits buyers."),
+        d(
+            "bigtap_warehouse_stock",
+            "Units of one warehouse by kind: total, unsold, pending, confirmed (Redis).",
+        ),
         d(
             "bigtap_node_info",
             "Always 1; labels name the node and version.",

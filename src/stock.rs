@@ -42,7 +42,7 @@ use crossbeam_skiplist::{SkipMap, SkipSet};
 use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 
-use crate::id::{SaleId, UserId};
+use crate::id::{SaleId, UserId, WarehouseId};
 use crate::metrics::SaleGauges;
 use crate::store::{Issued, SaleState, Snapshot};
 
@@ -242,8 +242,8 @@ pub struct Sale {
     /// Set while the sale is over and settled: its upkeep tasks sleep.
     retired: AtomicBool,
     pub revived: Notify,
-    /// The ticket cache (see the module docs).
-    winners: SkipMap<UserId, Issued>,
+    /// The ticket cache (see the module docs), with where each ships from.
+    winners: SkipMap<UserId, (Issued, WarehouseId)>,
     /// The digest set (see the module docs).
     digests: SkipSet<u64>,
     /// Bytes of the winners digest known without a gap, from offset 0:
@@ -555,8 +555,8 @@ impl Sale {
         self.refilled.notify_waiters();
     }
 
-    /// The buyer's ticket, if this node knows it.
-    pub fn winner(&self, user: &UserId) -> Option<Issued> {
+    /// The buyer's ticket and its warehouse, if this node knows them.
+    pub fn winner(&self, user: &UserId) -> Option<(Issued, WarehouseId)> {
         self.winners.get(user).map(|e| *e.value())
     }
 
@@ -567,8 +567,8 @@ impl Sale {
     }
 
     /// Records a win (from a commit or a lookup).
-    pub fn remember_winner(&self, user: UserId, issued: Issued) {
-        self.winners.get_or_insert(user, issued);
+    pub fn remember_winner(&self, user: UserId, issued: Issued, warehouse: WarehouseId) {
+        self.winners.get_or_insert(user, (issued, warehouse));
         self.digests.insert(user.digest());
     }
 

@@ -143,6 +143,7 @@ async fn an_https_backend_with_an_unknown_ca_is_not_trusted() {
         user: UserId::parse("u1").unwrap(),
         issued_at_ms: 1,
         expires_at_ms: 2,
+        warehouse: None,
     };
     let err = sink.deliver(&order).await.unwrap_err();
     assert!(

@@ -220,6 +220,7 @@ async fn a_node_that_stops_renewing_loses_its_lease_and_its_late_commit_is_refus
             &[Candidate {
                 user: UserId::parse("mallory").unwrap(),
                 ticket: TicketId::random(),
+                ship_to: None,
             }],
         )
         .await

@@ -1,5 +1,6 @@
 //! Operations routes (`Authorization: Bearer <admin key>`): create and
-//! update sales, stock, eligibility, close, accounting.
+//! update sales, stock, eligibility, close, accounting, and moves of
+//! unsold units between a sale's warehouses (DESIGN §7).
 //!
 //! Every body is parsed and validated completely before anything is
 //! written, so a bad request changes nothing.
@@ -15,9 +16,11 @@ use serde_json::json;
 use super::response::{self, Reply};
 use crate::app::Shared;
 use crate::auth::{bearer, secret_eq};
-use crate::id::{SaleId, UserId};
+use crate::id::{SaleId, UserId, WarehouseId};
+use crate::inventory::{Inventory, RawSpec};
 use crate::store::{
     validate_stock_delta, Eligibility, PutOutcome, SaleSpec, Snapshot, StockChange, StoreError,
+    TransferOutcome, WarehouseAccount, MAX_NUMBER,
 };
 
 /// Ticket TTL when none is given: 15 minutes to pay.
@@ -29,6 +32,7 @@ pub enum Action {
     Stock,
     Eligible,
     Close,
+    Transfer,
     Other,
 }
 
@@ -39,6 +43,7 @@ impl Action {
             Some("stock") => Action::Stock,
             Some("eligible") => Action::Eligible,
             Some("close") => Action::Close,
+            Some("transfer") => Action::Transfer,
             Some(_) => Action::Other,
         }
     }
@@ -52,12 +57,24 @@ struct PutBody {
     ends_at_ms: u64,
     ticket_ttl_ms: Option<u64>,
     eligibility: Option<String>,
+    warehouses: Option<std::collections::BTreeMap<String, u64>>,
+    regions: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    default_order: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StockBody {
     add: i64,
+    warehouse: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    from: String,
+    to: String,
+    units: u64,
 }
 
 #[derive(Deserialize)]
@@ -98,7 +115,7 @@ pub async fn route<B: RequestBody>(
     let method = req.method().clone();
     let allowed = match action {
         Action::Sale => "GET, PUT",
-        Action::Stock | Action::Eligible | Action::Close => "POST",
+        Action::Stock | Action::Eligible | Action::Close | Action::Transfer => "POST",
         Action::Other => return Reply::plain(response::not_found().resp),
     };
     let ok_method = match action {
@@ -124,6 +141,7 @@ pub async fn route<B: RequestBody>(
         (Action::Sale, _) => put(shared, sale, &body).await,
         (Action::Stock, _) => stock(shared, sale, &body).await,
         (Action::Eligible, _) => eligible(shared, sale, &body).await,
+        (Action::Transfer, _) => transfer(shared, sale, &body).await,
         _ => close(shared, sale).await,
     }
 }
@@ -143,9 +161,26 @@ pub fn accounting(s: &Snapshot) -> serde_json::Value {
     })
 }
 
+/// `"warehouses": {"<w>": {"total","unsold","pending","confirmed"}}` (DESIGN §7).
+pub fn warehouses(accounts: &[WarehouseAccount]) -> serde_json::Value {
+    let mut m = serde_json::Map::with_capacity(accounts.len());
+    for a in accounts {
+        m.insert(
+            a.warehouse.as_str().to_string(),
+            json!({"total": a.total, "unsold": a.unsold, "pending": a.pending, "confirmed": a.confirmed}),
+        );
+    }
+    serde_json::Value::Object(m)
+}
+
 async fn show(shared: &Shared, sale: SaleId) -> Reply {
-    match shared.store.snapshot(&sale).await {
-        Ok(Some(s)) => reply(StatusCode::OK, accounting(&s)),
+    match shared.store.accounting(&sale).await {
+        Ok(Some((s, w))) => {
+            shared.metrics.warehouse_stock(&sale, &w);
+            let mut v = accounting(&s);
+            v["warehouses"] = warehouses(&w);
+            reply(StatusCode::OK, v)
+        }
         Ok(None) => Reply::plain(response::unknown_sale().resp).via_store(),
         Err(e) => store_failed(e),
     }
@@ -161,8 +196,17 @@ async fn put(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
         Some("list") => Eligibility::List,
         Some(_) => return invalid("eligibility must be \"open\" or \"list\""),
     };
+    let raw = RawSpec {
+        warehouses: b.warehouses,
+        regions: b.regions,
+        default_order: b.default_order,
+    };
+    let (stock, inventory) = match Inventory::from_spec(b.stock, &raw) {
+        Ok(x) => x,
+        Err(why) => return invalid(why),
+    };
     let spec = SaleSpec {
-        stock: b.stock,
+        stock,
         starts_at_ms: b.starts_at_ms,
         ends_at_ms: b.ends_at_ms,
         ticket_ttl_ms: b.ticket_ttl_ms.unwrap_or(DEFAULT_TICKET_TTL_MS),
@@ -171,7 +215,7 @@ async fn put(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
     if let Err(why) = spec.validate() {
         return invalid(why);
     }
-    let status = match shared.store.put_sale(&sale, &spec).await {
+    let status = match shared.store.put_sale_with(&sale, &spec, &inventory).await {
         Ok(PutOutcome::Created) => StatusCode::CREATED,
         Ok(PutOutcome::Updated) => StatusCode::OK,
         Ok(PutOutcome::StockRequired) => return invalid("stock is required to create a sale"),
@@ -218,7 +262,12 @@ async fn stock(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
     if let Err(why) = validate_stock_delta(b.add) {
         return invalid(why);
     }
-    let r = match shared.store.add_stock(&sale, b.add).await {
+    let warehouse = match b.warehouse.as_deref().map(WarehouseId::parse) {
+        None => None,
+        Some(Ok(w)) => Some(w),
+        Some(Err(e)) => return invalid(format!("warehouse: {e}")),
+    };
+    let r = match shared.store.add_stock_to(&sale, b.add, warehouse).await {
         Ok(StockChange::Changed { total, available }) => reply(
             StatusCode::OK,
             json!({"stock_total": total, "available": available}),
@@ -230,10 +279,51 @@ async fn stock(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
         Ok(StockChange::UnknownSale) => {
             return Reply::plain(response::unknown_sale().resp).via_store()
         }
+        Ok(StockChange::WarehouseRequired) => {
+            return invalid("the sale has several warehouses: name one in \"warehouse\"")
+        }
+        Ok(StockChange::UnknownWarehouse) => return invalid("the sale has no such warehouse"),
         Err(e) => return store_failed(e),
     };
     sync_sale(shared, sale).await;
     r
+}
+
+/// `POST …/transfer`: moves unsold units between two warehouses of a sale
+/// in one atomic step; the pool and the leases do not change.
+async fn transfer(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
+    let b: TransferBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return invalid(e),
+    };
+    let (from, to) = match (WarehouseId::parse(&b.from), WarehouseId::parse(&b.to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) => return invalid(format!("from: {e}")),
+        (_, Err(e)) => return invalid(format!("to: {e}")),
+    };
+    if from == to {
+        return invalid("from and to must differ");
+    }
+    if b.units == 0 || b.units > MAX_NUMBER {
+        return invalid("units must be 1 to 2^53 - 1");
+    }
+    match shared.store.transfer(&sale, from, to, b.units).await {
+        Ok(TransferOutcome::Moved {
+            from_unsold,
+            to_unsold,
+        }) => reply(
+            StatusCode::OK,
+            json!({"from": b.from, "to": b.to, "units": b.units, "from_unsold": from_unsold, "to_unsold": to_unsold}),
+        ),
+        Ok(TransferOutcome::Insufficient { unsold }) => reply(
+            StatusCode::CONFLICT,
+            json!({"error": "insufficient", "unsold": unsold}),
+        ),
+        Ok(TransferOutcome::UnknownSale) => Reply::plain(response::unknown_sale().resp).via_store(),
+        Ok(TransferOutcome::UnknownWarehouse) => invalid("the sale has no warehouse named by from"),
+        Ok(TransferOutcome::TooManyWarehouses) => invalid("a sale has at most 64 warehouses"),
+        Err(e) => store_failed(e),
+    }
 }
 
 async fn eligible(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {

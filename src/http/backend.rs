@@ -67,7 +67,7 @@ pub async fn route<B: RequestBody>(
         Action::Read => match shared.store.ticket(&sale, &ticket).await {
             Ok(Some(t)) => reply(
                 StatusCode::OK,
-                json!({"ticket": t.ticket.as_str(), "user": t.user.as_str(), "state": t.state.as_str(), "expires_at_ms": t.expires_at_ms}),
+                json!({"ticket": t.ticket.as_str(), "user": t.user.as_str(), "state": t.state.as_str(), "expires_at_ms": t.expires_at_ms, "warehouse": t.warehouse.as_str()}),
             ),
             Ok(None) => unknown_ticket(),
             Err(e) => failed(e),

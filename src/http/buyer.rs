@@ -22,7 +22,7 @@ use super::response::{self, Reply};
 use crate::app::Shared;
 use crate::auth::{bearer, TicketClaims};
 use crate::commit::Settled;
-use crate::id::{SaleId, UserId};
+use crate::id::{RegionId, SaleId, UserId, WarehouseId};
 use crate::lease::{self, Refill};
 use crate::limits::retry_after_secs;
 use crate::sales::LiveSale;
@@ -52,9 +52,10 @@ pub async fn take<B: RequestBody>(
 ) -> Reply {
     let deadline = Instant::now() + Duration::from_millis(shared.config.request_timeout_ms);
     let (parts, body) = req.into_parts();
-    if let Err(r) = check_take_body(&parts.headers, body).await {
-        return r;
-    }
+    let ship_to = match check_take_body(&parts.headers, body).await {
+        Ok(region) => region,
+        Err(r) => return r,
+    };
     let Some(live) = shared.sales.get(&sale_id) else {
         return response::unknown_sale();
     };
@@ -75,14 +76,14 @@ pub async fn take<B: RequestBody>(
     if let Err(wait) = shared.limits.check_user(&user) {
         return response::rate_limited(retry_after_secs(wait));
     }
-    if let Some(issued) = sale.winner(&user) {
-        return ticket(shared, sale, user, issued, true);
+    if let Some((issued, warehouse)) = sale.winner(&user) {
+        return ticket(shared, sale, user, issued, Some(warehouse), true);
     }
     // Boxed: the commit path's state stays off the rejected path's future.
     if sale.may_have_won(&user) {
-        return Box::pin(won_elsewhere(shared, &live, user, now, deadline)).await;
+        return Box::pin(won_elsewhere(shared, &live, user, ship_to, now, deadline)).await;
     }
-    Box::pin(acquire(shared, &live, user, now, deadline)).await
+    Box::pin(acquire(shared, &live, user, ship_to, now, deadline)).await
 }
 
 /// A buyer whose digest is in the winners replica but whose ticket this
@@ -92,6 +93,7 @@ async fn won_elsewhere(
     shared: &Arc<Shared>,
     live: &Arc<LiveSale>,
     user: UserId,
+    ship_to: Option<RegionId>,
     now: u64,
     deadline: Instant,
 ) -> Reply {
@@ -103,10 +105,10 @@ async fn won_elsewhere(
                 issued_at_ms: rec.issued_at_ms,
                 expires_at_ms: rec.expires_at_ms,
             };
-            sale.remember_winner(user, issued);
-            ticket(shared, sale, user, issued, true).via_store()
+            sale.remember_winner(user, issued, rec.warehouse);
+            ticket(shared, sale, user, issued, Some(rec.warehouse), true).via_store()
         }
-        Ok(Ok(None)) => acquire(shared, live, user, now, deadline).await,
+        Ok(Ok(None)) => acquire(shared, live, user, ship_to, now, deadline).await,
         Ok(Err(_)) | Err(_) => response::unavailable().via_store(),
     }
 }
@@ -149,6 +151,7 @@ async fn acquire(
     shared: &Arc<Shared>,
     live: &Arc<LiveSale>,
     user: UserId,
+    ship_to: Option<RegionId>,
     now: u64,
     deadline: Instant,
 ) -> Reply {
@@ -172,18 +175,28 @@ async fn acquire(
         sale.last_take_ms.store(now, Relaxed);
         lease::maybe_prefetch(&shared.lease, sale);
         let settled =
-            tokio::time::timeout_at(deadline, live.committer.commit(sale, user, unit)).await;
+            tokio::time::timeout_at(deadline, live.committer.commit(sale, user, ship_to, unit))
+                .await;
         match settled {
-            Ok(Settled::Judged(Verdict::Won(issued))) => {
-                return ticket(shared, sale, user, issued, false).via_store()
-            }
-            Ok(Settled::Judged(Verdict::Replay(issued))) => {
-                return ticket(shared, sale, user, issued, true).via_store()
-            }
             Ok(Settled::Judged(Verdict::NotEligible)) => {
                 return response::not_eligible().via_store()
             }
             Ok(Settled::Judged(Verdict::Fenced | Verdict::NoUnits)) => fenced += 1,
+            Ok(Settled::Judged(v)) => {
+                // Every other verdict is a win or a replay.
+                if let Some((issued, placement, replay)) = v.ticket() {
+                    return ticket(
+                        shared,
+                        sale,
+                        user,
+                        issued,
+                        Some(placement.warehouse),
+                        replay,
+                    )
+                    .via_store();
+                }
+                fenced += 1;
+            }
             Ok(Settled::Refused(r)) => return refusal(sale, r),
             Ok(Settled::NotSent) => return response::unavailable().via_store(),
             // Sent, and no verdict came back in time: it may have won.
@@ -198,8 +211,8 @@ async fn acquire(
 /// it when the store answers; otherwise the buyer is told the outcome is
 /// unknown (DESIGN §3), never a plain "nothing was taken".
 async fn settle_unknown(shared: &Shared, sale: &Sale, user: UserId) -> Reply {
-    if let Some(issued) = sale.winner(&user) {
-        return ticket(shared, sale, user, issued, false).via_store();
+    if let Some((issued, warehouse)) = sale.winner(&user) {
+        return ticket(shared, sale, user, issued, Some(warehouse), false).via_store();
     }
     match tokio::time::timeout(SETTLE_GRACE, shared.store.winner(&sale.id, &user)).await {
         Ok(Ok(Some(rec))) => {
@@ -208,8 +221,8 @@ async fn settle_unknown(shared: &Shared, sale: &Sale, user: UserId) -> Reply {
                 issued_at_ms: rec.issued_at_ms,
                 expires_at_ms: rec.expires_at_ms,
             };
-            sale.remember_winner(user, issued);
-            ticket(shared, sale, user, issued, false).via_store()
+            sale.remember_winner(user, issued, rec.warehouse);
+            ticket(shared, sale, user, issued, Some(rec.warehouse), false).via_store()
         }
         _ => response::outcome_unknown().via_store(),
     }
@@ -227,8 +240,8 @@ async fn sold_out(shared: &Shared, sale: &Sale, user: UserId) -> Reply {
                 issued_at_ms: rec.issued_at_ms,
                 expires_at_ms: rec.expires_at_ms,
             };
-            sale.remember_winner(user, issued);
-            ticket(shared, sale, user, issued, true).via_store()
+            sale.remember_winner(user, issued, rec.warehouse);
+            ticket(shared, sale, user, issued, Some(rec.warehouse), true).via_store()
         }
         Ok(None) => response::sold_out().via_store(),
         Err(_) => response::unavailable().via_store(),
@@ -268,8 +281,16 @@ pub async fn mine<B: RequestBody>(
                     issued_at_ms: rec.issued_at_ms,
                     expires_at_ms: rec.expires_at_ms,
                 };
-                sale.remember_winner(user, issued);
-                let body = ticket_body(shared, sale, user, issued, rec.state.as_str(), false);
+                sale.remember_winner(user, issued, rec.warehouse);
+                let body = ticket_body(
+                    shared,
+                    sale,
+                    user,
+                    issued,
+                    Some(rec.warehouse),
+                    rec.state.as_str(),
+                    false,
+                );
                 Reply::new(response::json(StatusCode::OK, body), "ok").via_store()
             }
             Ok(None) => response::no_ticket().via_store(),
@@ -289,8 +310,15 @@ fn refusal(sale: &Sale, r: Refusal) -> Reply {
 }
 
 /// 201 for a new win, 200 with `"replay":true` for a repeat.
-fn ticket(shared: &Shared, sale: &Sale, user: UserId, issued: Issued, replay: bool) -> Reply {
-    let body = ticket_body(shared, sale, user, issued, "", replay);
+fn ticket(
+    shared: &Shared,
+    sale: &Sale,
+    user: UserId,
+    issued: Issued,
+    warehouse: Option<WarehouseId>,
+    replay: bool,
+) -> Reply {
+    let body = ticket_body(shared, sale, user, issued, warehouse, "", replay);
     let (status, outcome) = if replay {
         (StatusCode::OK, "replay")
     } else {
@@ -299,12 +327,14 @@ fn ticket(shared: &Shared, sale: &Sale, user: UserId, issued: Issued, replay: bo
     Reply::new(response::json(status, body), outcome)
 }
 
-/// The win body of DESIGN §3, with `"state"` when `state` is not empty.
+/// The win body of DESIGN §3, with `"state"` when `state` is not empty
+/// and `"warehouse"` (DESIGN §7) when known.
 fn ticket_body(
     shared: &Shared,
     sale: &Sale,
     user: UserId,
     issued: Issued,
+    warehouse: Option<WarehouseId>,
     state: &str,
     replay: bool,
 ) -> String {
@@ -316,11 +346,14 @@ fn ticket_body(
     });
     // Ids, tokens and states are of a JSON-safe alphabet: no escaping needed.
     format!(
-        "{{\"outcome\":\"won\",\"sale\":\"{}\",\"ticket\":\"{}\",\"token\":\"{}\",\"expires_at_ms\":{}{}{}{}{}}}",
+        "{{\"outcome\":\"won\",\"sale\":\"{}\",\"ticket\":\"{}\",\"token\":\"{}\",\"expires_at_ms\":{}{}{}{}{}{}{}{}}}",
         sale.id,
         issued.ticket,
         token,
         issued.expires_at_ms,
+        if warehouse.is_some() { ",\"warehouse\":\"" } else { "" },
+        warehouse.as_ref().map_or("", |w| w.as_str()),
+        if warehouse.is_some() { "\"" } else { "" },
         if replay { ",\"replay\":true" } else { "" },
         if state.is_empty() { "" } else { ",\"state\":\"" },
         state,
@@ -328,11 +361,23 @@ fn ticket_body(
     )
 }
 
+/// The fields of the take body bigtap reads; any others are ignored.
+/// Borrowed, so parsing allocates nothing.
+#[derive(serde::Deserialize)]
+struct TakeBody<'a> {
+    #[serde(borrow, default)]
+    ship_to: Option<&'a str>,
+}
+
 /// Refuses bodies other than empty or a JSON object, reading at most
-/// [`TAKE_BODY_LIMIT`] bytes.
-async fn check_take_body<B: RequestBody>(headers: &HeaderMap, body: B) -> Result<(), Reply> {
+/// [`TAKE_BODY_LIMIT`] bytes, and returns the buyer's `ship_to` region
+/// (DESIGN §7), which must be an id when given.
+async fn check_take_body<B: RequestBody>(
+    headers: &HeaderMap,
+    body: B,
+) -> Result<Option<RegionId>, Reply> {
     if body.is_end_stream() {
-        return Ok(());
+        return Ok(None);
     }
     if let Some(len) = headers
         .get(CONTENT_LENGTH)
@@ -344,12 +389,21 @@ async fn check_take_body<B: RequestBody>(headers: &HeaderMap, body: B) -> Result
     }
     let bytes = super::read_limited(body, TAKE_BODY_LIMIT).await?;
     let trimmed = bytes.chunk().trim_ascii();
-    if trimmed.is_empty()
-        || serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(trimmed).is_ok()
-    {
-        Ok(())
-    } else {
-        Err(response::bad_request("body_must_be_empty_or_an_object"))
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    // An object is the only JSON that starts with '{'; serde reads other
+    // shapes into a struct too (a sequence), so check it first.
+    if trimmed.first() != Some(&b'{') {
+        return Err(response::bad_request("body_must_be_empty_or_an_object"));
+    }
+    match serde_json::from_slice::<TakeBody<'_>>(trimmed) {
+        Ok(TakeBody { ship_to: None }) => Ok(None),
+        Ok(TakeBody { ship_to: Some(r) }) => RegionId::parse(r)
+            .map(Some)
+            .map_err(|_| response::bad_request("ship_to_must_be_a_region_id")),
+        Err(e) if e.is_data() => Err(response::bad_request("ship_to_must_be_a_region_id")),
+        Err(_) => Err(response::bad_request("body_must_be_empty_or_an_object")),
     }
 }
 

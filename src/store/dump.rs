@@ -10,7 +10,8 @@ use super::StoreError;
 use crate::id::SaleId;
 
 /// The raw records of one sale: counters, ticket records, winners, leases,
-/// the pending-ticket index and the order stream.
+/// the pending-ticket index, the order stream, and the per-warehouse
+/// counters and spec (DESIGN §7).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SaleRecords {
     pub acct: BTreeMap<String, String>,
@@ -20,6 +21,11 @@ pub struct SaleRecords {
     pub leases: Vec<(String, String)>,
     pub expiry: BTreeSet<String>,
     pub stream: Vec<StreamEntry>,
+    /// Per-warehouse counters `<w>:total`, `<w>:sold`, `<w>:conf`.
+    pub warehouse_counters: BTreeMap<String, String>,
+    /// The warehouse spec (`list`, region orders, default order); empty for
+    /// a sale created before warehouses existed.
+    pub warehouse_spec: BTreeMap<String, String>,
 }
 
 fn bad(what: &str, v: &Value) -> StoreError {
@@ -55,17 +61,21 @@ impl RedisStore {
             .cmd("XRANGE")
             .arg(k.orders(sale))
             .arg("-")
-            .arg("+");
+            .arg("+")
+            .cmd("HGETALL")
+            .arg(k.stockw(sale))
+            .cmd("HGETALL")
+            .arg(k.wcfg(sale));
         let reply = self.read_pipeline(&pipe).await?;
         // An atomic pipeline answers with the EXEC array as its one item.
         let reply = match &reply[..] {
             [Value::Array(items)] => items.clone(),
             _ => reply,
         };
-        let [exists, acct, tickets, winners, leases, expiry, stream] = &reply[..] else {
+        let [exists, acct, tickets, winners, leases, expiry, stream, wh, wcfg] = &reply[..] else {
             return Err(StoreError::Protocol {
                 script: "audit read",
-                detail: format!("expected 7 replies, got {}", reply.len()),
+                detail: format!("expected 9 replies, got {}", reply.len()),
             });
         };
         if !matches!(exists, Value::Int(1)) {
@@ -83,6 +93,8 @@ impl RedisStore {
             leases: hash("HGETALL leases", leases)?,
             expiry,
             stream: stream_entries("XRANGE", stream)?,
+            warehouse_counters: hash("HGETALL wh", wh)?.into_iter().collect(),
+            warehouse_spec: hash("HGETALL wcfg", wcfg)?.into_iter().collect(),
         }))
     }
 }

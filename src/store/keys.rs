@@ -40,6 +40,29 @@ impl Keys {
     pub fn cfg(&self, sale: &SaleId) -> String {
         self.sale_key(sale, "cfg")
     }
+    /// Per-warehouse counters: `<w>:total`, `<w>:sold` (pending or
+    /// confirmed), `<w>:conf` (confirmed).
+    pub fn stockw(&self, sale: &SaleId) -> String {
+        self.sale_key(sale, "wh")
+    }
+
+    /// Journal of moves of units out of this sale (`bigtap sale move`):
+    /// move id -> "state:to_sale:units:warehouse", state out|done|undone.
+    pub fn moves_out(&self, sale: &SaleId) -> String {
+        self.sale_key(sale, "moves:out")
+    }
+
+    /// Moves credited to this sale: move id -> "from_sale:units:warehouse",
+    /// so a credit is applied once however often it is sent.
+    pub fn moves_in(&self, sale: &SaleId) -> String {
+        self.sale_key(sale, "moves:in")
+    }
+
+    /// The warehouse spec: `list`, `r:<region>`, `default_order`.
+    pub fn wcfg(&self, sale: &SaleId) -> String {
+        self.sale_key(sale, "wcfg")
+    }
+
     /// Counters: total, avail, leased, pending, confirmed, released, enqueued, epoch.
     pub fn acct(&self, sale: &SaleId) -> String {
         self.sale_key(sale, "acct")

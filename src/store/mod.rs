@@ -14,6 +14,7 @@
 //! - [`scripts`]  one Lua script per state change, each beside its typed wrapper.
 //! - [`record`]   the ticket record and the order-stream entry, parsed once.
 //! - [`queue`]    the order stream as a queue: read, claim, ack, fail, dead letters.
+//! - [`moves`]    moves of units between two sales: three steps and a journal.
 //! - [`dump`]     every record of a sale at one instant (audit).
 //! - [`embedded`] a supervised `redis-server` child.
 //!
@@ -23,6 +24,7 @@ pub mod conn;
 pub mod dump;
 pub mod embedded;
 pub mod keys;
+pub mod moves;
 pub mod queue;
 pub mod record;
 pub mod redis;
@@ -37,7 +39,8 @@ pub use url::{redact, StoreUrl, UrlError};
 
 use async_trait::async_trait;
 
-use crate::id::{SaleId, TicketId, UserId};
+use crate::id::{RegionId, SaleId, TicketId, UserId, WarehouseId};
+use crate::inventory::Inventory;
 
 /// Failures to reach or understand the store. Every one means "nothing is
 /// known to have happened", except [`StoreError::Timeout`] and
@@ -149,9 +152,60 @@ pub enum PutOutcome {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StockChange {
-    Changed { total: u64, available: u64 },
-    Insufficient { total: u64, available: u64 },
+    Changed {
+        total: u64,
+        available: u64,
+    },
+    Insufficient {
+        total: u64,
+        available: u64,
+    },
     UnknownSale,
+    /// The sale has several warehouses and none was named.
+    WarehouseRequired,
+    UnknownWarehouse,
+}
+
+/// What a transfer between two warehouses of a sale did (DESIGN §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferOutcome {
+    /// Unsold units of `from` and `to` afterwards.
+    Moved {
+        from_unsold: u64,
+        to_unsold: u64,
+    },
+    /// `from` has only this many unsold units.
+    Insufficient {
+        unsold: u64,
+    },
+    UnknownSale,
+    UnknownWarehouse,
+    TooManyWarehouses,
+}
+
+/// One warehouse's accounting (DESIGN §7): `total = unsold + pending +
+/// confirmed`; unsold units are in the pool or in node leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarehouseAccount {
+    pub warehouse: WarehouseId,
+    pub total: u64,
+    pub unsold: u64,
+    pub pending: u64,
+    pub confirmed: u64,
+}
+
+impl WarehouseAccount {
+    /// The one warehouse of a store that keeps none, read off the sale.
+    pub fn of_sale(s: &Snapshot) -> Self {
+        WarehouseAccount {
+            warehouse: WarehouseId::parse(crate::inventory::DEFAULT_WAREHOUSE)
+                .unwrap_or_else(|_| unreachable!()),
+            total: s.stock_total,
+            unsold: s.available + s.leased,
+            pending: s.pending,
+            confirmed: s.confirmed,
+        }
+    }
 }
 
 /// Why the store refused to act on a sale at all.
@@ -261,6 +315,28 @@ pub enum ReturnReply {
 pub struct Candidate {
     pub user: UserId,
     pub ticket: TicketId,
+    /// The buyer's region (`{"ship_to"}` of the take body), which picks
+    /// the warehouse preference order.
+    pub ship_to: Option<RegionId>,
+}
+
+/// Where a won unit ships from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub warehouse: WarehouseId,
+    /// Not the buyer's first choice (cross-shipping).
+    pub cross: bool,
+}
+
+impl Placement {
+    /// The warehouse of a sale without warehouses.
+    pub fn default_warehouse() -> Self {
+        Placement {
+            warehouse: WarehouseId::parse(crate::inventory::DEFAULT_WAREHOUSE)
+                .unwrap_or_else(|_| unreachable!()),
+            cross: false,
+        }
+    }
 }
 
 /// A ticket as the buyer sees it.
@@ -274,11 +350,29 @@ pub struct Issued {
 /// What `admit` decided for one candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// A win from a store that assigns no warehouse (`default`).
     Won(Issued),
     Replay(Issued),
     NotEligible,
     Fenced,
     NoUnits,
+    /// A win and the warehouse it ships from (DESIGN §7).
+    WonAt(Issued, Placement),
+    ReplayAt(Issued, Placement),
+}
+
+impl Verdict {
+    /// The ticket, where it ships from and whether it is a replay, for a
+    /// won or replayed candidate.
+    pub fn ticket(&self) -> Option<(Issued, Placement, bool)> {
+        match *self {
+            Verdict::Won(i) => Some((i, Placement::default_warehouse(), false)),
+            Verdict::Replay(i) => Some((i, Placement::default_warehouse(), true)),
+            Verdict::WonAt(i, p) => Some((i, p, false)),
+            Verdict::ReplayAt(i, p) => Some((i, p, true)),
+            Verdict::NotEligible | Verdict::Fenced | Verdict::NoUnits => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,6 +411,7 @@ pub struct TicketRecord {
     pub state: TicketState,
     pub issued_at_ms: u64,
     pub expires_at_ms: u64,
+    pub warehouse: WarehouseId,
 }
 
 /// Result of confirm or release: the ticket's state afterwards and whether
@@ -383,6 +478,56 @@ pub trait Store: Send + Sync + 'static {
 
     async fn put_sale(&self, sale: &SaleId, spec: &SaleSpec) -> Result<PutOutcome, StoreError>;
     async fn add_stock(&self, sale: &SaleId, delta: i64) -> Result<StockChange, StoreError>;
+
+    /// Creates a sale with warehouses (DESIGN §7), or updates its settings
+    /// (an update never changes stock or warehouses). A store that keeps
+    /// no warehouses creates the sale with its stock only.
+    async fn put_sale_with(
+        &self,
+        sale: &SaleId,
+        spec: &SaleSpec,
+        inventory: &Inventory,
+    ) -> Result<PutOutcome, StoreError> {
+        let _ = inventory;
+        self.put_sale(sale, spec).await
+    }
+
+    /// Adds or withdraws units of one warehouse (`None`: the only one).
+    async fn add_stock_to(
+        &self,
+        sale: &SaleId,
+        delta: i64,
+        warehouse: Option<WarehouseId>,
+    ) -> Result<StockChange, StoreError> {
+        match warehouse {
+            None => self.add_stock(sale, delta).await,
+            Some(_) => Ok(StockChange::UnknownWarehouse),
+        }
+    }
+
+    /// Moves unsold units between two warehouses of a sale, atomically.
+    async fn transfer(
+        &self,
+        sale: &SaleId,
+        from: WarehouseId,
+        to: WarehouseId,
+        units: u64,
+    ) -> Result<TransferOutcome, StoreError> {
+        let _ = (sale, from, to, units);
+        Ok(TransferOutcome::UnknownWarehouse)
+    }
+
+    /// The snapshot and, in the same atomic read, each warehouse's
+    /// accounting. A store that keeps no warehouses reports one.
+    async fn accounting(
+        &self,
+        sale: &SaleId,
+    ) -> Result<Option<(Snapshot, Vec<WarehouseAccount>)>, StoreError> {
+        Ok(self.snapshot(sale).await?.map(|s| {
+            let w = WarehouseAccount::of_sale(&s);
+            (s, vec![w])
+        }))
+    }
     /// Newly added count, or `None` for an unknown sale.
     async fn add_eligible(
         &self,

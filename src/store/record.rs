@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{Issued, TicketRecord, TicketState};
-use crate::id::{SaleId, TicketId, UserId};
+use crate::id::{SaleId, TicketId, UserId, WarehouseId};
+use crate::inventory::DEFAULT_WAREHOUSE;
 
-/// Parses a ticket record `state:user:issued_at_ms:expires_at_ms` (state
-/// `p`, `c` or `r`), as `admit.lua` writes it. Anything else is `None`.
+/// Parses a ticket record `state:user:issued_at_ms:expires_at_ms[:warehouse]`
+/// (state `p`, `c` or `r`), as `admit.lua` writes it; a record written
+/// before warehouses existed has none and ships from `default`. Anything
+/// else is `None`.
 pub fn parse_ticket(ticket: TicketId, rec: &str) -> Option<TicketRecord> {
     let mut it = rec.split(':');
     let state = match it.next()? {
@@ -21,6 +24,7 @@ pub fn parse_ticket(ticket: TicketId, rec: &str) -> Option<TicketRecord> {
     let user = UserId::parse(it.next()?).ok()?;
     let issued_at_ms = it.next()?.parse().ok()?;
     let expires_at_ms = it.next()?.parse().ok()?;
+    let warehouse = WarehouseId::parse(it.next().unwrap_or(DEFAULT_WAREHOUSE)).ok()?;
     if it.next().is_some() {
         return None;
     }
@@ -30,6 +34,7 @@ pub fn parse_ticket(ticket: TicketId, rec: &str) -> Option<TicketRecord> {
         state,
         issued_at_ms,
         expires_at_ms,
+        warehouse,
     })
 }
 
@@ -57,6 +62,9 @@ pub struct Order {
     pub user: UserId,
     pub issued_at_ms: u64,
     pub expires_at_ms: u64,
+    /// Where the unit ships from (DESIGN §7); `None` for an entry written
+    /// before warehouses existed (its unit is of warehouse `default`).
+    pub warehouse: Option<WarehouseId>,
 }
 
 /// The order backend's JSON body.
@@ -67,6 +75,8 @@ struct Body<'a> {
     user: &'a str,
     issued_at_ms: u64,
     expires_at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warehouse: Option<&'a str>,
 }
 
 impl Order {
@@ -86,12 +96,18 @@ impl Order {
         if &named != sale {
             return Err(format!("entry names sale {named} in the stream of {sale}"));
         }
+        let warehouse = entry
+            .field("warehouse")
+            .map(WarehouseId::parse)
+            .transpose()
+            .map_err(|e| format!("warehouse: {e}"))?;
         Ok(Order {
             ticket,
             sale: named,
             user,
             issued_at_ms: number("issued_at_ms")?,
             expires_at_ms: number("expires_at_ms")?,
+            warehouse,
         })
     }
 
@@ -104,7 +120,8 @@ impl Order {
     }
 
     /// The body of `POST <sink>` (DESIGN §6):
-    /// `{"ticket","sale","user","issued_at_ms","expires_at_ms"}`.
+    /// `{"ticket","sale","user","issued_at_ms","expires_at_ms"}`, plus
+    /// `"warehouse"` (DESIGN §7) when the entry names one.
     pub fn to_json(&self) -> Vec<u8> {
         let body = Body {
             ticket: self.ticket.as_str(),
@@ -112,6 +129,7 @@ impl Order {
             user: self.user.as_str(),
             issued_at_ms: self.issued_at_ms,
             expires_at_ms: self.expires_at_ms,
+            warehouse: self.warehouse.as_ref().map(|w| w.as_str()),
         };
         // Serializing a struct of strings and integers cannot fail.
         serde_json::to_vec(&body).unwrap_or_default()
@@ -141,7 +159,11 @@ mod tests {
         assert_eq!((r.issued_at_ms, r.expires_at_ms), (100, 200));
         assert!(parse_ticket(t, "x:alice:1:2").is_none());
         assert!(parse_ticket(t, "p:alice:1").is_none());
-        assert!(parse_ticket(t, "p:alice:1:2:3").is_none());
+        assert!(parse_ticket(t, "p:alice:1:2:w:x").is_none());
+        assert!(parse_ticket(t, "p:alice:1:2:").is_none());
+        assert_eq!(r.warehouse.as_str(), "default");
+        let r = parse_ticket(t, "c:alice:1:2:berlin-1").unwrap();
+        assert_eq!(r.warehouse.as_str(), "berlin-1");
         assert!(parse_ticket(t, "p::1:2").is_none());
     }
 
@@ -155,12 +177,13 @@ mod tests {
             ("issued_at_ms", "10"),
             ("expires_at_ms", "20"),
             ("node", "n1"),
+            ("warehouse", "north"),
         ]);
         let o = Order::from_entry(&s, &e).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&o.to_json()).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"ticket":"t1","sale":"s1","user":"u1","issued_at_ms":10,"expires_at_ms":20})
+            serde_json::json!({"ticket":"t1","sale":"s1","user":"u1","issued_at_ms":10,"expires_at_ms":20,"warehouse":"north"})
         );
     }
 

@@ -370,11 +370,50 @@ impl Store for RedisStore {
         let mut cmd = ::redis::cmd("SADD");
         cmd.arg(self.keys.sales()).arg(sale.as_str());
         let _: i64 = self.query(Op::Command, true, &cmd).await?;
-        scripts::put_sale::call(self, sale, spec).await
+        let inventory = Inventory::single(spec.stock.unwrap_or(0));
+        scripts::put_sale::call(self, sale, spec, &inventory).await
     }
 
     async fn add_stock(&self, sale: &SaleId, delta: i64) -> Result<StockChange, StoreError> {
-        scripts::add_stock::call(self, sale, delta).await
+        scripts::add_stock::call(self, sale, delta, None).await
+    }
+
+    async fn put_sale_with(
+        &self,
+        sale: &SaleId,
+        spec: &SaleSpec,
+        inventory: &Inventory,
+    ) -> Result<PutOutcome, StoreError> {
+        let mut cmd = ::redis::cmd("SADD");
+        cmd.arg(self.keys.sales()).arg(sale.as_str());
+        let _: i64 = self.query(Op::Command, true, &cmd).await?;
+        scripts::put_sale::call(self, sale, spec, inventory).await
+    }
+
+    async fn add_stock_to(
+        &self,
+        sale: &SaleId,
+        delta: i64,
+        warehouse: Option<WarehouseId>,
+    ) -> Result<StockChange, StoreError> {
+        scripts::add_stock::call(self, sale, delta, warehouse).await
+    }
+
+    async fn transfer(
+        &self,
+        sale: &SaleId,
+        from: WarehouseId,
+        to: WarehouseId,
+        units: u64,
+    ) -> Result<TransferOutcome, StoreError> {
+        scripts::transfer::call(self, sale, from, to, units).await
+    }
+
+    async fn accounting(
+        &self,
+        sale: &SaleId,
+    ) -> Result<Option<(Snapshot, Vec<WarehouseAccount>)>, StoreError> {
+        scripts::account::call_full(self, sale).await
     }
 
     async fn add_eligible(

@@ -3,9 +3,9 @@
 //! Read-only, hence idempotent.
 
 use super::{Def, Op, Reply};
-use crate::id::SaleId;
+use crate::id::{SaleId, WarehouseId};
 use crate::store::redis::RedisStore;
-use crate::store::{Snapshot, StoreError};
+use crate::store::{Snapshot, StoreError, WarehouseAccount};
 
 pub static DEF: Def = Def::new(
     "account",
@@ -15,12 +15,22 @@ pub static DEF: Def = Def::new(
 );
 
 pub async fn call(s: &RedisStore, sale: &SaleId) -> Result<Option<Snapshot>, StoreError> {
+    Ok(call_full(s, sale).await?.map(|(snap, _)| snap))
+}
+
+/// The snapshot and each warehouse's accounting, from one script call.
+pub async fn call_full(
+    s: &RedisStore,
+    sale: &SaleId,
+) -> Result<Option<(Snapshot, Vec<WarehouseAccount>)>, StoreError> {
     let k = s.keys();
     let mut inv = DEF.script().prepare_invoke();
     inv.key(k.cfg(sale))
         .key(k.acct(sale))
         .key(k.leases(sale))
-        .key(k.expiry(sale));
+        .key(k.expiry(sale))
+        .key(k.stockw(sale))
+        .key(k.wcfg(sale));
     let items = s.invoke(&DEF, &inv).await?;
     let mut r = Reply::new(&DEF, &items);
     match r.str()? {
@@ -28,7 +38,7 @@ pub async fn call(s: &RedisStore, sale: &SaleId) -> Result<Option<Snapshot>, Sto
         "ok" => {}
         other => return Err(r.unknown_status(other)),
     }
-    Ok(Some(Snapshot {
+    let snap = Snapshot {
         now_ms: r.u64()?,
         starts_at_ms: r.u64()?,
         ends_at_ms: r.u64()?,
@@ -45,5 +55,21 @@ pub async fn call(s: &RedisStore, sale: &SaleId) -> Result<Option<Snapshot>, Sto
         orders_enqueued: r.u64()?,
         balanced: r.u64()? == 1,
         checked: true,
-    }))
+    };
+    // lease_units_sum, pending_records
+    r.skip(2);
+    let n = r.u64()? as usize;
+    let mut warehouses = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        let w = r.str()?;
+        warehouses.push(WarehouseAccount {
+            warehouse: WarehouseId::parse(w)
+                .map_err(|_| r.protocol(format!("bad warehouse {w:?}")))?,
+            total: r.u64()?,
+            unsold: r.u64()?,
+            pending: r.u64()?,
+            confirmed: r.u64()?,
+        });
+    }
+    Ok(Some((snap, warehouses)))
 }

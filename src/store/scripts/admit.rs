@@ -4,9 +4,9 @@
 //! of the first run (the state is the same, the buyer would be told wrong).
 
 use super::{refusal, Def, Op, Reply};
-use crate::id::SaleId;
+use crate::id::{SaleId, WarehouseId};
 use crate::store::redis::RedisStore;
-use crate::store::{AdmitReply, Candidate, Issued, StoreError, Verdict};
+use crate::store::{AdmitReply, Candidate, Issued, Placement, StoreError, Verdict};
 
 pub static DEF: Def = Def::new(
     "admit",
@@ -32,11 +32,15 @@ pub async fn call(
         .key(k.expiry(sale))
         .key(k.eligible(sale))
         .key(k.orders(sale))
+        .key(k.stockw(sale))
+        .key(k.wcfg(sale))
         .key(k.digests(sale));
     inv.arg(sale.as_str()).arg(node).arg(epoch).arg(batch.len());
     let mut digests = Vec::with_capacity(8 * batch.len());
     for c in batch {
-        inv.arg(c.user.as_str()).arg(c.ticket.as_str());
+        inv.arg(c.user.as_str())
+            .arg(c.ticket.as_str())
+            .arg(c.ship_to.as_ref().map_or("", |r| r.as_str()));
         digests.extend_from_slice(&c.user.digest().to_be_bytes());
     }
     inv.arg(digests);
@@ -58,10 +62,16 @@ pub async fn call(
                     issued_at_ms: r.u64()?,
                     expires_at_ms: r.u64()?,
                 };
+                let w = r.str()?;
+                let placement = Placement {
+                    warehouse: WarehouseId::parse(w)
+                        .map_err(|_| r.protocol(format!("bad warehouse {w:?}")))?,
+                    cross: r.u64()? == 1,
+                };
                 if code == "won" {
-                    Verdict::Won(issued)
+                    Verdict::WonAt(issued, placement)
                 } else {
-                    Verdict::Replay(issued)
+                    Verdict::ReplayAt(issued, placement)
                 }
             }
             other => {
@@ -71,8 +81,8 @@ pub async fn call(
                     "no_units" => Verdict::NoUnits,
                     _ => return Err(r.protocol(format!("unknown verdict {other:?}"))),
                 };
-                // ticket "", times 0
-                r.skip(3);
+                // ticket "", times 0, warehouse "", cross 0
+                r.skip(5);
                 v
             }
         };

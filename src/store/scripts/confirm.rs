@@ -23,7 +23,8 @@ pub async fn call(
     let mut inv = DEF.script().prepare_invoke();
     inv.key(k.tickets(sale))
         .key(k.acct(sale))
-        .key(k.expiry(sale));
+        .key(k.expiry(sale))
+        .key(k.stockw(sale));
     inv.arg(ticket.as_str());
     let items = s.invoke(&DEF, &inv).await?;
     let mut r = Reply::new(&DEF, &items);

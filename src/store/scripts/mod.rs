@@ -25,6 +25,9 @@ pub mod admit;
 pub mod close;
 pub mod confirm;
 pub mod lease;
+pub mod move_end;
+pub mod move_in;
+pub mod move_out;
 pub mod orders_ack;
 pub mod orders_fail;
 pub mod orders_replay;
@@ -37,6 +40,7 @@ pub mod renew;
 #[path = "return.rs"]
 pub mod return_lease;
 pub mod sweep;
+pub mod transfer;
 pub mod view;
 
 /// Index of each operation in [`crate::metrics::STORE_OPS`].
@@ -58,6 +62,8 @@ pub enum Op {
     Command,
     ReadOrders,
     Ping,
+    Transfer,
+    Move,
 }
 
 impl Op {
@@ -94,7 +100,7 @@ impl Def {
 }
 
 /// Every script, for loading them all at start-up.
-pub fn all() -> [&'static Def; 19] {
+pub fn all() -> [&'static Def; 23] {
     [
         &account::DEF,
         &view::DEF,
@@ -115,6 +121,10 @@ pub fn all() -> [&'static Def; 19] {
         &renew::DEF,
         &sweep::DEF,
         &return_lease::DEF,
+        &transfer::DEF,
+        &move_out::DEF,
+        &move_in::DEF,
+        &move_end::DEF,
     ]
 }
 

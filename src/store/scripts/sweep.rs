@@ -19,7 +19,8 @@ pub async fn call(s: &RedisStore, sale: &SaleId, limit: u64) -> Result<u64, Stor
     let mut inv = DEF.script().prepare_invoke();
     inv.key(k.tickets(sale))
         .key(k.acct(sale))
-        .key(k.expiry(sale));
+        .key(k.expiry(sale))
+        .key(k.stockw(sale));
     inv.arg(limit);
     let items = s.invoke(&DEF, &inv).await?;
     Reply::new(&DEF, &items).u64()
