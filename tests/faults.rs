@@ -24,7 +24,7 @@ use bigtap::store::{
 };
 use bigtap::{App, SaleId, TicketId, UserId};
 use futures::stream::{self, StreamExt};
-use harness::checker::{check, RedisView};
+use harness::checker::{check, check_warehouses, RedisView, WarehouseView};
 use harness::history::{buyer_client, take, Call, Outcome};
 use harness::nemesis::{Fault, Step};
 use harness::run::{run, run_with, RunOptions, RunResult};
@@ -103,9 +103,10 @@ async fn seeded_fault_runs_never_oversell_lose_a_winner_double_a_buyer_or_strand
         .flat_map(|r| r.pauses.iter().copied())
         .collect();
     println!(
-        "SUMMARY runs={} on_cluster={} failed={:?} faults={:?} winners={} oversold={} lost={} double={} stranded={} fenced={}/{} pauses_past_ttl={} pauses_with_fenced_commits={} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={}",
+        "SUMMARY runs={} on_cluster={} with_warehouses={} failed={:?} faults={:?} winners={} oversold={} lost={} double={} stranded={} fenced={}/{} pauses_past_ttl={} pauses_with_fenced_commits={} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={}",
         results.len(),
         results.iter().filter(|r| r.cluster).count(),
+        results.iter().filter(|r| r.warehouses).count(),
         failures,
         kinds,
         sum(&|r| r.report.figures.winners as u64),
@@ -236,6 +237,52 @@ async fn the_harness_fails_a_run_whose_consumer_is_switched_off() {
         .problems
         .iter()
         .any(|p| p.contains("consumer did not run")));
+}
+
+#[test]
+fn the_warehouse_checker_passes_clean_accounts_and_fails_each_doctored_one() {
+    let view = RedisView {
+        total: 10,
+        available: 2,
+        leased: 1,
+        pending: 5,
+        confirmed: 2,
+        ..RedisView::default()
+    };
+    let clean = || WarehouseView {
+        accounts: [
+            ("w1".to_owned(), (6, 2, 3, 1)),
+            ("w2".to_owned(), (4, 1, 2, 1)),
+        ]
+        .into(),
+        live_records: [("w1".to_owned(), 4), ("w2".to_owned(), 3)].into(),
+    };
+    assert!(check_warehouses(&view, &clean()).is_empty());
+
+    // A unit counted in two warehouses: records and accounts disagree.
+    let mut w = clean();
+    w.live_records.insert("w2".into(), 4);
+    assert!(check_warehouses(&view, &w)
+        .iter()
+        .any(|v| v.contains("4 live ticket records")));
+    // A warehouse that sold more than it had.
+    let mut w = clean();
+    w.accounts.insert("w2".into(), (4, -1, 4, 1));
+    assert!(check_warehouses(&view, &w)
+        .iter()
+        .any(|v| v.contains("sold 5 of 4")));
+    // Warehouses that do not add up to the sale.
+    let mut w = clean();
+    w.accounts.insert("w3".into(), (1, 1, 0, 0));
+    assert!(check_warehouses(&view, &w)
+        .iter()
+        .any(|v| v.contains("add up to total 11")));
+    // Records naming a warehouse the accounting does not know.
+    let mut w = clean();
+    w.live_records.insert("ghost".into(), 1);
+    assert!(check_warehouses(&view, &w)
+        .iter()
+        .any(|v| v.contains("unknown to the accounting")));
 }
 
 // ---------------------------------------------------------------------------

@@ -71,6 +71,103 @@ impl RedisView {
     }
 }
 
+/// A sale's accounting per warehouse as the admin route reports it
+/// (DESIGN §7), next to what the ticket records say.
+#[derive(Debug, Clone, Default)]
+pub struct WarehouseView {
+    /// warehouse -> (total, unsold, pending, confirmed), from the accounting.
+    pub accounts: BTreeMap<String, (i64, i64, i64, i64)>,
+    /// warehouse -> live (pending or confirmed) ticket records naming it.
+    pub live_records: BTreeMap<String, i64>,
+}
+
+impl WarehouseView {
+    /// Reads the accounting from `accounting` (the admin GET's body) and
+    /// the records from Redis at `redis_url`.
+    pub async fn read(
+        accounting: &serde_json::Value,
+        redis_url: &str,
+        sale: &str,
+    ) -> redis::RedisResult<WarehouseView> {
+        let mut v = WarehouseView::default();
+        if let Some(ws) = accounting["warehouses"].as_object() {
+            for (w, a) in ws {
+                let n = |k: &str| a[k].as_i64().unwrap_or(i64::MIN);
+                v.accounts.insert(
+                    w.clone(),
+                    (n("total"), n("unsold"), n("pending"), n("confirmed")),
+                );
+            }
+        }
+        let client = redis::Client::open(redis_url)?;
+        let mut con = client.get_multiplexed_async_connection().await?;
+        let raw: HashMap<String, String> =
+            con.hgetall(format!("bigtap:{{{sale}}}:tickets")).await?;
+        for rec in raw.values() {
+            let f: Vec<&str> = rec.split(':').collect();
+            if matches!(f.first(), Some(&"p") | Some(&"c")) {
+                let w = f.get(4).copied().unwrap_or("default");
+                *v.live_records.entry(w.to_owned()).or_default() += 1;
+            }
+        }
+        Ok(v)
+    }
+}
+
+/// DESIGN §7's promises per warehouse: every warehouse balances, the
+/// warehouses add up to the sale, no warehouse sold more than it had, and
+/// the ticket records agree with the accounting (no unit counted in two
+/// warehouses).
+pub fn check_warehouses(view: &RedisView, w: &WarehouseView) -> Vec<String> {
+    let mut v = Vec::new();
+    if w.accounts.is_empty() {
+        v.push("the accounting names no warehouse".to_owned());
+        return v;
+    }
+    let (mut total, mut unsold, mut pending, mut confirmed) = (0, 0, 0, 0);
+    for (name, &(t, u, p, c)) in &w.accounts {
+        if t != u + p + c || u < 0 || p < 0 || c < 0 {
+            v.push(format!(
+                "warehouse {name}: total {t} != unsold {u} + pending {p} + confirmed {c}"
+            ));
+        }
+        if p + c > t {
+            v.push(format!("warehouse {name} sold {} of {t}", p + c));
+        }
+        let records = w.live_records.get(name).copied().unwrap_or(0);
+        if records != p + c {
+            v.push(format!(
+                "warehouse {name}: {records} live ticket records, accounting says {}",
+                p + c
+            ));
+        }
+        total += t;
+        unsold += u;
+        pending += p;
+        confirmed += c;
+    }
+    for name in w.live_records.keys() {
+        if !w.accounts.contains_key(name) {
+            v.push(format!(
+                "ticket records name warehouse {name}, unknown to the accounting"
+            ));
+        }
+    }
+    if (total, pending, confirmed) != (view.total, view.pending, view.confirmed) {
+        v.push(format!(
+            "warehouses add up to total {total} pending {pending} confirmed {confirmed}, the sale says {} {} {}",
+            view.total, view.pending, view.confirmed
+        ));
+    }
+    if unsold != view.available + view.leased {
+        v.push(format!(
+            "warehouses hold {unsold} unsold, the pool and leases {}",
+            view.available + view.leased
+        ));
+    }
+    v
+}
+
 /// The figures of one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Figures {

@@ -14,7 +14,7 @@ use futures::stream::{self, StreamExt};
 use parking_lot::Mutex;
 use serde_json::json;
 
-use super::checker::{check, RedisView, Report};
+use super::checker::{check, check_warehouses, RedisView, Report, WarehouseView};
 use super::history::{buyer_client, take, take_or_hang_up, Call, Log, Outcome};
 use super::nemesis::{self, Fault, Step};
 use super::procs::{orders_available, NodeProc, OrdersProc, LEASE_TTL_MS};
@@ -67,6 +67,8 @@ pub struct RunOptions {
     /// The store is a three-shard Redis Cluster (store faults hit the
     /// sale's shard; proxy faults become store stalls).
     pub cluster: bool,
+    /// The sale ships from three warehouses, and the checker judges each.
+    pub warehouses: bool,
 }
 
 /// How one node came back after one fault healed.
@@ -118,6 +120,8 @@ pub struct RunResult {
     pub problems: Vec<String>,
     /// The store was a three-shard Redis Cluster.
     pub cluster: bool,
+    /// The sale shipped from three warehouses.
+    pub warehouses: bool,
 }
 
 impl RunResult {
@@ -144,7 +148,12 @@ impl RunResult {
         format!(
             "seed={}{} faults=[{}] pauses=[{}] stock={} buyers={} winners={} oversold={} lost={} double={} stranded={} fenced={}/{} unknown={} resolved(won={} new={} lost={}) undelivered={} consumer={} settle_ms={} audit={} recovered_ms={:?} wedged={} {:.1}s{}",
             self.seed,
-            if self.cluster { " store=cluster" } else { "" },
+            match (self.cluster, self.warehouses) {
+                (true, true) => " store=cluster warehouses=3",
+                (true, false) => " store=cluster",
+                (false, true) => " warehouses=3",
+                (false, false) => "",
+            },
             faults.join(" "),
             pauses.join(", "),
             self.stock,
@@ -247,6 +256,8 @@ struct Cluster {
     store: RedisStore,
     /// Stands in for the nodes (negative control).
     fake_front: Option<Sink>,
+    /// The sale ships from several warehouses (DESIGN §7).
+    warehouses: bool,
     /// Process logs; removed after a run that kept every promise.
     dir: PathBuf,
 }
@@ -349,13 +360,21 @@ impl Cluster {
             log: Arc::new(Log::default()),
             store,
             fake_front,
+            warehouses: opts.warehouses,
             dir,
         })
     }
 
     async fn open_sale(&self, stock: u64) -> Result<(), String> {
         let now = now_ms();
-        let spec = json!({"stock": stock, "starts_at_ms": now - 1000, "ends_at_ms": now + 3_600_000, "ticket_ttl_ms": 3_600_000});
+        let mut spec = json!({"stock": stock, "starts_at_ms": now - 1000, "ends_at_ms": now + 3_600_000, "ticket_ttl_ms": 3_600_000});
+        if self.warehouses {
+            // Three warehouses of uneven size; buyers name no region, so
+            // each win takes the warehouse with the most unsold units.
+            let (a, b) = (stock / 2, stock / 3);
+            spec["warehouses"] = json!({"w1": a, "w2": b, "w3": stock - a - b});
+            spec["regions"] = json!({"eu": ["w1", "w2"], "us": ["w3", "w2"]});
+        }
         // An operator retries a 503 (the store was slow to answer under a
         // loaded machine); a retry of a created sale answers 200.
         let mut created = None;
@@ -579,6 +598,31 @@ impl Cluster {
         Ok(None)
     }
 
+    /// The sale's accounting from the admin route (with retries: a node
+    /// may just have been restarted).
+    async fn accounting(&self) -> Result<serde_json::Value, String> {
+        let mut last = String::new();
+        for _ in 0..20 {
+            for s in &self.slots {
+                match self
+                    .http
+                    .get(format!("{}/v1/admin/sales/{SALE}", s.url))
+                    .header("authorization", format!("Bearer {ADMIN_KEY}"))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => {
+                        return r.json().await.map_err(|e| e.to_string());
+                    }
+                    Ok(r) => last = r.status().to_string(),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("no accounting: {last}"))
+    }
+
     /// Units not yet sold (pool plus leases), if the store answers.
     async fn unsold(&self) -> Option<u64> {
         let sale = SaleId::parse(SALE).ok()?;
@@ -696,6 +740,8 @@ impl Cluster {
 
 /// Every how many seeds one runs on a three-shard Redis Cluster.
 pub const CLUSTER_EVERY: u64 = 5;
+/// Every how many seeds one sells from three warehouses.
+pub const WAREHOUSES_EVERY: u64 = 3;
 
 /// Runs seed `seed` end to end, on the real system: one seed in
 /// [`CLUSTER_EVERY`] on a Redis Cluster, the others on one redis-server.
@@ -704,6 +750,7 @@ pub async fn run(seed: u64) -> Result<RunResult, String> {
         seed,
         RunOptions {
             cluster: seed.is_multiple_of(CLUSTER_EVERY),
+            warehouses: seed.is_multiple_of(WAREHOUSES_EVERY),
             ..RunOptions::default()
         },
     )
@@ -923,6 +970,13 @@ pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> 
         .await
         .map_err(|e| e.to_string())?;
     let report = check(&cluster.log.calls(), &view, delivered.as_ref());
+    if opts.warehouses {
+        let accounting = cluster.accounting().await?;
+        let w = WarehouseView::read(&accounting, &cluster.direct_url, SALE)
+            .await
+            .map_err(|e| e.to_string())?;
+        problems.extend(check_warehouses(&view, &w));
+    }
     let audit = bigtap::audit::audit(
         &cluster.redis_url,
         "bigtap",
@@ -958,6 +1012,7 @@ pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> 
         disrupted_selling,
         problems,
         cluster: opts.cluster,
+        warehouses: opts.warehouses,
     })
 }
 
