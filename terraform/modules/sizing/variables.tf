@@ -206,7 +206,7 @@ variable "store_memory_fill" {
 variable "store_cpu_us_per_winner" {
   description = "Redis CPU one committed winner costs with a fleet of one node, in microseconds: the fan-out fit's cost at zero nodes from `loadtest/run --fan-out` (or \"Redis CPU per winner\" of `--vs-naive`). Measured on the deployed store's instance class when possible: a faster core lowers it."
   type        = number
-  default     = 26.6
+  default     = 24.4
 
   validation {
     condition     = var.store_cpu_us_per_winner > 0 && var.store_cpu_us_per_winner <= 10000
@@ -215,9 +215,9 @@ variable "store_cpu_us_per_winner" {
 }
 
 variable "store_cpu_us_per_winner_per_node" {
-  description = "Redis CPU each further node adds to every winner, in microseconds (every node reads every order-stream entry): the slope of the fan-out fit of `loadtest/run --fan-out`."
+  description = "Redis CPU each further node adds to every winner, in microseconds (each node reads 8 bytes of the winners digest per winner): the slope of the fan-out fit of `loadtest/run --fan-out`."
   type        = number
-  default     = 0.97
+  default     = 0.014
 
   validation {
     condition     = var.store_cpu_us_per_winner_per_node >= 0 && var.store_cpu_us_per_winner_per_node <= 1000
@@ -226,9 +226,9 @@ variable "store_cpu_us_per_winner_per_node" {
 }
 
 variable "store_cpu_us_per_node_second" {
-  description = "Redis CPU an idle node costs per hot sale and second, in microseconds (refresh, lease upkeep, stream tail): \"idle fleet: Redis CPU per node-second\" of `loadtest/run --fan-out`."
+  description = "Redis CPU an idle node costs per hot sale and second, in microseconds (views of the sale, lease upkeep, winners-digest reads): \"idle fleet: Redis CPU per node-second\" of `loadtest/run --fan-out`."
   type        = number
-  default     = 1123
+  default     = 774
 
   validation {
     condition     = var.store_cpu_us_per_node_second >= 0 && var.store_cpu_us_per_node_second <= 100000
