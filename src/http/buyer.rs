@@ -100,11 +100,7 @@ async fn won_elsewhere(
     let sale = &live.sale;
     match tokio::time::timeout_at(deadline, shared.store.winner(&sale.id, &user)).await {
         Ok(Ok(Some(rec))) => {
-            let issued = Issued {
-                ticket: rec.ticket,
-                issued_at_ms: rec.issued_at_ms,
-                expires_at_ms: rec.expires_at_ms,
-            };
+            let issued = rec.issued();
             sale.remember_winner(user, issued, rec.warehouse);
             ticket(shared, sale, user, issued, Some(rec.warehouse), true).via_store()
         }
@@ -216,11 +212,7 @@ async fn settle_unknown(shared: &Shared, sale: &Sale, user: UserId) -> Reply {
     }
     match tokio::time::timeout(SETTLE_GRACE, shared.store.winner(&sale.id, &user)).await {
         Ok(Ok(Some(rec))) => {
-            let issued = Issued {
-                ticket: rec.ticket,
-                issued_at_ms: rec.issued_at_ms,
-                expires_at_ms: rec.expires_at_ms,
-            };
+            let issued = rec.issued();
             sale.remember_winner(user, issued, rec.warehouse);
             ticket(shared, sale, user, issued, Some(rec.warehouse), false).via_store()
         }
@@ -235,11 +227,7 @@ async fn sold_out(shared: &Shared, sale: &Sale, user: UserId) -> Reply {
     }
     match shared.store.winner(&sale.id, &user).await {
         Ok(Some(rec)) => {
-            let issued = Issued {
-                ticket: rec.ticket,
-                issued_at_ms: rec.issued_at_ms,
-                expires_at_ms: rec.expires_at_ms,
-            };
+            let issued = rec.issued();
             sale.remember_winner(user, issued, rec.warehouse);
             ticket(shared, sale, user, issued, Some(rec.warehouse), true).via_store()
         }
@@ -276,11 +264,7 @@ pub async fn mine<B: RequestBody>(
     Box::pin(async move {
         match shared.store.winner(&sale.id, &user).await {
             Ok(Some(rec)) => {
-                let issued = Issued {
-                    ticket: rec.ticket,
-                    issued_at_ms: rec.issued_at_ms,
-                    expires_at_ms: rec.expires_at_ms,
-                };
+                let issued = rec.issued();
                 sale.remember_winner(user, issued, rec.warehouse);
                 let body = ticket_body(
                     shared,

@@ -414,6 +414,17 @@ pub struct TicketRecord {
     pub warehouse: WarehouseId,
 }
 
+impl TicketRecord {
+    /// The ticket as the buyer sees it.
+    pub fn issued(&self) -> Issued {
+        Issued {
+            ticket: self.ticket,
+            issued_at_ms: self.issued_at_ms,
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+}
+
 /// Result of confirm or release: the ticket's state afterwards and whether
 /// this call changed it. `None` for an unknown ticket.
 pub type Transition = Option<(TicketState, bool)>;

@@ -63,9 +63,14 @@ pub async fn take(http: &reqwest::Client, base: &str, sale: &str, user: &str) ->
         Ok(b) => b,
         Err(e) => return Outcome::Unknown(kind(&e)),
     };
+    classify(status, &body)
+}
+
+/// What a take's answer tells the buyer.
+fn classify(status: u16, body: &str) -> Outcome {
     match status {
         200 | 201 => {
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
             match v["ticket"].as_str() {
                 Some(t) => Outcome::Won {
                     ticket: t.to_owned(),
@@ -105,22 +110,7 @@ pub async fn take_or_hang_up(base: &str, sale: &str, user: &str, patience: Durat
     let Some(status) = answer.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) else {
         return Outcome::Unknown("closed".into());
     };
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
-    match status {
-        200 | 201 => {
-            let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-            match v["ticket"].as_str() {
-                Some(t) => Outcome::Won {
-                    ticket: t.to_owned(),
-                    replay: status == 200,
-                },
-                None => Outcome::Unexpected(status),
-            }
-        }
-        410 => Outcome::SoldOut,
-        503 => Outcome::Unknown("503".into()),
-        other => Outcome::Unexpected(other),
-    }
+    classify(status, answer.split("\r\n\r\n").nth(1).unwrap_or(""))
 }
 
 fn kind(e: &reqwest::Error) -> String {

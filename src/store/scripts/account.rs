@@ -38,24 +38,9 @@ pub async fn call_full(
         "ok" => {}
         other => return Err(r.unknown_status(other)),
     }
-    let snap = Snapshot {
-        now_ms: r.u64()?,
-        starts_at_ms: r.u64()?,
-        ends_at_ms: r.u64()?,
-        closed: r.u64()? == 1,
-        ticket_ttl_ms: r.u64()?,
-        list_only: r.str()? == "list",
-        eligibility_version: r.u64()?,
-        stock_total: r.u64()?,
-        available: r.u64()?,
-        leased: r.u64()?,
-        pending: r.u64()?,
-        confirmed: r.u64()?,
-        released_total: r.u64()?,
-        orders_enqueued: r.u64()?,
-        balanced: r.u64()? == 1,
-        checked: true,
-    };
+    let mut snap = settings_and_counters(&mut r)?;
+    snap.balanced = r.u64()? == 1;
+    snap.checked = true;
     // lease_units_sum, pending_records
     r.skip(2);
     let n = r.u64()? as usize;
@@ -72,4 +57,27 @@ pub async fn call_full(
         });
     }
     Ok(Some((snap, warehouses)))
+}
+
+/// The settings and counters both `account.lua` and `view.lua` reply with,
+/// in that order (`balanced` unchecked).
+pub(super) fn settings_and_counters(r: &mut Reply) -> Result<Snapshot, StoreError> {
+    Ok(Snapshot {
+        now_ms: r.u64()?,
+        starts_at_ms: r.u64()?,
+        ends_at_ms: r.u64()?,
+        closed: r.u64()? == 1,
+        ticket_ttl_ms: r.u64()?,
+        list_only: r.str()? == "list",
+        eligibility_version: r.u64()?,
+        stock_total: r.u64()?,
+        available: r.u64()?,
+        leased: r.u64()?,
+        pending: r.u64()?,
+        confirmed: r.u64()?,
+        released_total: r.u64()?,
+        orders_enqueued: r.u64()?,
+        balanced: false,
+        checked: false,
+    })
 }

@@ -26,22 +26,5 @@ pub async fn call(s: &RedisStore, sale: &SaleId) -> Result<Option<Snapshot>, Sto
         "ok" => {}
         other => return Err(r.unknown_status(other)),
     }
-    Ok(Some(Snapshot {
-        now_ms: r.u64()?,
-        starts_at_ms: r.u64()?,
-        ends_at_ms: r.u64()?,
-        closed: r.u64()? == 1,
-        ticket_ttl_ms: r.u64()?,
-        list_only: r.str()? == "list",
-        eligibility_version: r.u64()?,
-        stock_total: r.u64()?,
-        available: r.u64()?,
-        leased: r.u64()?,
-        pending: r.u64()?,
-        confirmed: r.u64()?,
-        released_total: r.u64()?,
-        orders_enqueued: r.u64()?,
-        balanced: false,
-        checked: false,
-    }))
+    super::account::settings_and_counters(&mut r).map(Some)
 }
