@@ -69,23 +69,32 @@ async fn ready(node: &Node) -> StatusCode {
     node.get("/readyz").await.status
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_sells_again_after_buyers_hang_up_during_a_store_stall() {
+/// One node (16 request slots, leases of 4) with a sale it has sold from;
+/// redis-server stalls while 64 buyers hang up after 150 ms, then resumes.
+/// With `leak`, the node runs with the old slot leak switched back on.
+async fn hang_ups_during_a_store_stall(
+    leak: bool,
+) -> (support::Node, bigtap::store::embedded::RedisProcess) {
     let redis = redis();
     let node = node_with(&redis.url(), |c| {
         c.max_inflight = 16;
         c.lease_max = 4;
         c.redis_timeout_ms = 2000;
+        c.test_leak_inflight = leak;
     })
     .await;
     node.open_sale("s", 1000).await;
     assert_eq!(node.take("s", "first").await.status, StatusCode::CREATED);
-
     redis.pause();
     hang_ups(&node, "s", "gone", 64, 150).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     redis.resume();
+    (node, redis)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_sells_again_after_buyers_hang_up_during_a_store_stall() {
+    let (node, _redis) = hang_ups_during_a_store_stall(false).await;
     assert!(
         sells_again(&node, "s", "fresh", Duration::from_secs(10)).await,
         "the node never sold again after 64 hang-ups during a stall"
@@ -99,23 +108,8 @@ async fn a_node_sells_again_after_buyers_hang_up_during_a_store_stall() {
 /// back on, the same hang-ups wedge the node, and `/readyz` says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_that_leaks_request_slots_on_hang_ups_wedges_and_readyz_tells_the_balancer() {
-    let redis = redis();
-    let node = node_with(&redis.url(), |c| {
-        c.max_inflight = 16;
-        c.lease_max = 4;
-        c.redis_timeout_ms = 2000;
-        c.test_leak_inflight = true;
-    })
-    .await;
-    node.open_sale("s", 1000).await;
-    assert_eq!(node.take("s", "first").await.status, StatusCode::CREATED);
-
-    redis.pause();
-    hang_ups(&node, "s", "gone", 64, 150).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    redis.resume();
+    let (node, _redis) = hang_ups_during_a_store_stall(true).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-
     assert_eq!(
         node.take("s", "fresh").await.status,
         StatusCode::SERVICE_UNAVAILABLE
