@@ -7,12 +7,11 @@
 -- KEYS[4] winners   hash    user -> ticket
 -- KEYS[5] tickets   hash    ticket -> "state:user:issued_at_ms:expires_at_ms:warehouse", state p|c|r
 --                           (records from before warehouses have no 5th field: `default`)
--- KEYS[6] expiry    zset    pending ticket -> expires_at_ms
--- KEYS[7] eligible  set     users allowed when elig = list
--- KEYS[8] orders    stream  one entry per win (contract fields)
--- KEYS[9] wh        hash    per-warehouse counters "<w>:total", "<w>:sold", "<w>:conf"
--- KEYS[10] wcfg     hash    warehouse spec: list, r:<region>, default_order
--- KEYS[11] digests  string  8 bytes per win, in the order wins are counted
+-- KEYS[6] eligible  set     users allowed when elig = list
+-- KEYS[7] orders    stream  one entry per win (contract fields)
+-- KEYS[8] wh        hash    per-warehouse counters "<w>:total", "<w>:sold", "<w>:conf"
+-- KEYS[9] wcfg      hash    warehouse spec: list, r:<region>, default_order
+-- KEYS[10] digests string  8 bytes per win, in the order wins are counted
 -- ARGV[1] sale id   (written into stream entries)
 -- ARGV[2] node id
 -- ARGV[3] epoch     lease epoch the units were taken under
@@ -77,7 +76,7 @@ end
 -- counter read: its unsold units are available + leased, so a lease with
 -- a unit left implies one. Several: read their counters and the orders of
 -- the regions this batch names, in one call each.
-local wtxt = redis.call('HGET', KEYS[10], 'list') or 'default'
+local wtxt = redis.call('HGET', KEYS[9], 'list') or 'default'
 local single = not string.find(wtxt, ',', 1, true)
 local wlist, unsold, taken, orders = {}, {}, {}, {}
 if not single then
@@ -86,7 +85,7 @@ if not single then
   for j, w in ipairs(wlist) do
     fields[2 * j - 1] = w .. ':total'; fields[2 * j] = w .. ':sold'
   end
-  local v = redis.call('HMGET', KEYS[9], unpack(fields))
+  local v = redis.call('HMGET', KEYS[8], unpack(fields))
   for j, w in ipairs(wlist) do
     unsold[w] = (tonumber(v[2 * j - 1]) or 0) - (tonumber(v[2 * j]) or 0)
   end
@@ -95,7 +94,7 @@ if not single then
     local r = ARGV[7 + 3 * i]
     if r ~= '' and not seen[r] then seen[r] = true; okeys[#okeys + 1] = 'r:' .. r end
   end
-  local ov = redis.call('HMGET', KEYS[10], unpack(okeys))
+  local ov = redis.call('HMGET', KEYS[9], unpack(okeys))
   for j, key in ipairs(okeys) do
     if ov[j] then
       local o = {}
@@ -120,47 +119,65 @@ local function assign(region)
   return best, (best and #o > 0) and 1 or 0
 end
 
-local out = {'ok', 0, 0}
+-- Per winner the script does one HSETNX (the winners hash is both the
+-- "one ticket per user" check and its record), one HSET (the ticket
+-- record) and one XADD; everything a batch shares (times, record suffix,
+-- stream values as strings) is built once. There is no expiry index: the
+-- order stream is in issue order, so the sweeper walks it (sweep.lua).
+local exp = now + ttl
+local now_s, exp_s = tostring(now), tostring(exp)
+local times = ':' .. now_s .. ':' .. exp_s .. ':'
+local out, o = {'ok', 0, 0}, 3
 local wins = 0
 local won_digests = {}
 local function refuse(code)
-  out[#out + 1] = code; out[#out + 1] = ''; out[#out + 1] = 0; out[#out + 1] = 0
-  out[#out + 1] = ''; out[#out + 1] = 0
+  out[o + 1] = code; out[o + 2] = ''; out[o + 3] = 0; out[o + 4] = 0
+  out[o + 5] = ''; out[o + 6] = 0
+  o = o + 6
+end
+local function replay(held)
+  local rec = redis.call('HGET', KEYS[5], held) or ''
+  local _, _, issued, hexp, hw = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+):?([%w_-]*)$')
+  out[o + 1] = 'replay'; out[o + 2] = held
+  out[o + 3] = tonumber(issued) or 0; out[o + 4] = tonumber(hexp) or 0
+  out[o + 5] = (hw ~= nil and hw ~= '' and hw) or 'default'; out[o + 6] = 0
+  o = o + 6
 end
 for i = 0, n - 1 do
   local user, proposed, ship_to = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
-  local held = redis.call('HGET', KEYS[4], user)
-  local barred = not held and list_only and redis.call('SISMEMBER', KEYS[7], user) == 0
+  -- The common case first: a unit left and the buyer allowed. HSETNX
+  -- writes only when the user holds no ticket, so a repeat costs no write
+  -- and is answered as a replay below.
+  local barred = list_only and redis.call('SISMEMBER', KEYS[6], user) == 0
   local w, cross
-  if not held and not barred and units > 0 then w, cross = assign(ship_to) end
-  if held then
-    local rec = redis.call('HGET', KEYS[5], held) or ''
-    local _, _, issued, exp, hw = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+):?([%w_-]*)$')
-    out[#out + 1] = 'replay'; out[#out + 1] = held
-    out[#out + 1] = tonumber(issued) or 0; out[#out + 1] = tonumber(exp) or 0
-    out[#out + 1] = (hw ~= nil and hw ~= '' and hw) or 'default'; out[#out + 1] = 0
-  elseif barred then
-    refuse('not_eligible')
-  elseif units < 0 then
-    refuse('fenced')
-  elseif units == 0 or not w then
-    -- not w: no warehouse has an unsold unit although the lease has one;
-    -- the counters disagree, so sell nothing rather than guess.
-    refuse('no_units')
-  else
-    local exp = now + ttl
+  if units > 0 and not barred then w, cross = assign(ship_to) end
+  if w and redis.call('HSETNX', KEYS[4], user, proposed) == 1 then
     units = units - 1
     wins = wins + 1
     if not single then unsold[w] = unsold[w] - 1 end
     taken[w] = (taken[w] or 0) + 1
-    redis.call('HSET', KEYS[4], user, proposed)
-    redis.call('HSET', KEYS[5], proposed, 'p:' .. user .. ':' .. now .. ':' .. exp .. ':' .. w)
-    redis.call('ZADD', KEYS[6], exp, proposed)
-    redis.call('XADD', KEYS[8], '*', 'ticket', proposed, 'sale', sale, 'user', user,
-      'issued_at_ms', now, 'expires_at_ms', exp, 'node', node, 'warehouse', w)
+    redis.call('HSET', KEYS[5], proposed, 'p:' .. user .. times .. w)
+    redis.call('XADD', KEYS[7], '*', 'ticket', proposed, 'sale', sale, 'user', user,
+      'issued_at_ms', now_s, 'expires_at_ms', exp_s, 'node', node, 'warehouse', w)
     won_digests[wins] = string.sub(digests, 8 * i + 1, 8 * i + 8)
-    out[#out + 1] = 'won'; out[#out + 1] = proposed; out[#out + 1] = now; out[#out + 1] = exp
-    out[#out + 1] = w; out[#out + 1] = cross
+    out[o + 1] = 'won'; out[o + 2] = proposed; out[o + 3] = now; out[o + 4] = exp
+    out[o + 5] = w; out[o + 6] = cross
+    o = o + 6
+  else
+    -- The order of DESIGN §3: a held ticket answers before eligibility
+    -- and stock.
+    local held = redis.call('HGET', KEYS[4], user)
+    if held then
+      replay(held)
+    elseif barred then
+      refuse('not_eligible')
+    elseif units < 0 then
+      refuse('fenced')
+    else
+      -- units == 0, or no warehouse has an unsold unit although the lease
+      -- has one: the counters disagree, so sell nothing rather than guess.
+      refuse('no_units')
+    end
   end
 end
 if wins > 0 then
@@ -169,11 +186,11 @@ if wins > 0 then
   redis.call('HINCRBY', KEYS[2], 'pending', wins)
   redis.call('HINCRBY', KEYS[2], 'enqueued', wins)
   -- Per-warehouse counters: one write per warehouse used by this batch.
-  for w, k in pairs(taken) do redis.call('HINCRBY', KEYS[9], w .. ':sold', k) end
+  for w, k in pairs(taken) do redis.call('HINCRBY', KEYS[8], w .. ':sold', k) end
   -- One append per batch: the digest grows with 'enqueued', in step.
-  out[3] = redis.call('APPEND', KEYS[11], table.concat(won_digests))
+  out[3] = redis.call('APPEND', KEYS[10], table.concat(won_digests))
 else
-  out[3] = redis.call('STRLEN', KEYS[11])
+  out[3] = redis.call('STRLEN', KEYS[10])
 end
 out[2] = math.max(units, 0)
 return out

@@ -2,7 +2,8 @@
 --
 -- KEYS[1] tickets  hash  ticket -> "state:user:issued_at_ms:expires_at_ms[:warehouse]"
 -- KEYS[2] acct     hash  counters
--- KEYS[3] expiry   zset  pending ticket -> expires_at_ms
+-- KEYS[3] expiry   zset  pending ticket -> expires_at_ms, of sales admitted
+--                        before the sweep cursor (the ticket leaves it)
 -- KEYS[4] wh       hash  per-warehouse counters; the unit returns to its own warehouse
 -- (the record's 5th field; a record without one is of warehouse `default`)
 -- ARGV[1] ticket id

@@ -7,7 +7,13 @@
 -- itself is kept (one spare entry) so no id arithmetic is needed. A stream
 -- without groups is never trimmed: nobody has consumed anything yet.
 --
+-- The sweeper walks the same stream to find tickets that fall due
+-- (sweep.lua), so the floor is also at most its cursor: an entry the
+-- sweeper has not passed may be a pending ticket still to be released.
+-- Before the first sweep the cursor is absent and nothing is trimmed.
+--
 -- KEYS[1]  order stream  P:{S}:orders
+-- KEYS[2]  sweep cursor  P:{S}:swept (string: id of the last entry passed)
 --
 -- Replies:
 --   the number of entries removed
@@ -49,5 +55,12 @@ for _, g in ipairs(groups) do
   if floor == nil or less(keep, floor) then
     floor = keep
   end
+end
+local swept = redis.call('GET', KEYS[2])
+if not swept then
+  return 0
+end
+if less(swept, floor) then
+  floor = swept
 end
 return redis.call('XTRIM', stream, 'MINID', floor)

@@ -1,34 +1,75 @@
 -- sweep: release pending tickets whose TTL has passed; their units return
 -- to the pool.
 --
--- KEYS[1] tickets  hash  ticket -> "state:user:issued_at_ms:expires_at_ms[:warehouse]"
--- KEYS[2] acct     hash  counters
--- KEYS[3] expiry   zset  pending ticket -> expires_at_ms
--- KEYS[4] wh       hash  per-warehouse counters; the unit returns to its own warehouse
--- (the record's 5th field; a record without one is of warehouse `default`)
--- ARGV[1] limit    most tickets released by one call, 1..10000
+-- KEYS[1] tickets  hash    ticket -> "state:user:issued_at_ms:expires_at_ms[:warehouse]"
+-- KEYS[2] acct     hash    counters
+-- KEYS[3] expiry   zset    pending ticket -> expires_at_ms, from before the
+--                          cursor (admit no longer writes it; drained here)
+-- KEYS[4] wh       hash    per-warehouse counters; the unit returns to its own warehouse
+--                          (the record's 5th field; a record without one is of `default`)
+-- KEYS[5] orders   stream  the order stream, in issue order
+-- KEYS[6] swept    string  the sweep cursor: id of the last entry passed
+-- ARGV[1] limit    most stream entries judged (and tickets released) by one call, 1..10000
 --
 -- Replies: released_count
+--
+-- The walk: the stream is in issue order and a sale's tickets share one
+-- TTL, so tickets fall due in stream order. From the cursor, each entry's
+-- ticket is judged: confirmed or released (or unknown) -> pass it; pending
+-- and due -> release it and pass it; pending and not yet due -> stop there.
+-- The cursor moves past every entry passed, so each entry is judged once
+-- after it falls due. If the TTL was shortened mid-sale, a later ticket may
+-- fall due before an earlier one and waits for it: released late by at most
+-- the difference, never early, never lost. The consumer's trim keeps every
+-- entry after the cursor (orders_trim.lua), so no pending ticket leaves the
+-- walk's reach. The first read is one entry: a sweep with nothing due reads
+-- one entry and one record.
 local limit = tonumber(ARGV[1])
 if not limit or limit < 1 or limit > 10000 then
   return redis.error_reply('ERR sweep: bad arguments')
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
 local n, back = 0, {}
-for _, ticket in ipairs(due) do
-  local rec = redis.call('HGET', KEYS[1], ticket) or ''
+
+local function release(ticket, rec)
   local state, user, issued, exp, w = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+):?([%w_-]*)$')
-  redis.call('ZREM', KEYS[3], ticket)
-  if state == 'p' then
-    local wsuffix = (w ~= '' and (':' .. w)) or ''
-    if w == '' then w = 'default' end
-    redis.call('HSET', KEYS[1], ticket, 'r:' .. user .. ':' .. issued .. ':' .. exp .. wsuffix)
-    back[w] = (back[w] or 0) + 1
-    n = n + 1
-  end
+  if state ~= 'p' then return true end
+  if tonumber(exp) > now then return false end
+  local wsuffix = (w ~= '' and (':' .. w)) or ''
+  if w == '' then w = 'default' end
+  redis.call('HSET', KEYS[1], ticket, 'r:' .. user .. ':' .. issued .. ':' .. exp .. wsuffix)
+  back[w] = (back[w] or 0) + 1
+  n = n + 1
+  return true
 end
+
+-- The index of sales admitted before the cursor existed.
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
+for _, ticket in ipairs(due) do
+  redis.call('ZREM', KEYS[3], ticket)
+  release(ticket, redis.call('HGET', KEYS[1], ticket) or '')
+end
+
+-- The walk.
+local cursor = redis.call('GET', KEYS[6]) or '0-0'
+local moved, judged, chunk, stop = false, 0, 1, false
+while not stop and judged < limit do
+  local entries = redis.call('XRANGE', KEYS[5], '(' .. cursor, '+', 'COUNT', math.min(chunk, limit - judged))
+  if #entries == 0 then break end
+  for _, e in ipairs(entries) do
+    local f, ticket = e[2], nil
+    for i = 1, #f, 2 do
+      if f[i] == 'ticket' then ticket = f[i + 1]; break end
+    end
+    local rec = ticket and redis.call('HGET', KEYS[1], ticket)
+    if rec and not release(ticket, rec) then stop = true; break end
+    cursor, moved, judged = e[1], true, judged + 1
+  end
+  chunk = 100
+end
+if moved then redis.call('SET', KEYS[6], cursor) end
+
 if n > 0 then
   redis.call('HINCRBY', KEYS[2], 'pending', -n)
   redis.call('HINCRBY', KEYS[2], 'avail', n)

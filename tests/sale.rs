@@ -162,6 +162,84 @@ async fn the_sweeper_releases_tickets_whose_payment_time_ran_out() {
 }
 
 #[tokio::test]
+async fn a_delivered_order_stays_in_the_stream_until_the_sweeper_passes_it_and_its_ticket_is_released_at_its_ttl(
+) {
+    let redis = redis();
+    // The node's own sweeper is off: this test sweeps by hand, after the trim.
+    let n = node_with(&redis.url(), |c| c.sweep_ms = 600_000).await;
+    let now = now_ms();
+    n.admin(Method::PUT, "due", Some(json!({"stock": 2, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "ticket_ttl_ms": 300})))
+        .await;
+    let mut tickets = Vec::new();
+    for user in ["alice", "bob"] {
+        let t = n.take("due", user).await;
+        assert_eq!(t.status, StatusCode::CREATED, "{user}: {:?}", t.body);
+        tickets.push(t.body["ticket"].as_str().unwrap().to_owned());
+    }
+    // The order backend received both orders: read and acknowledged.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = "bigtap:{due}:orders";
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("orders")
+        .arg("0")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let read: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("orders")
+        .arg("c1")
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let ids: Vec<String> = format!("{read:?}")
+        .split('"')
+        .filter(|s| {
+            s.len() > 2 && s.contains('-') && s.chars().all(|c| c.is_ascii_digit() || c == '-')
+        })
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids.len(), 2, "{read:?}");
+    let _: u64 = redis::cmd("XACK")
+        .arg(stream)
+        .arg("orders")
+        .arg(&ids)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // Every group is done with alice's entry, but her ticket is pending and
+    // the sweeper has not passed it: the trim keeps it.
+    let store = RedisStore::open(&redis.url(), "bigtap", Duration::from_secs(2), None).unwrap();
+    let sale = SaleId::parse("due").unwrap();
+    assert_eq!(store.trim(&sale).await.unwrap(), 0);
+    assert_eq!(xlen(&redis.url(), stream).await, 2);
+    // Past the TTL the sweeper reaches both tickets through the stream.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.sweep(&sale, 100).await.unwrap(), 2);
+    for t in &tickets {
+        assert_eq!(
+            n.backend(Method::GET, "due", t).await.body["state"],
+            "released"
+        );
+    }
+    let acct = n.accounting("due").await;
+    assert_eq!(
+        (acct["pending"].as_u64(), acct["released_total"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert_eq!(acct["balanced"], true);
+    // Now the sweeper has passed them, the trim may go up to its cursor.
+    assert_eq!(store.trim(&sale).await.unwrap(), 1);
+    assert_eq!(store.sweep(&sale, 100).await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn a_confirm_after_the_ticket_expired_is_refused_even_before_the_sweeper_runs() {
     let redis = redis();
     let n = node_with(&redis.url(), |c| c.sweep_ms = 600_000).await;

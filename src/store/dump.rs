@@ -10,8 +10,8 @@ use super::StoreError;
 use crate::id::SaleId;
 
 /// The raw records of one sale: counters, ticket records, winners, leases,
-/// the pending-ticket index, the order stream, and the per-warehouse
-/// counters and spec (DESIGN §7).
+/// the pending-ticket index of older sales, the order stream and the sweep
+/// cursor, and the per-warehouse counters and spec (DESIGN §7).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SaleRecords {
     pub acct: BTreeMap<String, String>,
@@ -21,6 +21,9 @@ pub struct SaleRecords {
     pub leases: Vec<(String, String)>,
     pub expiry: BTreeSet<String>,
     pub stream: Vec<StreamEntry>,
+    /// The sweep cursor: the id of the last stream entry the sweeper has
+    /// passed (`None` before the first sweep).
+    pub swept: Option<String>,
     /// Per-warehouse counters `<w>:total`, `<w>:sold`, `<w>:conf`.
     pub warehouse_counters: BTreeMap<String, String>,
     /// The warehouse spec (`list`, region orders, default order); empty for
@@ -62,6 +65,8 @@ impl RedisStore {
             .arg(k.orders(sale))
             .arg("-")
             .arg("+")
+            .cmd("GET")
+            .arg(k.swept(sale))
             .cmd("HGETALL")
             .arg(k.stockw(sale))
             .cmd("HGETALL")
@@ -72,10 +77,11 @@ impl RedisStore {
             [Value::Array(items)] => items.clone(),
             _ => reply,
         };
-        let [exists, acct, tickets, winners, leases, expiry, stream, wh, wcfg] = &reply[..] else {
+        let [exists, acct, tickets, winners, leases, expiry, stream, swept, wh, wcfg] = &reply[..]
+        else {
             return Err(StoreError::Protocol {
                 script: "audit read",
-                detail: format!("expected 9 replies, got {}", reply.len()),
+                detail: format!("expected 10 replies, got {}", reply.len()),
             });
         };
         if !matches!(exists, Value::Int(1)) {
@@ -93,6 +99,10 @@ impl RedisStore {
             leases: hash("HGETALL leases", leases)?,
             expiry,
             stream: stream_entries("XRANGE", stream)?,
+            swept: match swept {
+                Value::Nil => None,
+                v => Some(text(v).ok_or_else(|| bad("GET swept", v))?),
+            },
             warehouse_counters: hash("HGETALL wh", wh)?.into_iter().collect(),
             warehouse_spec: hash("HGETALL wcfg", wcfg)?.into_iter().collect(),
         }))

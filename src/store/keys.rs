@@ -79,9 +79,18 @@ impl Keys {
     pub fn tickets(&self, sale: &SaleId) -> String {
         self.sale_key(sale, "tickets")
     }
-    /// Pending tickets by expiry (sorted set).
+    /// Pending tickets by expiry (sorted set), of sales admitted before the
+    /// sweep cursor existed. `admit` no longer writes it (the order stream
+    /// is in issue order and the sweeper walks it); `sweep` drains what is
+    /// left, and `confirm` and `release` still take their ticket out.
     pub fn expiry(&self, sale: &SaleId) -> String {
         self.sale_key(sale, "expiry")
+    }
+    /// The sweep cursor (string): the id of the last order-stream entry the
+    /// sweeper has passed. Every pending ticket after it is still to be
+    /// judged; the consumer's trim never removes an entry after it.
+    pub fn swept(&self, sale: &SaleId) -> String {
+        self.sale_key(sale, "swept")
     }
     /// The eligibility list (set).
     pub fn eligible(&self, sale: &SaleId) -> String {
@@ -125,6 +134,7 @@ mod tests {
             k.winners(&s),
             k.tickets(&s),
             k.expiry(&s),
+            k.swept(&s),
             k.eligible(&s),
             k.orders(&s),
             k.digests(&s),

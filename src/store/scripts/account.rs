@@ -28,7 +28,6 @@ pub async fn call_full(
     inv.key(k.cfg(sale))
         .key(k.acct(sale))
         .key(k.leases(sale))
-        .key(k.expiry(sale))
         .key(k.stockw(sale))
         .key(k.wcfg(sale));
     let items = s.invoke(&DEF, &inv).await?;
@@ -41,8 +40,8 @@ pub async fn call_full(
     let mut snap = settings_and_counters(&mut r)?;
     snap.balanced = r.u64()? == 1;
     snap.checked = true;
-    // lease_units_sum, pending_records
-    r.skip(2);
+    // lease_units_sum
+    r.skip(1);
     let n = r.u64()? as usize;
     let mut warehouses = Vec::with_capacity(n.min(64));
     for _ in 0..n {

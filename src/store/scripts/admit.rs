@@ -29,7 +29,6 @@ pub async fn call(
         .key(k.leases(sale))
         .key(k.winners(sale))
         .key(k.tickets(sale))
-        .key(k.expiry(sale))
         .key(k.eligible(sale))
         .key(k.orders(sale))
         .key(k.stockw(sale))

@@ -1,5 +1,5 @@
 //! `orders_trim.lua` (beside this file): remove order entries every group
-//! is finished with.
+//! and the sweeper has passed.
 //!
 //! Idempotent: a repeat finds nothing more below the floor.
 
@@ -18,7 +18,7 @@ pub static DEF: Def = Def::new(
 /// The number of entries removed.
 pub async fn call(s: &RedisStore, sale: &SaleId) -> Result<u64, StoreError> {
     let mut inv = DEF.script().prepare_invoke();
-    inv.key(s.keys().orders(sale));
+    inv.key(s.keys().orders(sale)).key(s.keys().swept(sale));
     let items = s.invoke(&DEF, &inv).await?;
     Reply::new(&DEF, &items).u64()
 }

@@ -1,6 +1,7 @@
 //! `sweep.lua` (beside this file): release expired pending tickets.
 //!
-//! Idempotent: a repeat releases only tickets that are due anyway.
+//! Idempotent: a repeat releases only tickets that are due anyway. It walks
+//! the order stream from the sweep cursor (see the script's header).
 
 use super::{Def, Op, Reply};
 use crate::id::SaleId;
@@ -20,7 +21,9 @@ pub async fn call(s: &RedisStore, sale: &SaleId, limit: u64) -> Result<u64, Stor
     inv.key(k.tickets(sale))
         .key(k.acct(sale))
         .key(k.expiry(sale))
-        .key(k.stockw(sale));
+        .key(k.stockw(sale))
+        .key(k.orders(sale))
+        .key(k.swept(sale));
     inv.arg(limit);
     let items = s.invoke(&DEF, &inv).await?;
     Reply::new(&DEF, &items).u64()
