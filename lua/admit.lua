@@ -119,68 +119,85 @@ local function assign(region)
   return best, (best and #o > 0) and 1 or 0
 end
 
--- Per winner the script does one HSETNX (the winners hash is both the
--- "one ticket per user" check and its record), one HSET (the ticket
--- record) and one XADD; everything a batch shares (times, record suffix,
--- stream values as strings) is built once. There is no expiry index: the
--- order stream is in issue order, so the sweeper walks it (sweep.lua).
+-- Per winner the script makes one call, its XADD. The winners hash (the
+-- "one ticket per user" check) is read for the whole batch in one HMGET
+-- and written with one HSET, as are the ticket records and, for a sale
+-- with a list, the eligibility (SMISMEMBER); everything a batch shares
+-- (times, record suffix, stream values as strings) is built once. There is
+-- no expiry index: the order stream is in issue order, so the sweeper
+-- walks it (sweep.lua).
 local exp = now + ttl
 local now_s, exp_s = tostring(now), tostring(exp)
 local times = ':' .. now_s .. ':' .. exp_s .. ':'
+local users = {}
+for i = 0, n - 1 do users[i + 1] = ARGV[5 + 3 * i] end
+local held_by = redis.call('HMGET', KEYS[4], unpack(users))
+local allowed = list_only and redis.call('SMISMEMBER', KEYS[6], unpack(users)) or nil
 local out, o = {'ok', 0, 0}, 3
 local wins = 0
-local won_digests = {}
+local won_digests, wfields, tfields, f = {}, {}, {}, 0
+-- A user twice in one batch: the second is a replay of the first's win.
+local won_here = {}
 local function refuse(code)
   out[o + 1] = code; out[o + 2] = ''; out[o + 3] = 0; out[o + 4] = 0
   out[o + 5] = ''; out[o + 6] = 0
   o = o + 6
 end
 local function replay(held)
-  local rec = redis.call('HGET', KEYS[5], held) or ''
-  local _, _, issued, hexp, hw = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+):?([%w_-]*)$')
+  local here = won_here[held]
+  local issued, hexp, hw
+  if here then
+    issued, hexp, hw = now, exp, here
+  else
+    local rec = redis.call('HGET', KEYS[5], held) or ''
+    local _
+    _, _, issued, hexp, hw = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+):?([%w_-]*)$')
+  end
   out[o + 1] = 'replay'; out[o + 2] = held
   out[o + 3] = tonumber(issued) or 0; out[o + 4] = tonumber(hexp) or 0
   out[o + 5] = (hw ~= nil and hw ~= '' and hw) or 'default'; out[o + 6] = 0
   o = o + 6
 end
+local won_by = {}
 for i = 0, n - 1 do
-  local user, proposed, ship_to = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
-  -- The common case first: a unit left and the buyer allowed. HSETNX
-  -- writes only when the user holds no ticket, so a repeat costs no write
-  -- and is answered as a replay below.
-  local barred = list_only and redis.call('SISMEMBER', KEYS[6], user) == 0
-  local w, cross
-  if units > 0 and not barred then w, cross = assign(ship_to) end
-  if w and redis.call('HSETNX', KEYS[4], user, proposed) == 1 then
-    units = units - 1
-    wins = wins + 1
-    if not single then unsold[w] = unsold[w] - 1 end
-    taken[w] = (taken[w] or 0) + 1
-    redis.call('HSET', KEYS[5], proposed, 'p:' .. user .. times .. w)
-    redis.call('XADD', KEYS[7], '*', 'ticket', proposed, 'sale', sale, 'user', user,
-      'issued_at_ms', now_s, 'expires_at_ms', exp_s, 'node', node, 'warehouse', w)
-    won_digests[wins] = string.sub(digests, 8 * i + 1, 8 * i + 8)
-    out[o + 1] = 'won'; out[o + 2] = proposed; out[o + 3] = now; out[o + 4] = exp
-    out[o + 5] = w; out[o + 6] = cross
-    o = o + 6
+  local user, proposed, ship_to = users[i + 1], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
+  -- The order of DESIGN §3: a held ticket answers before eligibility and
+  -- stock.
+  local held = held_by[i + 1] or won_by[user]
+  if held then
+    replay(held)
+  elseif allowed and allowed[i + 1] == 0 then
+    refuse('not_eligible')
+  elseif units < 0 then
+    refuse('fenced')
   else
-    -- The order of DESIGN §3: a held ticket answers before eligibility
-    -- and stock.
-    local held = redis.call('HGET', KEYS[4], user)
-    if held then
-      replay(held)
-    elseif barred then
-      refuse('not_eligible')
-    elseif units < 0 then
-      refuse('fenced')
-    else
+    local w, cross
+    if units > 0 then w, cross = assign(ship_to) end
+    if not w then
       -- units == 0, or no warehouse has an unsold unit although the lease
       -- has one: the counters disagree, so sell nothing rather than guess.
       refuse('no_units')
+    else
+      units = units - 1
+      wins = wins + 1
+      if not single then unsold[w] = unsold[w] - 1 end
+      taken[w] = (taken[w] or 0) + 1
+      won_by[user], won_here[proposed] = proposed, w
+      wfields[f + 1] = user; wfields[f + 2] = proposed
+      tfields[f + 1] = proposed; tfields[f + 2] = 'p:' .. user .. times .. w
+      f = f + 2
+      redis.call('XADD', KEYS[7], '*', 'ticket', proposed, 'sale', sale, 'user', user,
+        'issued_at_ms', now_s, 'expires_at_ms', exp_s, 'node', node, 'warehouse', w)
+      won_digests[wins] = string.sub(digests, 8 * i + 1, 8 * i + 8)
+      out[o + 1] = 'won'; out[o + 2] = proposed; out[o + 3] = now; out[o + 4] = exp
+      out[o + 5] = w; out[o + 6] = cross
+      o = o + 6
     end
   end
 end
 if wins > 0 then
+  redis.call('HSET', KEYS[4], unpack(wfields))
+  redis.call('HSET', KEYS[5], unpack(tfields))
   redis.call('HSET', KEYS[3], node, units .. ':' .. lease_exp .. ':' .. epoch)
   redis.call('HINCRBY', KEYS[2], 'leased', -wins)
   redis.call('HINCRBY', KEYS[2], 'pending', wins)

@@ -266,6 +266,74 @@ async fn a_confirm_after_the_ticket_expired_is_refused_even_before_the_sweeper_r
 }
 
 #[tokio::test]
+async fn one_commit_batch_judges_repeats_holders_the_list_and_the_lease_in_the_contract_order() {
+    let redis = redis();
+    let n = node_with(&redis.url(), |c| c.lease_max = 1).await;
+    let now = now_ms();
+    n.admin(Method::PUT, "vip", Some(json!({"stock": 10, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "ticket_ttl_ms": 60_000, "eligibility": "list"})))
+        .await;
+    let users = json!({"users": ["alice", "bob", "carol", "dave"]});
+    n.admin(Method::POST, "vip/eligible", Some(users)).await;
+    let bob = n.take("vip", "bob").await;
+    assert_eq!(bob.status, StatusCode::CREATED, "{:?}", bob.body);
+    let bobs = bob.body["ticket"].as_str().unwrap().to_owned();
+
+    // A second node holding two units commits one batch.
+    let sale = SaleId::parse("vip").unwrap();
+    let other = RedisStore::open(&redis.url(), "bigtap", Duration::from_secs(2), None).unwrap();
+    let LeaseReply::Granted { granted, epoch, .. } =
+        other.lease(&sale, "other", 2, 10_000).await.unwrap()
+    else {
+        panic!("lease refused")
+    };
+    assert_eq!(granted, 2);
+    let batch: Vec<Candidate> = ["alice", "alice", "bob", "mallory", "carol", "dave"]
+        .iter()
+        .map(|u| Candidate {
+            user: UserId::parse(u).unwrap(),
+            ticket: TicketId::random(),
+            ship_to: None,
+        })
+        .collect();
+    let AdmitReply::Judged {
+        lease_units_left,
+        verdicts,
+        ..
+    } = other.admit(&sale, "other", epoch, &batch).await.unwrap()
+    else {
+        panic!("the batch was refused as a whole")
+    };
+    let alices = batch[0].ticket.to_string();
+    let judged: Vec<(&str, String)> = verdicts
+        .iter()
+        .map(|v| match v {
+            Verdict::WonAt(i, _) => ("won", i.ticket.to_string()),
+            Verdict::ReplayAt(i, _) => ("replay", i.ticket.to_string()),
+            Verdict::NotEligible => ("not_eligible", String::new()),
+            Verdict::Fenced => ("fenced", String::new()),
+            Verdict::NoUnits => ("no_units", String::new()),
+            other => panic!("unexpected verdict {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        judged,
+        vec![
+            ("won", alices.clone()),
+            ("replay", alices.clone()),
+            ("replay", bobs),
+            ("not_eligible", String::new()),
+            ("won", batch[4].ticket.to_string()),
+            ("no_units", String::new()),
+        ]
+    );
+    assert_eq!(lease_units_left, 0);
+    // Alice holds one ticket: her repeat in the batch wrote nothing.
+    assert_eq!(xlen(&redis.url(), "bigtap:{vip}:orders").await, 3);
+    assert_eq!(n.mine("vip", "alice").await.body["ticket"], alices.as_str());
+    assert_eq!(n.accounting("vip").await["balanced"], true);
+}
+
+#[tokio::test]
 async fn a_node_that_stops_renewing_loses_its_lease_and_its_late_commit_is_refused() {
     let redis = redis();
     let n = node(&redis.url()).await; // lease TTL 1 s, reclaims every 0.5 s
