@@ -52,10 +52,11 @@ if not sale or sale == '' or not node or node == '' or not epoch or not n
   return redis.error_reply('ERR admit: bad arguments')
 end
 local digests = ARGV[5 + 3 * n]
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_sale'} end
+-- Every sale's cfg has starts, ends and ttl (put_sale.lua): no starts, no sale.
+local c = redis.call('HMGET', KEYS[1], 'starts', 'ends', 'closed', 'ttl', 'elig')
+if not c[1] then return {'unknown_sale'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local c = redis.call('HMGET', KEYS[1], 'starts', 'ends', 'closed', 'ttl', 'elig')
 if c[3] == '1' then return {'closed'} end
 if now < tonumber(c[1]) then return {'not_started'} end
 if now >= tonumber(c[2]) then return {'ended'} end
