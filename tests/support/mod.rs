@@ -198,3 +198,4 @@ where
     }
 }
 pub mod cluster;
+pub mod store;
