@@ -3,11 +3,6 @@
 
 mod support;
 
-#[path = "faults/procs.rs"]
-mod procs;
-#[path = "faults/proxy.rs"]
-mod proxy;
-
 use std::time::{Duration, Instant};
 
 use bigtap::store::embedded::free_port;
@@ -16,6 +11,7 @@ use bigtap::store::Store;
 use bigtap::SaleId;
 use reqwest::StatusCode;
 use support::*;
+use support::{procs, proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

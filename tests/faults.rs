@@ -8,7 +8,6 @@
 
 mod support;
 
-#[path = "faults/mod.rs"]
 mod harness;
 
 use std::collections::{BTreeMap, HashMap};

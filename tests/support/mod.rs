@@ -198,4 +198,6 @@ where
     }
 }
 pub mod cluster;
+pub mod procs;
+pub mod proxy;
 pub mod store;

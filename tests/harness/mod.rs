@@ -1,10 +1,10 @@
-//! The fault harness: real processes (redis-server, `bigtap serve`,
-//! `bigtap orders`), a TCP proxy between each node and Redis, a seeded
-//! nemesis, a client log and a checker of DESIGN §2's promises.
+//! The fault harness of `tests/faults.rs`: a seeded nemesis, a client log
+//! and a checker of DESIGN §2's promises, over real processes (redis-server,
+//! `bigtap serve`, `bigtap orders`) and a TCP proxy between each node and
+//! Redis. The process control and the proxy are shared test support:
+//! `support::procs` and `support::proxy`.
 //!
 //! - [`rng`]      splitmix64, so a seed reproduces a run.
-//! - [`procs`]    node and consumer processes: kill -9, SIGSTOP/SIGCONT, SIGTERM.
-//! - [`proxy`]    delay, blackhole or reset the node-to-Redis connections.
 //! - [`sink`]     a stand-in order backend that records deliveries.
 //! - [`nemesis`]  the seeded fault schedule.
 //! - [`history`]  the client log and how an answer is classified.
@@ -14,8 +14,6 @@
 pub mod checker;
 pub mod history;
 pub mod nemesis;
-pub mod procs;
-pub mod proxy;
 pub mod rng;
 pub mod run;
 pub mod sink;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::support::{ADMIN_KEY, BACKEND_KEY, SESSION_KEYS, TICKET_KEYS};
+use super::{ADMIN_KEY, BACKEND_KEY, SESSION_KEYS, TICKET_KEYS};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_bigtap");

@@ -17,10 +17,10 @@ use serde_json::json;
 use super::checker::{check, check_warehouses, RedisView, Report, WarehouseView};
 use super::history::{buyer_client, take, take_or_hang_up, Call, Log, Outcome};
 use super::nemesis::{self, Fault, Step};
-use super::procs::{orders_available, NodeProc, OrdersProc, LEASE_TTL_MS};
-use super::proxy::{Mode, Proxy};
 use super::rng::Rng;
 use super::sink::{Behaviour, Sink};
+use crate::support::procs::{orders_available, NodeProc, OrdersProc, LEASE_TTL_MS};
+use crate::support::proxy::{Mode, Proxy};
 use crate::support::{now_ms, ADMIN_KEY};
 
 const SALE: &str = "flash";
