@@ -180,7 +180,14 @@ impl Node {
     }
 }
 
+/// How long an eventual condition may take before the test fails. Generous:
+/// it bounds a hang, it does not measure speed.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
 /// Polls `check` until it holds or `limit` passes; returns whether it held.
+/// The one way the tests wait for a condition: a test asserts the answer
+/// (or, to show that something does not happen, its negation).
+#[must_use = "a wait whose answer is not asserted cannot fail"]
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
@@ -198,6 +205,7 @@ where
     }
 }
 pub mod cluster;
+pub mod consumer;
 pub mod procs;
 pub mod proxy;
 pub mod store;

@@ -1,18 +1,17 @@
-//! Helpers of the order consumer tests: a real redis-server, stream entries
-//! in the contract format, and a programmable HTTP sink that records every
-//! call it receives.
+//! The order consumer's fixtures: a real redis-server with its order
+//! streams (entries in the contract format), a programmable HTTP sink that
+//! records every call it receives, and a consumer running as a task.
 
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bigtap::orders::{Backoff, ConsumerConfig, HttpSink, Sink};
+use bigtap::orders::{Backoff, Consumer, ConsumerConfig, HttpSink, OrdersError, Sink};
 use bigtap::store::embedded::RedisProcess;
 use bigtap::SaleId;
 use bytes::Bytes;
@@ -24,28 +23,11 @@ use hyper_util::rt::TokioIo;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// How long an eventual condition may take before the test fails. Generous:
-/// it bounds a hang, it does not measure speed.
-pub const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Polls `check` until it returns true; panics after [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use super::PATIENCE;
 
 pub fn sale(s: &str) -> SaleId {
     SaleId::parse(s).expect("test sale id")
@@ -59,7 +41,7 @@ pub struct Store {
 
 impl Store {
     pub async fn start() -> Store {
-        let redis = RedisProcess::start_temporary().expect("redis-server starts");
+        let redis = super::redis();
         let conn = redis::Client::open(redis.url())
             .expect("redis url")
             .get_multiplexed_async_connection()
@@ -215,7 +197,7 @@ impl Store {
 }
 
 /// Consumer settings for tests: short intervals, no metrics listener.
-pub fn config(store: &Store) -> ConsumerConfig {
+pub fn consumer_config(store: &Store) -> ConsumerConfig {
     let mut c = ConsumerConfig::new(&store.url());
     c.concurrency = 16;
     c.batch = 64;
@@ -228,6 +210,25 @@ pub fn config(store: &Store) -> ConsumerConfig {
     c.stats_interval = Duration::from_millis(50);
     c.drain = Duration::from_secs(10);
     c
+}
+
+/// A running consumer: the token that stops it and its task.
+pub type Running = (CancellationToken, JoinHandle<Result<(), OrdersError>>);
+
+/// Spawns `consumer.run` and returns its stop token and task.
+pub fn spawn_consumer(consumer: Consumer) -> Running {
+    let token = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(token.clone()));
+    (token, task)
+}
+
+/// Stops a consumer started by [`spawn_consumer`] and fails the test unless
+/// it stops cleanly.
+pub async fn stop_consumer(token: CancellationToken, task: JoinHandle<Result<(), OrdersError>>) {
+    token.cancel();
+    task.await
+        .expect("consumer task")
+        .expect("consumer stops cleanly");
 }
 
 pub fn http_sink(sink: &TestSink) -> Arc<dyn Sink> {
