@@ -949,7 +949,9 @@ pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> 
             .await
             .map_err(|e| e.to_string())?;
         let want: HashSet<String> = view.stream.iter().map(|(t, _)| t.clone()).collect();
-        crate::support::eventually(Duration::from_secs(20), || async {
+        // The answer is not asserted here: the checker judges what arrived
+        // (a missing delivery is its "lost winner"), after this bounded wait.
+        let _all_arrived = crate::support::eventually(Duration::from_secs(20), || async {
             want.is_subset(&sink.tickets())
         })
         .await;
