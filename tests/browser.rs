@@ -348,7 +348,7 @@ async fn stage(listed: bool, users: &[&str]) -> Stage {
     } else {
         "https://shop.example".to_owned()
     };
-    let node = node_with(&redis.url(), |c| {
+    let node = spawn_node(&redis.url(), |c| {
         c.cors_origins = allowed.parse().unwrap();
     })
     .await;
@@ -517,7 +517,7 @@ async fn a_buyer_told_to_slow_down_waits_retry_after_and_tries_again_by_itself()
     let redis = redis();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
-    let node = node_with(&redis.url(), |c| {
+    let node = spawn_node(&redis.url(), |c| {
         c.cors_origins = origin.parse().unwrap();
         c.user_rate = 1;
     })

@@ -11,7 +11,7 @@
 mod support;
 
 use std::collections::{BTreeSet, HashSet};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,25 +42,6 @@ fn sales_on_every_shard(cluster: &RedisCluster) -> Vec<&'static str> {
         "the sales do not cover every shard; the test would prove less than it says"
     );
     picked
-}
-
-fn bigtap(args: &[&str], redis_url: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bigtap"))
-        .args(args)
-        .env("BIGTAP_REDIS_URL", redis_url)
-        .env_remove("BIGTAP_ORDERS_CONSUMER")
-        .output()
-        .expect("bigtap runs")
-}
-
-fn ok_stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// `bigtap orders` as a child process, consuming every sale.
@@ -484,11 +465,7 @@ async fn burst(url: &str, sales: &[String], n: usize) -> f64 {
             xadd_winners(&mut con, s, per_sale).await;
         }
     } else {
-        let mut con = redis::Client::open(url)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut con = redis_con(url).await;
         for s in sales {
             seam.put_sale(&SaleId::parse(s).unwrap(), &spec)
                 .await

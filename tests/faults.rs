@@ -19,7 +19,7 @@ use bigtap::store::redis::RedisStore;
 use bigtap::store::{
     AdmitReply, Candidate, Issued, LeaseReply, RenewReply, ReturnReply, Store, StoreError, Verdict,
 };
-use bigtap::{App, SaleId};
+use bigtap::SaleId;
 use futures::stream::{self, StreamExt};
 use harness::checker::{check, check_warehouses, RedisView, WarehouseView};
 use harness::history::{buyer_client, take, Call, Outcome};
@@ -524,16 +524,9 @@ async fn the_checker_catches_the_oversell_of_a_store_whose_admit_is_not_atomic()
     for _ in 0..2 {
         let inner = RedisStore::open(&url, "bigtap", Duration::from_secs(2), None).unwrap();
         inner.wait_ready(Duration::from_secs(5)).await.unwrap();
-        let con = redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let con = redis_con(url.as_str()).await;
         let broken: Arc<dyn Store> = Arc::new(Forward::new(inner, BrokenAdmit { con }));
-        let app = App::build_with_store(config(&url), broken, &url)
-            .await
-            .unwrap();
-        nodes.push(app.spawn().url());
+        nodes.push(spawn_node_on(broken, &url, |_| {}).await.base);
     }
     let admin = reqwest::Client::new();
     let now = now_ms();
@@ -615,11 +608,7 @@ async fn the_audit_of_a_clean_sale_is_clean_and_names_each_doctored_discrepancy(
     assert_eq!((report.tickets, report.stream_entries), (3, 3));
 
     // Doctor Redis behind bigtap's back.
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = redis_con(url.as_str()).await;
     let key = |s: &str| format!("bigtap:{{audited}}:{s}");
     let entries: redis::streams::StreamRangeReply = con.xrange_all(key("orders")).await.unwrap();
     let ann_entry = entries

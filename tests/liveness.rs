@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bigtap::store::redis::RedisStore;
 use bigtap::store::{AdmitReply, Candidate, Store, StoreError};
-use bigtap::{App, SaleId};
+use bigtap::SaleId;
 use reqwest::StatusCode;
 use serde_json::json;
 use support::store::{Faults, Forward};
@@ -74,7 +74,7 @@ async fn hang_ups_during_a_store_stall(
     leak: bool,
 ) -> (support::Node, bigtap::store::embedded::RedisProcess) {
     let redis = redis();
-    let node = node_with(&redis.url(), |c| {
+    let node = spawn_node(&redis.url(), |c| {
         c.max_inflight = 16;
         c.lease_max = 4;
         c.redis_timeout_ms = 2000;
@@ -118,7 +118,7 @@ async fn a_node_that_leaks_request_slots_on_hang_ups_wedges_and_readyz_tells_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_refill_whose_buyer_hung_up_still_completes_and_the_node_leases_again() {
     let redis = redis();
-    let node = node_with(&redis.url(), |c| {
+    let node = spawn_node(&redis.url(), |c| {
         // Every buyer needs a refill, so the hang-ups lead refills.
         c.lease_max = 1;
         c.redis_timeout_ms = 2000;
@@ -142,7 +142,7 @@ async fn a_lease_refill_whose_buyer_hung_up_still_completes_and_the_node_leases_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_commit_caught_in_a_store_stall_is_reported_unknown_and_the_buyer_learns_the_outcome() {
     let redis = redis();
-    let node = node_with(&redis.url(), |c| {
+    let node = spawn_node(&redis.url(), |c| {
         c.redis_timeout_ms = 300;
         c.lease_max = 8;
     })
@@ -385,7 +385,7 @@ async fn a_node_reads_every_lease_record_only_once_in_25_refreshes() {
     let redis = redis();
     let url = redis.url();
     // Refreshing every 50 ms: 40 refreshes in 2 s.
-    let node = node_with(&url, |c| c.refresh_ms = 50).await;
+    let node = spawn_node(&url, |c| c.refresh_ms = 50).await;
     node.open_sale("s", 100).await;
     assert_eq!(node.take("s", "w").await.status, StatusCode::CREATED);
     let mut con = redis_con(&url).await;
@@ -441,7 +441,7 @@ async fn tickets_mine_answers_before_during_and_after_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_outage_fails_readiness_but_not_liveness() {
     let redis = redis();
-    let node = node_with(&redis.url(), |c| c.redis_timeout_ms = 300).await;
+    let node = spawn_node(&redis.url(), |c| c.redis_timeout_ms = 300).await;
     assert_eq!(ready(&node).await, StatusCode::OK);
     redis.pause();
     let r = node.get("/readyz").await;
@@ -470,14 +470,6 @@ async fn wait_for_sale(node: &Node, sale: &str) {
         "the sale never reached {}",
         node.base
     );
-}
-
-async fn redis_con(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
 }
 
 /// Calls of the named commands so far, from `INFO commandstats`.
@@ -547,19 +539,7 @@ async fn flaky_node(
             tail_blocked: AtomicBool::new(false),
         },
     ));
-    let mut c = config(url);
-    tweak(&mut c);
-    let app = App::build_with_store(c, flaky.clone(), url).await.unwrap();
-    let handle = app.spawn();
-    let base = handle.url();
-    let node = Node {
-        handle,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-        base,
-    };
+    let node = spawn_node_on(flaky.clone(), url, tweak).await;
     (node, flaky)
 }
 

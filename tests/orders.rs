@@ -67,14 +67,7 @@ async fn every_winner_reaches_the_sink_with_its_ticket_as_idempotency_key() {
     let (token, task) = spawn_consumer(consumer);
 
     let want: HashSet<String> = winners.iter().map(|(_, t)| t.clone()).collect();
-    assert!(
-        eventually(PATIENCE, || async { sink.delivered() == want }).await,
-        "timed out waiting until every winner was delivered"
-    );
-    assert!(
-        eventually(PATIENCE, || async { store.drained("s1").await }).await,
-        "timed out waiting until every entry was acknowledged"
-    );
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
 
     let issued: HashMap<&str, usize> = winners
         .iter()
@@ -151,14 +144,7 @@ async fn entries_left_pending_by_a_killed_consumer_are_delivered_by_another() {
     let second = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
     let (token, task) = spawn_consumer(second);
     let want: HashSet<String> = winners.iter().map(|(_, t)| t.clone()).collect();
-    assert!(
-        eventually(PATIENCE, || async { sink.delivered() == want }).await,
-        "timed out waiting until every winner was delivered"
-    );
-    assert!(
-        eventually(PATIENCE, || async { store.drained("s1").await }).await,
-        "timed out waiting until every entry was acknowledged"
-    );
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
     for call in sink.calls() {
         // A repeat is the same order under the same key, never a new one.
         assert_eq!(call.idempotency_key.as_deref(), Some(call.ticket()));
@@ -212,14 +198,7 @@ async fn a_failing_then_unreachable_sink_gets_everything_once_it_recovers_with_g
     sink.restart().await;
 
     let want: HashSet<String> = winners.iter().map(|(_, t)| t.clone()).collect();
-    assert!(
-        eventually(PATIENCE, || async { sink.delivered() == want }).await,
-        "timed out waiting until every winner was delivered"
-    );
-    assert!(
-        eventually(PATIENCE, || async { store.drained("s1").await }).await,
-        "timed out waiting until every entry was acknowledged"
-    );
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
     assert!(counter(&metrics.render(), "retry") >= 12);
     assert_eq!(counter(&metrics.render(), "dead"), 0);
     let mut conn = store.conn.clone();
@@ -384,11 +363,7 @@ async fn a_malformed_entry_is_dead_lettered_without_bothering_the_sink() {
         .unwrap();
     let good = store.add_winners("s1", 1).await;
     let sink = TestSink::start(always(200)).await;
-    let (token, task) = spawn_consumer(
-        Consumer::connect(consumer_config(&store), http_sink(&sink))
-            .await
-            .unwrap(),
-    );
+    let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
     let dead =
         dead_letters_once_settled(&store, "s1", "the malformed entry is dead-lettered").await;
     assert_eq!(dead[0].field("original_id"), Some(bad.as_str()));
@@ -476,20 +451,9 @@ async fn a_graceful_shutdown_acknowledges_exactly_what_the_sink_received() {
     assert_eq!(acked, delivered);
 
     // A later consumer finishes the rest.
-    let (token, task) = spawn_consumer(
-        Consumer::connect(consumer_config(&store), http_sink(&sink))
-            .await
-            .unwrap(),
-    );
+    let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
     let want: HashSet<String> = winners.iter().map(|(_, t)| t.clone()).collect();
-    assert!(
-        eventually(PATIENCE, || async { sink.delivered() == want }).await,
-        "timed out waiting until the rest was delivered"
-    );
-    assert!(
-        eventually(PATIENCE, || async { store.drained("s1").await }).await,
-        "timed out waiting until and acknowledged"
-    );
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
     stop_consumer(token, task).await;
 }
 
@@ -497,11 +461,7 @@ async fn a_graceful_shutdown_acknowledges_exactly_what_the_sink_received() {
 async fn sales_created_while_the_consumer_runs_are_picked_up() {
     let store = Store::start().await;
     let sink = TestSink::start(always(200)).await;
-    let (token, task) = spawn_consumer(
-        Consumer::connect(consumer_config(&store), http_sink(&sink))
-            .await
-            .unwrap(),
-    );
+    let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
     let mut want = HashSet::new();
     for s in ["early", "late"] {
         store.create_sale(s).await;
@@ -525,11 +485,7 @@ async fn deliveries_resume_after_redis_restarts() {
         .map(|(_, t)| t)
         .collect();
     let sink = TestSink::start(always(200)).await;
-    let (token, task) = spawn_consumer(
-        Consumer::connect(consumer_config(&store), http_sink(&sink))
-            .await
-            .unwrap(),
-    );
+    let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
     assert!(
         eventually(PATIENCE, || async { store.drained("s1").await }).await,
         "timed out waiting until the first winners were delivered"
@@ -545,14 +501,7 @@ async fn deliveries_resume_after_redis_restarts() {
             .into_iter()
             .map(|(_, t)| t),
     );
-    assert!(
-        eventually(PATIENCE, || async { sink.delivered() == want }).await,
-        "timed out waiting until the later winners were delivered"
-    );
-    assert!(
-        eventually(PATIENCE, || async { store.drained("s1").await }).await,
-        "timed out waiting until and acknowledged"
-    );
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
     stop_consumer(token, task).await;
 }
 

@@ -86,8 +86,7 @@ fn without_redis_server_installed_serve_explains_how_to_install_it() {
 #[tokio::test]
 async fn one_unreadable_sale_does_not_keep_a_node_from_serving_the_others() {
     let redis = redis();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = redis_con(&redis.url()).await;
     // A sale whose settings key is of the wrong type: every read of it fails.
     let _: () = redis::cmd("SET")
         .arg("bigtap:{broken}:cfg")

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::PATIENCE;
+use super::{eventually, PATIENCE};
 
 pub fn sale(s: &str) -> SaleId {
     SaleId::parse(s).expect("test sale id")
@@ -229,6 +229,32 @@ pub async fn stop_consumer(token: CancellationToken, task: JoinHandle<Result<(),
     task.await
         .expect("consumer task")
         .expect("consumer stops cleanly");
+}
+
+/// A consumer of `store` with the test settings, delivering to `sink`.
+pub async fn consumer_of(store: &Store, sink: &TestSink) -> Consumer {
+    Consumer::connect(consumer_config(store), http_sink(sink))
+        .await
+        .expect("consumer connects")
+}
+
+/// Fails the test unless, within [`PATIENCE`], the sink has received
+/// exactly `want` and group `orders` has read and acknowledged every entry
+/// of `sale`.
+pub async fn assert_delivered_and_acknowledged(
+    sink: &TestSink,
+    store: &Store,
+    sale: &str,
+    want: &HashSet<String>,
+) {
+    assert!(
+        eventually(PATIENCE, || async { sink.delivered() == *want }).await,
+        "timed out waiting until every winner was delivered"
+    );
+    assert!(
+        eventually(PATIENCE, || async { store.drained(sale).await }).await,
+        "timed out waiting until every entry of {sale} was acknowledged"
+    );
 }
 
 pub fn http_sink(sink: &TestSink) -> Arc<dyn Sink> {
