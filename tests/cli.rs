@@ -34,29 +34,23 @@ async fn ops_create_stock_load_close_and_inspect_a_sale_from_the_command_line() 
     assert!(!too_much.status.success());
 
     let users = tempfile::NamedTempFile::new().unwrap();
+    let eligible = || {
+        bigtap(
+            &[
+                "sale",
+                "eligible",
+                "cli",
+                "--file",
+                users.path().to_str().unwrap(),
+            ],
+            &url,
+        )
+    };
     std::fs::write(users.path(), "u0000001\nu0000002\n\n").unwrap();
-    let out = ok_stdout(&bigtap(
-        &[
-            "sale",
-            "eligible",
-            "cli",
-            "--file",
-            users.path().to_str().unwrap(),
-        ],
-        &url,
-    ));
+    let out = ok_stdout(&eligible());
     assert!(out.contains("2 users added"), "{out}");
     std::fs::write(users.path(), "ok\nnot ok\n").unwrap();
-    let bad = bigtap(
-        &[
-            "sale",
-            "eligible",
-            "cli",
-            "--file",
-            users.path().to_str().unwrap(),
-        ],
-        &url,
-    );
+    let bad = eligible();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("line 2"));
 
     let n = node(&url).await;

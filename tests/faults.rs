@@ -526,33 +526,29 @@ async fn the_checker_catches_the_oversell_of_a_store_whose_admit_is_not_atomic()
         inner.wait_ready(Duration::from_secs(5)).await.unwrap();
         let con = redis_con(url.as_str()).await;
         let broken: Arc<dyn Store> = Arc::new(Forward::new(inner, BrokenAdmit { con }));
-        nodes.push(spawn_node_on(broken, &url, |_| {}).await.base);
+        nodes.push(spawn_node_on(broken, &url, |_| {}).await);
     }
-    let admin = reqwest::Client::new();
     let now = now_ms();
-    let r = admin
-        .put(format!("{}/v1/admin/sales/broken", nodes[0]))
-        .header("authorization", format!("Bearer {ADMIN_KEY}"))
-        .json(&serde_json::json!({"stock": 20, "starts_at_ms": now - 1000, "ends_at_ms": now + 600_000}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let http = buyer_client(Duration::from_secs(5));
+    let r = nodes[0]
+        .admin(
+            reqwest::Method::PUT,
+            "broken",
+            Some(serde_json::json!({"stock": 20, "starts_at_ms": now - 1000, "ends_at_ms": now + 600_000})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
     assert!(
         eventually(Duration::from_secs(5), || async {
-            http.get(format!("{}/v1/sales/broken", nodes[1]))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
+            nodes[1].get("/v1/sales/broken").await.status == 200
         })
         .await
     );
 
+    let http = buyer_client(Duration::from_secs(5));
     let calls: Vec<Call> = stream::iter(0..300)
         .map(|i| {
             let (http, node) = (&http, i % 2);
-            let base = nodes[node].clone();
+            let base = nodes[node].base.clone();
             async move {
                 let user = format!("r{i}");
                 let outcome = take(http, &base, "broken", &user).await;
