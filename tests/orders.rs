@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bigtap::orders::{Consumer, DeadCommand, OrdersArgs, OrdersCommand};
 use clap::{CommandFactory, Parser};
 use support::consumer::*;
-use support::{eventually, PATIENCE};
+use support::{eventually, metric, PATIENCE};
 
 /// Waits until `sale` has a dead letter and every other entry was
 /// acknowledged, then returns the dead letters.
@@ -40,12 +40,10 @@ async fn dead_letters_once_settled(
 }
 
 fn counter(text: &str, outcome: &str) -> u64 {
-    let prefix = format!("bigtap_orders_deliveries_total{{outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or(0)
+    metric(
+        text,
+        &format!("bigtap_orders_deliveries_total{{outcome=\"{outcome}\"}}"),
+    ) as u64
 }
 
 #[derive(Parser)]

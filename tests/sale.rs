@@ -316,12 +316,6 @@ async fn a_node_stopped_gracefully_returns_its_unused_units() {
     assert_eq!(acct["available"], 999);
 }
 
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn a_node_joining_after_the_order_stream_was_trimmed_still_knows_every_winner() {
     let redis = redis();

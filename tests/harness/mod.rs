@@ -1,11 +1,11 @@
 //! The fault harness of `tests/faults.rs`: a seeded nemesis, a client log
 //! and a checker of DESIGN §2's promises, over real processes (redis-server,
 //! `bigtap serve`, `bigtap orders`) and a TCP proxy between each node and
-//! Redis. The process control and the proxy are shared test support:
-//! `support::procs` and `support::proxy`.
+//! Redis. The process control, the proxy and the recording order backend
+//! are shared test support: `support::procs`, `support::proxy` and
+//! `support::consumer::TestSink`.
 //!
 //! - [`rng`]      splitmix64, so a seed reproduces a run.
-//! - [`sink`]     a stand-in order backend that records deliveries.
 //! - [`nemesis`]  the seeded fault schedule.
 //! - [`history`]  the client log and how an answer is classified.
 //! - [`checker`]  the promises, judged from the log and from Redis.
@@ -16,4 +16,3 @@ pub mod history;
 pub mod nemesis;
 pub mod rng;
 pub mod run;
-pub mod sink;

@@ -269,6 +269,12 @@ pub enum Reply {
     Slow(u16, Duration),
     /// Never answer.
     Hang,
+    /// Answer, and record nothing: a backend that loses what it
+    /// acknowledged (a negative control).
+    Forget(u16),
+    /// Answer with this JSON body (otherwise `{}`): the sink stands in for
+    /// another server.
+    Json(u16, &'static str),
 }
 
 /// Decides the answer from the call's index (0-based, over the sink's
@@ -332,6 +338,11 @@ impl TestSink {
 
     pub fn url(&self) -> String {
         format!("http://{}/orders", self.addr)
+    }
+
+    /// The sink's root, when it stands in for a node.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub fn set_behaviour(&self, b: Behaviour) {
@@ -443,25 +454,29 @@ async fn handle(
     let behaviour = state.behaviour.lock().unwrap().clone();
     let reply = behaviour(index, body["ticket"].as_str().unwrap_or(""));
     let status = match reply {
-        Reply::Status(s) | Reply::Slow(s, _) => Some(s),
+        Reply::Status(s) | Reply::Slow(s, _) | Reply::Json(s, _) => Some(s),
         Reply::Hang => None,
+        Reply::Forget(_) => None,
     };
-    state.calls.lock().unwrap().push(Call {
-        at,
-        idempotency_key,
-        content_type,
-        body,
-        status,
-    });
-    let status = match reply {
-        Reply::Status(s) => s,
+    if !matches!(reply, Reply::Forget(_)) {
+        state.calls.lock().unwrap().push(Call {
+            at,
+            idempotency_key,
+            content_type,
+            body,
+            status,
+        });
+    }
+    let (status, answer) = match reply {
+        Reply::Status(s) | Reply::Forget(s) => (s, "{}"),
+        Reply::Json(s, json) => (s, json),
         Reply::Slow(s, d) => {
             tokio::time::sleep(d).await;
-            s
+            (s, "{}")
         }
         Reply::Hang => std::future::pending().await,
     };
-    let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
+    let mut resp = Response::new(Full::new(Bytes::from_static(answer.as_bytes())));
     *resp.status_mut() =
         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     Ok(resp)

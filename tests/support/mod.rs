@@ -58,6 +58,14 @@ pub async fn redis_con(url: &str) -> redis::aio::MultiplexedConnection {
         .expect("redis connection")
 }
 
+/// The value of one series (its name and labels as exported) on a
+/// Prometheus text page; 0 when the page lacks it.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
 /// How long an eventual condition may take before the test fails. Generous:
 /// it bounds a hang, it does not measure speed.
 pub const PATIENCE: Duration = Duration::from_secs(60);
