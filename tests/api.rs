@@ -473,14 +473,8 @@ async fn the_backend_reads_confirms_and_releases_tickets_idempotently() {
     let redis = redis();
     let n = node(&redis.url()).await;
     n.open_sale("phone", 10).await;
-    let a = n.take("phone", "alice").await.body["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let b = n.take("phone", "bob").await.body["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let a = n.ticket("phone", "alice").await;
+    let b = n.ticket("phone", "bob").await;
 
     let read = n.backend(Method::GET, "phone", &a).await;
     assert_eq!(read.status, StatusCode::OK);

@@ -618,7 +618,7 @@ async fn a_buyer_whose_purchase_met_a_hung_store_gets_the_ticket_without_clickin
 fn serve_demo_opens_with_the_shop_page_where_a_buyer_wins() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bigtap"))
+    let mut child = Command::new(BIN)
         .current_dir(dir.path())
         .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
         .env_remove("BIGTAP_REDIS_URL")

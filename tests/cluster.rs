@@ -46,7 +46,7 @@ fn sales_on_every_shard(cluster: &RedisCluster) -> Vec<&'static str> {
 
 /// `bigtap orders` as a child process, consuming every sale.
 fn consumer(redis_url: &str, sink: &str, name: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_bigtap"))
+    Command::new(BIN)
         .args([
             "orders",
             "--sink",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bigtap::orders::{Consumer, DeadCommand, OrdersArgs, OrdersCommand};
 use clap::{CommandFactory, Parser};
 use support::consumer::*;
-use support::{eventually, metric, PATIENCE};
+use support::{eventually, metric, BIN, PATIENCE};
 
 /// Waits until `sale` has a dead letter and every other entry was
 /// acknowledged, then returns the dead letters.
@@ -669,7 +669,7 @@ async fn a_burst_of_winners_is_delivered_and_acknowledged_in_full() {
 /// `marker`; returns that line. Kills the process afterwards.
 fn log_line_of(args: &[&str], env: &[(&str, &str)], marker: &str) -> String {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bigtap"))
+    let mut child = std::process::Command::new(BIN)
         .args(args)
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
@@ -697,7 +697,7 @@ fn log_line_of(args: &[&str], env: &[(&str, &str)], marker: &str) -> String {
 }
 
 fn output_of(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bigtap"))
+    let out = std::process::Command::new(BIN)
         .args(args)
         .envs(env.iter().copied())
         .output()

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::consumer::*;
-use support::{eventually, PATIENCE};
+use support::{eventually, BIN, PATIENCE};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -181,7 +181,7 @@ async fn every_command_reaches_a_tls_store_whose_ca_is_given() {
 
     // The sale CLI and the dead-letter command, as processes.
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bigtap"))
+        let out = std::process::Command::new(BIN)
             .args(args)
             .env("BIGTAP_REDIS_URL", &url)
             .env("BIGTAP_REDIS_CA_FILE", &ca)

@@ -100,10 +100,7 @@ async fn a_released_unit_returns_to_the_pool_and_sells_again() {
     let redis = redis();
     let n = node(&redis.url()).await;
     n.open_sale("one", 1).await;
-    let alice = n.take("one", "alice").await.body["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let alice = n.ticket("one", "alice").await;
     assert_eq!(n.take("one", "bob").await.status, StatusCode::GONE);
     let r = n
         .backend(Method::POST, "one", &format!("{alice}/release"))
@@ -136,10 +133,7 @@ async fn the_sweeper_releases_tickets_whose_payment_time_ran_out() {
     let now = now_ms();
     n.admin(Method::PUT, "quick", Some(json!({"stock": 1, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "ticket_ttl_ms": 200})))
         .await;
-    let t = n.take("quick", "alice").await.body["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let t = n.ticket("quick", "alice").await;
     let released = eventually(Duration::from_secs(5), || async {
         n.backend(Method::GET, "quick", &t).await.body["state"] == "released"
     })
@@ -167,10 +161,7 @@ async fn a_confirm_after_the_ticket_expired_is_refused_even_before_the_sweeper_r
     let now = now_ms();
     n.admin(Method::PUT, "quick", Some(json!({"stock": 1, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "ticket_ttl_ms": 100})))
         .await;
-    let t = n.take("quick", "alice").await.body["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let t = n.ticket("quick", "alice").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let c = n
         .backend(Method::POST, "quick", &format!("{t}/confirm"))

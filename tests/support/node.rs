@@ -104,6 +104,16 @@ impl Node {
             .await
     }
 
+    /// Takes as `user` and returns the ticket won; fails the test when the
+    /// answer holds none.
+    pub async fn ticket(&self, sale: &str, user: &str) -> String {
+        let a = self.take(sale, user).await;
+        a.body["ticket"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{user} won no ticket of {sale}: {:?}", a.body))
+            .to_owned()
+    }
+
     pub async fn take_with(&self, sale: &str, authorization: &str) -> Answer {
         let r = self
             .http
