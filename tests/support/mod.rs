@@ -3,8 +3,9 @@
 //! binary is not dead code in another, hence `allow(dead_code)`.
 //!
 //! - this file: a real redis-server per test ([`redis`], random loopback
-//!   port, killed on drop), a connection to it, and [`eventually`], the one
-//!   way a test waits for a condition.
+//!   port, killed on drop), a connection to it ([`redis_con`]),
+//!   [`eventually`] (the one way a test waits for a condition) and
+//!   [`metric`] (one series read off a Prometheus page).
 //! - [`node`]:     a bigtap node in process ([`spawn_node`], [`node`]) and
 //!   typed HTTP requests to it ([`Node::take`], [`Node::admin`], …).
 //! - [`tokens`]:   the test keys and session tokens.
