@@ -18,8 +18,7 @@ async fn a_buyer_wins_a_ticket_whose_token_the_backend_can_verify() {
     assert_eq!(a.body["outcome"], "won");
     assert_eq!(a.body["sale"], "phone");
     assert!(a.body.get("replay").is_none());
-    let claims = KeyRing::parse(TICKET_KEYS)
-        .unwrap()
+    let claims = ticket_keys()
         .verify_ticket(a.body["token"].as_str().unwrap())
         .expect("token verifies");
     assert_eq!(claims.ticket.as_str(), a.body["ticket"].as_str().unwrap());
@@ -150,7 +149,7 @@ async fn only_listed_buyers_may_buy_from_a_list_sale() {
 #[tokio::test]
 async fn a_buyer_who_clicks_too_fast_is_told_to_retry_later() {
     let redis = redis();
-    let n = node_with(&redis.url(), |c| c.user_rate = 1).await;
+    let n = spawn_node(&redis.url(), |c| c.user_rate = 1).await;
     n.open_sale("phone", 100).await;
     let mut limited = None;
     for _ in 0..10 {
@@ -177,7 +176,7 @@ async fn a_buyer_who_clicks_too_fast_is_told_to_retry_later() {
 #[tokio::test]
 async fn an_address_past_its_rate_is_limited_before_its_session_is_checked() {
     let redis = redis();
-    let n = node_with(&redis.url(), |c| c.address_rate = 1).await;
+    let n = spawn_node(&redis.url(), |c| c.address_rate = 1).await;
     n.open_sale("phone", 100).await;
     let mut statuses = Vec::new();
     for _ in 0..5 {
@@ -192,7 +191,7 @@ async fn missing_malformed_forged_and_expired_sessions_are_refused() {
     let redis = redis();
     let n = node(&redis.url()).await;
     n.open_sale("phone", 10).await;
-    let ring = KeyRing::parse(SESSION_KEYS).unwrap();
+    let ring = session_keys();
     let alice = bigtap::UserId::parse("alice").unwrap();
     let expired = ring.mint_session(&alice, now_ms() / 1000 - 1);
     let (other, _) = KeyRing::generate("s1");
@@ -394,11 +393,7 @@ async fn bad_admin_bodies_are_explained_and_change_nothing() {
         StatusCode::BAD_REQUEST
     );
     // The partly valid list was refused whole: not even "ok" was added.
-    let mut con = redis::Client::open(redis.url().as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = redis_con(&redis.url()).await;
     let listed: u64 = redis::cmd("SCARD")
         .arg("bigtap:{phone}:eligible")
         .query_async(&mut con)
@@ -478,14 +473,8 @@ async fn the_backend_reads_confirms_and_releases_tickets_idempotently() {
     let redis = redis();
     let n = node(&redis.url()).await;
     n.open_sale("phone", 10).await;
-    let a = n.take("phone", "alice").await.body["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let b = n.take("phone", "bob").await.body["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let a = n.ticket("phone", "alice").await;
+    let b = n.ticket("phone", "bob").await;
 
     let read = n.backend(Method::GET, "phone", &a).await;
     assert_eq!(read.status, StatusCode::OK);

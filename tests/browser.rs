@@ -348,7 +348,7 @@ async fn stage(listed: bool, users: &[&str]) -> Stage {
     } else {
         "https://shop.example".to_owned()
     };
-    let node = node_with(&redis.url(), |c| {
+    let node = spawn_node(&redis.url(), |c| {
         c.cors_origins = allowed.parse().unwrap();
     })
     .await;
@@ -517,7 +517,7 @@ async fn a_buyer_told_to_slow_down_waits_retry_after_and_tries_again_by_itself()
     let redis = redis();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
-    let node = node_with(&redis.url(), |c| {
+    let node = spawn_node(&redis.url(), |c| {
         c.cors_origins = origin.parse().unwrap();
         c.user_rate = 1;
     })
@@ -618,7 +618,7 @@ async fn a_buyer_whose_purchase_met_a_hung_store_gets_the_ticket_without_clickin
 fn serve_demo_opens_with_the_shop_page_where_a_buyer_wins() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bigtap"))
+    let mut child = Command::new(BIN)
         .current_dir(dir.path())
         .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
         .env_remove("BIGTAP_REDIS_URL")

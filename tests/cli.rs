@@ -3,35 +3,14 @@
 
 mod support;
 
-use std::process::{Command, Output};
-
 use reqwest::StatusCode;
 use support::*;
-
-fn bigtap(args: &[&str], redis_url: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bigtap"))
-        .args(args)
-        .env("BIGTAP_REDIS_URL", redis_url)
-        .env("BIGTAP_SESSION_KEYS", SESSION_KEYS)
-        .env("BIGTAP_TICKET_KEYS", TICKET_KEYS)
-        .output()
-        .expect("bigtap runs")
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 #[tokio::test]
 async fn ops_create_stock_load_close_and_inspect_a_sale_from_the_command_line() {
     let redis = redis();
     let url = redis.url();
-    assert!(stdout(&bigtap(
+    assert!(ok_stdout(&bigtap(
         &[
             "sale",
             "create",
@@ -45,38 +24,33 @@ async fn ops_create_stock_load_close_and_inspect_a_sale_from_the_command_line() 
     ))
     .contains("created"));
     assert!(
-        stdout(&bigtap(&["sale", "stock", "cli", "--add", "3"], &url)).contains("stock_total 8")
+        ok_stdout(&bigtap(&["sale", "stock", "cli", "--add", "3"], &url)).contains("stock_total 8")
     );
     assert!(
-        stdout(&bigtap(&["sale", "stock", "cli", "--add", "-2"], &url)).contains("stock_total 6")
+        ok_stdout(&bigtap(&["sale", "stock", "cli", "--add", "-2"], &url))
+            .contains("stock_total 6")
     );
     let too_much = bigtap(&["sale", "stock", "cli", "--add", "-100"], &url);
     assert!(!too_much.status.success());
 
     let users = tempfile::NamedTempFile::new().unwrap();
+    let eligible = || {
+        bigtap(
+            &[
+                "sale",
+                "eligible",
+                "cli",
+                "--file",
+                users.path().to_str().unwrap(),
+            ],
+            &url,
+        )
+    };
     std::fs::write(users.path(), "u0000001\nu0000002\n\n").unwrap();
-    let out = stdout(&bigtap(
-        &[
-            "sale",
-            "eligible",
-            "cli",
-            "--file",
-            users.path().to_str().unwrap(),
-        ],
-        &url,
-    ));
+    let out = ok_stdout(&eligible());
     assert!(out.contains("2 users added"), "{out}");
     std::fs::write(users.path(), "ok\nnot ok\n").unwrap();
-    let bad = bigtap(
-        &[
-            "sale",
-            "eligible",
-            "cli",
-            "--file",
-            users.path().to_str().unwrap(),
-        ],
-        &url,
-    );
+    let bad = eligible();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("line 2"));
 
     let n = node(&url).await;
@@ -93,7 +67,7 @@ async fn ops_create_stock_load_close_and_inspect_a_sale_from_the_command_line() 
     );
 
     let show: serde_json::Value =
-        serde_json::from_str(&stdout(&bigtap(&["sale", "show", "cli"], &url))).unwrap();
+        serde_json::from_str(&ok_stdout(&bigtap(&["sale", "show", "cli"], &url))).unwrap();
     assert_eq!(
         (show["stock_total"].as_u64(), show["pending"].as_u64()),
         (Some(6), Some(1))
@@ -102,7 +76,7 @@ async fn ops_create_stock_load_close_and_inspect_a_sale_from_the_command_line() 
     let huge = bigtap(&["sale", "stock", "cli", "--add", "9007199254740993"], &url);
     assert!(!huge.status.success() && String::from_utf8_lossy(&huge.stderr).contains("too large"));
 
-    let audit = stdout(&bigtap(&["sale", "audit", "cli"], &url));
+    let audit = ok_stdout(&bigtap(&["sale", "audit", "cli"], &url));
     assert!(!audit.is_empty(), "the audit prints its report");
     let delivered = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(delivered.path(), "0123456789abcdef0123456789abcdef\n").unwrap();
@@ -121,7 +95,7 @@ async fn ops_create_stock_load_close_and_inspect_a_sale_from_the_command_line() 
         Some(1),
         "a delivered id nobody issued is a discrepancy"
     );
-    assert!(stdout(&bigtap(&["sale", "close", "cli"], &url)).contains("closed"));
+    assert!(ok_stdout(&bigtap(&["sale", "close", "cli"], &url)).contains("closed"));
     assert!(!bigtap(&["sale", "show", "nosuch"], &url).status.success());
 }
 
@@ -130,7 +104,7 @@ async fn minted_session_tokens_buy_and_the_purchase_token_verifies_from_the_comm
     let redis = redis();
     let n = node(&redis.url()).await;
     n.open_sale("mint", 10).await;
-    let tokens = stdout(&bigtap(
+    let tokens = ok_stdout(&bigtap(
         &["users", "mint", "--count", "3", "--prefix", "lt"],
         &redis.url(),
     ));
@@ -141,8 +115,11 @@ async fn minted_session_tokens_buy_and_the_purchase_token_verifies_from_the_comm
     assert_eq!(won.status, StatusCode::CREATED);
     let token = won.body["token"].as_str().unwrap();
 
-    let ok: serde_json::Value =
-        serde_json::from_str(&stdout(&bigtap(&["ticket", "verify", token], &redis.url()))).unwrap();
+    let ok: serde_json::Value = serde_json::from_str(&ok_stdout(&bigtap(
+        &["ticket", "verify", token],
+        &redis.url(),
+    )))
+    .unwrap();
     assert_eq!(
         (ok["valid"].as_bool(), ok["user"].as_str()),
         (Some(true), Some("lt0000003"))

@@ -8,20 +8,19 @@
 //! Also: a script whose answer was lost on the way back is not run a second
 //! time behind the caller's back (the cluster client would resend it).
 
-mod orders_support;
 mod support;
 
 use std::collections::{BTreeSet, HashSet};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bigtap::store::redis::RedisStore;
 use bigtap::store::{Eligibility, LeaseReply, SaleSpec, Store};
 use bigtap::SaleId;
-use orders_support::{always, Reply, TestSink, PATIENCE};
 use reqwest::StatusCode;
 use support::cluster::{ProxiedClusterNode, RedisCluster};
+use support::consumer::{always, http_sink, spawn_consumer, stop_consumer, Reply, TestSink};
 use support::*;
 
 /// Sale names, one on each of the three shards (placement read from the
@@ -45,28 +44,9 @@ fn sales_on_every_shard(cluster: &RedisCluster) -> Vec<&'static str> {
     picked
 }
 
-fn bigtap(args: &[&str], redis_url: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bigtap"))
-        .args(args)
-        .env("BIGTAP_REDIS_URL", redis_url)
-        .env_remove("BIGTAP_ORDERS_CONSUMER")
-        .output()
-        .expect("bigtap runs")
-}
-
-fn ok_stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// `bigtap orders` as a child process, consuming every sale.
 fn consumer(redis_url: &str, sink: &str, name: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_bigtap"))
+    Command::new(BIN)
         .args([
             "orders",
             "--sink",
@@ -104,17 +84,6 @@ fn terminate(mut c: Child) {
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     let status = c.wait().expect("consumer exits");
     assert!(status.success(), "consumer exited with {status}");
-}
-
-async fn within<F, Fut>(what: &str, check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    assert!(
-        eventually(PATIENCE, check).await,
-        "timed out waiting until {what}"
-    );
 }
 
 /// Buys `n` tickets of `sale` on the two nodes in turn; returns the tickets.
@@ -214,10 +183,13 @@ async fn orders_on_a_cluster_survive_kill_9_dead_letter_a_poison_order_replay_it
     let mut tickets = Vec::new();
     for s in &sales {
         n1.open_sale(s, 20).await;
-        within("the second node knows the sale", || async {
-            n2.get(&format!("/v1/sales/{s}")).await.status == StatusCode::OK
-        })
-        .await;
+        assert!(
+            eventually(PATIENCE, || async {
+                n2.get(&format!("/v1/sales/{s}")).await.status == StatusCode::OK
+            })
+            .await,
+            "timed out waiting until the second node knows the sale"
+        );
     }
     for s in &sales {
         tickets.extend(buy(&[&n1, &n2], s, 20).await);
@@ -229,10 +201,10 @@ async fn orders_on_a_cluster_survive_kill_9_dead_letter_a_poison_order_replay_it
     // A consumer takes the entries and hangs on the sink: then it is killed.
     let sink = TestSink::start(Arc::new(|_, _| Reply::Hang)).await;
     let mut a = consumer(&url, &sink.url(), "a", &[]);
-    within("the first consumer is delivering", || async {
-        sink.call_count() > 0
-    })
-    .await;
+    assert!(
+        eventually(PATIENCE, || async { sink.call_count() > 0 }).await,
+        "timed out waiting until the first consumer is delivering"
+    );
     a.kill().expect("kill -9");
     a.wait().expect("reaped");
 
@@ -244,20 +216,20 @@ async fn orders_on_a_cluster_survive_kill_9_dead_letter_a_poison_order_replay_it
     let b = consumer(&url, &sink.url(), "b", &[]);
     let mut want = all.clone();
     want.remove(&poison);
-    within("every other winner reached the sink", || async {
-        want.is_subset(&sink.delivered())
-    })
-    .await;
+    assert!(
+        eventually(PATIENCE, || async { want.is_subset(&sink.delivered()) }).await,
+        "timed out waiting until every other winner reached the sink"
+    );
     let list = || {
         ok_stdout(&bigtap(
             &["orders", "dead", "list", "--sale", poison_sale],
             &url,
         ))
     };
-    within("the poison order was dead-lettered", || async {
-        list().contains(&poison)
-    })
-    .await;
+    assert!(
+        eventually(PATIENCE, || async { list().contains(&poison) }).await,
+        "timed out waiting until the poison order was dead-lettered"
+    );
     let dead = list();
     assert_eq!(dead.lines().count(), 1, "{dead}");
 
@@ -268,17 +240,20 @@ async fn orders_on_a_cluster_survive_kill_9_dead_letter_a_poison_order_replay_it
         &url,
     ));
     assert!(out.contains("replayed 1 dead letter"), "{out}");
-    within("every winner reached the sink", || async {
-        sink.delivered() == all
-    })
-    .await;
-    within("every entry was acknowledged", || async {
-        sales.iter().all(|s| {
-            let info = cluster.cli(&["XPENDING", &format!("bigtap:{{{s}}}:orders"), "orders"]);
-            info.lines().next().map(str::trim) == Some("0")
+    assert!(
+        eventually(PATIENCE, || async { sink.delivered() == all }).await,
+        "timed out waiting until every winner reached the sink"
+    );
+    assert!(
+        eventually(PATIENCE, || async {
+            sales.iter().all(|s| {
+                let info = cluster.cli(&["XPENDING", &format!("bigtap:{{{s}}}:orders"), "orders"]);
+                info.lines().next().map(str::trim) == Some("0")
+            })
         })
-    })
-    .await;
+        .await,
+        "timed out waiting until every entry was acknowledged"
+    );
 
     // The audit agrees, given what the backend received.
     let dir = tempfile::tempdir().unwrap();
@@ -328,15 +303,18 @@ async fn orders_on_a_cluster_survive_kill_9_dead_letter_a_poison_order_replay_it
     // A consumer with --trim removes what every group (and the sweeper) is
     // done with.
     let c = consumer(&url, &sink.url(), "c", &["--trim"]);
-    within("every stream was trimmed to its floor", || async {
-        sales.iter().all(|s| {
-            cluster
-                .cli(&["XLEN", &format!("bigtap:{{{s}}}:orders")])
-                .trim()
-                == "1"
+    assert!(
+        eventually(PATIENCE, || async {
+            sales.iter().all(|s| {
+                cluster
+                    .cli(&["XLEN", &format!("bigtap:{{{s}}}:orders")])
+                    .trim()
+                    == "1"
+            })
         })
-    })
-    .await;
+        .await,
+        "timed out waiting until every stream was trimmed to its floor"
+    );
     terminate(c);
     let calls = sink.by_ticket();
     assert!(
@@ -508,11 +486,7 @@ async fn burst(url: &str, sales: &[String], n: usize) -> f64 {
             xadd_winners(&mut con, s, per_sale).await;
         }
     } else {
-        let mut con = redis::Client::open(url)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut con = redis_con(url).await;
         for s in sales {
             seam.put_sale(&SaleId::parse(s).unwrap(), &spec)
                 .await
@@ -524,31 +498,32 @@ async fn burst(url: &str, sales: &[String], n: usize) -> f64 {
     let sink = TestSink::start(always(200)).await;
     // The defaults of `bigtap orders`.
     let cfg = bigtap::orders::ConsumerConfig::new(url);
-    let consumer = bigtap::orders::Consumer::connect(cfg, orders_support::http_sink(&sink))
+    let consumer = bigtap::orders::Consumer::connect(cfg, http_sink(&sink))
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    let token = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(consumer.run(token.clone()));
-    within("every winner reached the sink", || async {
-        sink.call_count() >= total
-    })
-    .await;
+    let (token, task) = spawn_consumer(consumer);
+    assert!(
+        eventually(PATIENCE, || async { sink.call_count() >= total }).await,
+        "timed out waiting until every winner reached the sink"
+    );
     let ids: Vec<SaleId> = sales.iter().map(|s| SaleId::parse(s).unwrap()).collect();
-    within("every entry was acknowledged", || async {
-        for s in &ids {
-            match seam.queue_stats(s).await {
-                Ok(q) if q.pending == 0 && q.lag == Some(0) => {}
-                _ => return false,
+    assert!(
+        eventually(PATIENCE, || async {
+            for s in &ids {
+                match seam.queue_stats(s).await {
+                    Ok(q) if q.pending == 0 && q.lag == Some(0) => {}
+                    _ => return false,
+                }
             }
-        }
-        true
-    })
-    .await;
+            true
+        })
+        .await,
+        "timed out waiting until every entry was acknowledged"
+    );
     let took = started.elapsed().as_secs_f64();
     assert_eq!(sink.delivered().len(), total);
-    token.cancel();
-    task.await.unwrap().unwrap();
+    stop_consumer(token, task).await;
     total as f64 / took
 }
 

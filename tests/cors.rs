@@ -12,7 +12,7 @@ const SHOP: &str = "https://shop.example";
 const OTHER: &str = "https://elsewhere.example";
 
 async fn shop_node(redis_url: &str) -> Node {
-    node_with(redis_url, |c| {
+    spawn_node(redis_url, |c| {
         c.cors_origins = format!("{SHOP}, http://127.0.0.1:9").parse().unwrap();
     })
     .await
@@ -76,7 +76,7 @@ async fn a_preflight_from_a_listed_origin_is_allowed_on_both_buyer_routes() {
 #[tokio::test]
 async fn buyer_answers_to_a_listed_origin_carry_the_origin_and_expose_retry_after() {
     let redis = redis();
-    let n = node_with(&redis.url(), |c| {
+    let n = spawn_node(&redis.url(), |c| {
         c.cors_origins = SHOP.parse().unwrap();
         c.user_rate = 1;
     })

@@ -3,11 +3,6 @@
 
 mod support;
 
-#[path = "faults/procs.rs"]
-mod procs;
-#[path = "faults/proxy.rs"]
-mod proxy;
-
 use std::time::{Duration, Instant};
 
 use bigtap::store::embedded::free_port;
@@ -16,6 +11,7 @@ use bigtap::store::Store;
 use bigtap::SaleId;
 use reqwest::StatusCode;
 use support::*;
+use support::{procs, proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,7 +31,7 @@ async fn closed_by(mut s: TcpStream, deadline: tokio::time::Instant) -> bool {
 async fn a_thousand_slowloris_connections_are_closed_within_the_header_timeout_while_buyers_are_served(
 ) {
     let redis = redis();
-    let n = node_with(&redis.url(), |c| c.header_timeout_ms = 500).await;
+    let n = spawn_node(&redis.url(), |c| c.header_timeout_ms = 500).await;
     n.open_sale("calm", 100).await;
     let addr = n.handle.addr;
 
@@ -123,7 +119,7 @@ async fn get_on(s: &mut TcpStream, path: &str) -> String {
 async fn an_idle_keep_alive_connection_outlives_the_header_timeout_and_closes_at_the_idle_timeout()
 {
     let redis = redis();
-    let n = node_with(&redis.url(), |c| {
+    let n = spawn_node(&redis.url(), |c| {
         c.header_timeout_ms = 300;
         c.idle_timeout_ms = 1500;
     })
@@ -220,7 +216,7 @@ async fn oversized_heads_are_answered_431_and_oversized_bodies_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn past_the_inflight_limit_requests_are_shed_at_once_with_503_and_retry_after() {
     let redis = redis();
-    let n = node_with(&redis.url(), |c| {
+    let n = spawn_node(&redis.url(), |c| {
         c.max_inflight = 1;
         c.redis_timeout_ms = 3000;
         c.request_timeout_ms = 5000;

@@ -8,7 +8,6 @@
 
 mod support;
 
-#[path = "faults/mod.rs"]
 mod harness;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,17 +17,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bigtap::store::redis::RedisStore;
 use bigtap::store::{
-    AdmitReply, Candidate, Issued, LeaseReply, Pool, PutOutcome, RenewReply, ReturnReply,
-    SafetyReport, SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord, Transition,
-    Verdict,
+    AdmitReply, Candidate, Issued, LeaseReply, RenewReply, ReturnReply, Store, StoreError, Verdict,
 };
-use bigtap::{App, SaleId, TicketId, UserId};
+use bigtap::SaleId;
 use futures::stream::{self, StreamExt};
 use harness::checker::{check, check_warehouses, RedisView, WarehouseView};
 use harness::history::{buyer_client, take, Call, Outcome};
 use harness::nemesis::{Fault, Step};
 use harness::run::{run, run_with, RunOptions, RunResult};
 use redis::AsyncCommands;
+use support::store::{Faults, Forward};
 use support::*;
 
 const CI_SEEDS: u64 = 20;
@@ -379,26 +377,27 @@ fn the_checker_passes_a_clean_history_and_fails_each_doctored_one() {
 // Negative control (b): a store whose admit is not atomic oversells, and the
 // checker says so.
 
-/// `RedisStore` with a broken `admit`: it reads whether a unit is left, yields,
-/// and then writes the win in separate commands, ignoring the lease.
-struct BrokenStore {
-    inner: RedisStore,
+/// A broken `admit` in the way of `RedisStore`: it reads whether a unit is
+/// left, yields, and then writes the win in separate commands, ignoring the
+/// lease.
+struct BrokenAdmit {
     con: redis::aio::MultiplexedConnection,
 }
 
-impl BrokenStore {
+impl BrokenAdmit {
     fn key(sale: &SaleId, s: &str) -> String {
         format!("bigtap:{{{sale}}}:{s}")
     }
 
     async fn admit_one(
         &self,
+        inner: &RedisStore,
         sale: &SaleId,
         node: &str,
         c: &Candidate,
     ) -> Result<Verdict, StoreError> {
         let mut con = self.con.clone();
-        if let Some(rec) = self.inner.winner(sale, &c.user).await? {
+        if let Some(rec) = inner.winner(sale, &c.user).await? {
             return Ok(Verdict::Replay(Issued {
                 ticket: rec.ticket,
                 issued_at_ms: rec.issued_at_ms,
@@ -452,41 +451,11 @@ impl BrokenStore {
 }
 
 #[async_trait]
-impl Store for BrokenStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    async fn safety(&self) -> Result<SafetyReport, StoreError> {
-        self.inner.safety().await
-    }
-    async fn sales(&self) -> Result<Vec<SaleId>, StoreError> {
-        self.inner.sales().await
-    }
-    async fn put_sale(&self, sale: &SaleId, spec: &SaleSpec) -> Result<PutOutcome, StoreError> {
-        self.inner.put_sale(sale, spec).await
-    }
-    async fn add_stock(&self, sale: &SaleId, delta: i64) -> Result<StockChange, StoreError> {
-        self.inner.add_stock(sale, delta).await
-    }
-    async fn add_eligible(
-        &self,
-        sale: &SaleId,
-        users: &[UserId],
-    ) -> Result<Option<u64>, StoreError> {
-        self.inner.add_eligible(sale, users).await
-    }
-    async fn close(&self, sale: &SaleId) -> Result<bool, StoreError> {
-        self.inner.close(sale).await
-    }
-    async fn snapshot(&self, sale: &SaleId) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.snapshot(sale).await
-    }
-    async fn eligible_users(&self, sale: &SaleId) -> Result<Vec<UserId>, StoreError> {
-        self.inner.eligible_users(sale).await
-    }
+impl Faults for BrokenAdmit {
     /// Hands out units freely: the lease is ignored.
     async fn lease(
         &self,
+        _: &RedisStore,
         _: &SaleId,
         _: &str,
         want: u64,
@@ -504,6 +473,7 @@ impl Store for BrokenStore {
     }
     async fn renew(
         &self,
+        _: &RedisStore,
         _: &SaleId,
         _: &str,
         _: u64,
@@ -514,61 +484,35 @@ impl Store for BrokenStore {
             expires_at_ms: now_ms() + ttl_ms,
         })
     }
-    async fn return_lease(&self, _: &SaleId, _: &str, _: u64) -> Result<ReturnReply, StoreError> {
+    async fn return_lease(
+        &self,
+        _: &RedisStore,
+        _: &SaleId,
+        _: &str,
+        _: u64,
+    ) -> Result<ReturnReply, StoreError> {
         Ok(ReturnReply::Returned(0))
     }
-    async fn reclaim(&self, _: &SaleId) -> Result<(u64, u64), StoreError> {
+    async fn reclaim(&self, _: &RedisStore, _: &SaleId) -> Result<(u64, u64), StoreError> {
         Ok((0, 0))
     }
     async fn admit(
         &self,
+        inner: &RedisStore,
         sale: &SaleId,
         node: &str,
         _epoch: u64,
         batch: &[Candidate],
     ) -> Result<AdmitReply, StoreError> {
-        let verdicts =
-            futures::future::try_join_all(batch.iter().map(|c| self.admit_one(sale, node, c)))
-                .await?;
+        let verdicts = futures::future::try_join_all(
+            batch.iter().map(|c| self.admit_one(inner, sale, node, c)),
+        )
+        .await?;
         Ok(AdmitReply::Judged {
             lease_units_left: 1000,
             digests_len: 0,
             verdicts,
         })
-    }
-    async fn winner(
-        &self,
-        sale: &SaleId,
-        user: &UserId,
-    ) -> Result<Option<TicketRecord>, StoreError> {
-        self.inner.winner(sale, user).await
-    }
-    async fn ticket(
-        &self,
-        sale: &SaleId,
-        ticket: &TicketId,
-    ) -> Result<Option<TicketRecord>, StoreError> {
-        self.inner.ticket(sale, ticket).await
-    }
-    async fn confirm(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError> {
-        self.inner.confirm(sale, ticket).await
-    }
-    async fn release(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError> {
-        self.inner.release(sale, ticket).await
-    }
-    async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError> {
-        self.inner.sweep(sale, limit).await
-    }
-    async fn read_digests(
-        &self,
-        sale: &SaleId,
-        offset: u64,
-        max: u64,
-    ) -> Result<Vec<u8>, StoreError> {
-        self.inner.read_digests(sale, offset, max).await
-    }
-    async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError> {
-        self.inner.pool(sale).await
     }
 }
 
@@ -580,42 +524,31 @@ async fn the_checker_catches_the_oversell_of_a_store_whose_admit_is_not_atomic()
     for _ in 0..2 {
         let inner = RedisStore::open(&url, "bigtap", Duration::from_secs(2), None).unwrap();
         inner.wait_ready(Duration::from_secs(5)).await.unwrap();
-        let con = redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let broken: Arc<dyn Store> = Arc::new(BrokenStore { inner, con });
-        let app = App::build_with_store(config(&url), broken, &url)
-            .await
-            .unwrap();
-        nodes.push(app.spawn().url());
+        let con = redis_con(url.as_str()).await;
+        let broken: Arc<dyn Store> = Arc::new(Forward::new(inner, BrokenAdmit { con }));
+        nodes.push(spawn_node_on(broken, &url, |_| {}).await);
     }
-    let admin = reqwest::Client::new();
     let now = now_ms();
-    let r = admin
-        .put(format!("{}/v1/admin/sales/broken", nodes[0]))
-        .header("authorization", format!("Bearer {ADMIN_KEY}"))
-        .json(&serde_json::json!({"stock": 20, "starts_at_ms": now - 1000, "ends_at_ms": now + 600_000}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let http = buyer_client(Duration::from_secs(5));
+    let r = nodes[0]
+        .admin(
+            reqwest::Method::PUT,
+            "broken",
+            Some(serde_json::json!({"stock": 20, "starts_at_ms": now - 1000, "ends_at_ms": now + 600_000})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
     assert!(
         eventually(Duration::from_secs(5), || async {
-            http.get(format!("{}/v1/sales/broken", nodes[1]))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
+            nodes[1].get("/v1/sales/broken").await.status == 200
         })
         .await
     );
 
+    let http = buyer_client(Duration::from_secs(5));
     let calls: Vec<Call> = stream::iter(0..300)
         .map(|i| {
             let (http, node) = (&http, i % 2);
-            let base = nodes[node].clone();
+            let base = nodes[node].base.clone();
             async move {
                 let user = format!("r{i}");
                 let outcome = take(http, &base, "broken", &user).await;
@@ -671,11 +604,7 @@ async fn the_audit_of_a_clean_sale_is_clean_and_names_each_doctored_discrepancy(
     assert_eq!((report.tickets, report.stream_entries), (3, 3));
 
     // Doctor Redis behind bigtap's back.
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = redis_con(url.as_str()).await;
     let key = |s: &str| format!("bigtap:{{audited}}:{s}");
     let entries: redis::streams::StreamRangeReply = con.xrange_all(key("orders")).await.unwrap();
     let ann_entry = entries

@@ -91,14 +91,6 @@ fn apply(token: &[u8], edits: &[Edit]) -> Vec<u8> {
     t
 }
 
-fn sessions() -> KeyRing {
-    KeyRing::parse(SESSION_KEYS).unwrap()
-}
-
-fn tickets() -> KeyRing {
-    KeyRing::parse(TICKET_KEYS).unwrap()
-}
-
 /// Runs `cases` cases of `strategy` through `test`, which returns
 /// (tried, accepted) for its case; prints and returns the totals.
 fn count<S: Strategy>(
@@ -131,7 +123,7 @@ fn count<S: Strategy>(
 
 #[test]
 fn no_mutation_of_a_session_token_is_accepted() {
-    let ring = sessions();
+    let ring = session_keys();
     let valid = ring.mint_session(&UserId::parse("alice").unwrap(), NOW_S + 3600);
     assert!(ring.verify_session(valid.as_bytes(), NOW_S).is_ok());
     let (tried, accepted) = count(
@@ -151,7 +143,7 @@ fn no_mutation_of_a_session_token_is_accepted() {
 
 #[test]
 fn no_mutation_of_a_purchase_token_is_accepted() {
-    let ring = tickets();
+    let ring = ticket_keys();
     let claims = TicketClaims {
         sale: SaleId::parse("phone").unwrap(),
         ticket: TicketId::random(),
@@ -182,7 +174,7 @@ fn no_mutation_of_a_purchase_token_is_accepted() {
 
 #[test]
 fn tokens_signed_with_another_key_are_refused() {
-    let sessions = sessions();
+    let sessions = session_keys();
     let (tried, accepted) = count(
         "well-formed sessions signed with another key",
         2000,
@@ -208,7 +200,7 @@ fn tokens_signed_with_another_key_are_refused() {
 
 #[test]
 fn arbitrary_bytes_are_refused_as_sessions_and_as_purchase_tokens() {
-    let (sessions, tickets) = (sessions(), tickets());
+    let (sessions, tickets) = (session_keys(), ticket_keys());
     let (tried, accepted) = count(
         "arbitrary bytes as sessions",
         1000,

@@ -70,11 +70,7 @@ fn unsold(acct: &Value, w: &str) -> u64 {
 }
 
 async fn stream_warehouses(redis_url: &str, sale: &str) -> HashMap<String, String> {
-    let mut con = redis::Client::open(redis_url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = redis_con(redis_url).await;
     let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
         .arg(format!("bigtap:{{{sale}}}:orders"))
         .arg("-")
@@ -299,7 +295,7 @@ async fn a_released_unit_returns_to_its_own_warehouse_and_a_confirmed_one_stays_
 #[tokio::test]
 async fn an_expired_ticket_returns_its_unit_to_its_own_warehouse() {
     let redis = redis();
-    let n = node_with(&redis.url(), |c| c.sweep_ms = 50).await;
+    let n = spawn_node(&redis.url(), |c| c.sweep_ms = 50).await;
     let now = now_ms();
     let a = n
         .admin(
@@ -480,8 +476,8 @@ async fn two_nodes_racing_sell_exactly_each_warehouses_units() {
         c.redis_timeout_ms = 5000;
         c.request_timeout_ms = 10_000;
     };
-    let a = node_with(&redis.url(), slow_ok).await;
-    let b = node_with(&redis.url(), slow_ok).await;
+    let a = spawn_node(&redis.url(), slow_ok).await;
+    let b = spawn_node(&redis.url(), slow_ok).await;
     let spec = json!({"warehouses": {"north": 40, "south": 25, "west": 15},
         "regions": {"eu": ["north", "south"], "us": ["west", "south"]}});
     assert_eq!(put(&a, "race", spec).await.status, StatusCode::CREATED);
@@ -564,11 +560,7 @@ async fn the_audit_reconciles_each_warehouse_and_names_a_damaged_one() {
         .unwrap();
     assert!(report.is_clean(), "{report}");
 
-    let mut con = redis::Client::open(redis.url().as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = redis_con(&redis.url()).await;
     let _: i64 = redis::cmd("HINCRBY")
         .arg("bigtap:{phone}:wh")
         .arg("west:sold")
@@ -593,11 +585,7 @@ async fn a_sale_created_before_warehouses_existed_sells_from_default_and_stays_b
     let n = node(&redis.url()).await;
     n.open_sale("old", 3).await;
     // What an older version left: no warehouse keys at all.
-    let mut con = redis::Client::open(redis.url().as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = redis_con(&redis.url()).await;
     let _: i64 = redis::cmd("DEL")
         .arg("bigtap:{old}:wh")
         .arg("bigtap:{old}:wcfg")

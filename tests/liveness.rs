@@ -11,13 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bigtap::store::redis::RedisStore;
-use bigtap::store::{
-    AdmitReply, Candidate, LeaseReply, Pool, PutOutcome, RenewReply, ReturnReply, SafetyReport,
-    SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord, Transition,
-};
-use bigtap::{App, SaleId, TicketId, UserId};
+use bigtap::store::{AdmitReply, Candidate, Store, StoreError};
+use bigtap::SaleId;
 use reqwest::StatusCode;
 use serde_json::json;
+use support::store::{Faults, Forward};
 use support::*;
 
 /// A client that gives up after `ms`: a buyer who hangs up.
@@ -76,7 +74,7 @@ async fn hang_ups_during_a_store_stall(
     leak: bool,
 ) -> (support::Node, bigtap::store::embedded::RedisProcess) {
     let redis = redis();
-    let node = node_with(&redis.url(), |c| {
+    let node = spawn_node(&redis.url(), |c| {
         c.max_inflight = 16;
         c.lease_max = 4;
         c.redis_timeout_ms = 2000;
@@ -120,7 +118,7 @@ async fn a_node_that_leaks_request_slots_on_hang_ups_wedges_and_readyz_tells_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_refill_whose_buyer_hung_up_still_completes_and_the_node_leases_again() {
     let redis = redis();
-    let node = node_with(&redis.url(), |c| {
+    let node = spawn_node(&redis.url(), |c| {
         // Every buyer needs a refill, so the hang-ups lead refills.
         c.lease_max = 1;
         c.redis_timeout_ms = 2000;
@@ -144,7 +142,7 @@ async fn a_lease_refill_whose_buyer_hung_up_still_completes_and_the_node_leases_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_commit_caught_in_a_store_stall_is_reported_unknown_and_the_buyer_learns_the_outcome() {
     let redis = redis();
-    let node = node_with(&redis.url(), |c| {
+    let node = spawn_node(&redis.url(), |c| {
         c.redis_timeout_ms = 300;
         c.lease_max = 8;
     })
@@ -387,7 +385,7 @@ async fn a_node_reads_every_lease_record_only_once_in_25_refreshes() {
     let redis = redis();
     let url = redis.url();
     // Refreshing every 50 ms: 40 refreshes in 2 s.
-    let node = node_with(&url, |c| c.refresh_ms = 50).await;
+    let node = spawn_node(&url, |c| c.refresh_ms = 50).await;
     node.open_sale("s", 100).await;
     assert_eq!(node.take("s", "w").await.status, StatusCode::CREATED);
     let mut con = redis_con(&url).await;
@@ -443,7 +441,7 @@ async fn tickets_mine_answers_before_during_and_after_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_outage_fails_readiness_but_not_liveness() {
     let redis = redis();
-    let node = node_with(&redis.url(), |c| c.redis_timeout_ms = 300).await;
+    let node = spawn_node(&redis.url(), |c| c.redis_timeout_ms = 300).await;
     assert_eq!(ready(&node).await, StatusCode::OK);
     redis.pause();
     let r = node.get("/readyz").await;
@@ -472,14 +470,6 @@ async fn wait_for_sale(node: &Node, sale: &str) {
         "the sale never reached {}",
         node.base
     );
-}
-
-async fn redis_con(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
 }
 
 /// Calls of the named commands so far, from `INFO commandstats`.
@@ -527,36 +517,29 @@ const ADMIT_FAIL_UNSENT: u8 = 1;
 /// The next admit runs in Redis, and its reply is lost.
 const ADMIT_RUN_THEN_FAIL: u8 = 2;
 
-/// The Redis store with switches: lose an admit, slow or stop the tailer.
+/// Switches in the way of the Redis store: lose an admit, slow or stop the
+/// tailer.
 struct Flaky {
-    inner: RedisStore,
     admit: AtomicU8,
     tail_delay_ms: AtomicU64,
     tail_blocked: AtomicBool,
 }
 
-async fn flaky_node(url: &str, tweak: impl FnOnce(&mut bigtap::ServeConfig)) -> (Node, Arc<Flaky>) {
+async fn flaky_node(
+    url: &str,
+    tweak: impl FnOnce(&mut bigtap::ServeConfig),
+) -> (Node, Arc<Forward<Flaky>>) {
     let inner = RedisStore::open(url, "bigtap", Duration::from_millis(500), None).unwrap();
     inner.wait_ready(Duration::from_secs(5)).await.unwrap();
-    let flaky = Arc::new(Flaky {
+    let flaky = Arc::new(Forward::new(
         inner,
-        admit: AtomicU8::new(ADMIT_PASS),
-        tail_delay_ms: AtomicU64::new(0),
-        tail_blocked: AtomicBool::new(false),
-    });
-    let mut c = config(url);
-    tweak(&mut c);
-    let app = App::build_with_store(c, flaky.clone(), url).await.unwrap();
-    let handle = app.spawn();
-    let base = handle.url();
-    let node = Node {
-        handle,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-        base,
-    };
+        Flaky {
+            admit: AtomicU8::new(ADMIT_PASS),
+            tail_delay_ms: AtomicU64::new(0),
+            tail_blocked: AtomicBool::new(false),
+        },
+    ));
+    let node = spawn_node_on(flaky.clone(), url, tweak).await;
     (node, flaky)
 }
 
@@ -565,9 +548,10 @@ fn lost() -> StoreError {
 }
 
 #[async_trait]
-impl Store for Flaky {
+impl Faults for Flaky {
     async fn admit(
         &self,
+        inner: &RedisStore,
         sale: &SaleId,
         node: &str,
         epoch: u64,
@@ -576,14 +560,15 @@ impl Store for Flaky {
         match self.admit.swap(ADMIT_PASS, Relaxed) {
             ADMIT_FAIL_UNSENT => Err(lost()),
             ADMIT_RUN_THEN_FAIL => {
-                self.inner.admit(sale, node, epoch, batch).await?;
+                inner.admit(sale, node, epoch, batch).await?;
                 Err(lost())
             }
-            _ => self.inner.admit(sale, node, epoch, batch).await,
+            _ => inner.admit(sale, node, epoch, batch).await,
         }
     }
     async fn read_digests(
         &self,
+        inner: &RedisStore,
         sale: &SaleId,
         offset: u64,
         max: u64,
@@ -591,97 +576,11 @@ impl Store for Flaky {
         if self.tail_blocked.load(Relaxed) {
             return Err(lost());
         }
-        let bytes = self.inner.read_digests(sale, offset, max).await;
+        let bytes = inner.read_digests(sale, offset, max).await;
         let delay = self.tail_delay_ms.load(Relaxed);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         bytes
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    async fn safety(&self) -> Result<SafetyReport, StoreError> {
-        self.inner.safety().await
-    }
-    async fn sales(&self) -> Result<Vec<SaleId>, StoreError> {
-        self.inner.sales().await
-    }
-    async fn put_sale(&self, sale: &SaleId, spec: &SaleSpec) -> Result<PutOutcome, StoreError> {
-        self.inner.put_sale(sale, spec).await
-    }
-    async fn add_stock(&self, sale: &SaleId, delta: i64) -> Result<StockChange, StoreError> {
-        self.inner.add_stock(sale, delta).await
-    }
-    async fn add_eligible(
-        &self,
-        sale: &SaleId,
-        users: &[UserId],
-    ) -> Result<Option<u64>, StoreError> {
-        self.inner.add_eligible(sale, users).await
-    }
-    async fn close(&self, sale: &SaleId) -> Result<bool, StoreError> {
-        self.inner.close(sale).await
-    }
-    async fn snapshot(&self, sale: &SaleId) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.snapshot(sale).await
-    }
-    async fn eligible_users(&self, sale: &SaleId) -> Result<Vec<UserId>, StoreError> {
-        self.inner.eligible_users(sale).await
-    }
-    async fn lease(
-        &self,
-        sale: &SaleId,
-        node: &str,
-        want: u64,
-        ttl_ms: u64,
-    ) -> Result<LeaseReply, StoreError> {
-        self.inner.lease(sale, node, want, ttl_ms).await
-    }
-    async fn renew(
-        &self,
-        sale: &SaleId,
-        node: &str,
-        epoch: u64,
-        ttl_ms: u64,
-    ) -> Result<RenewReply, StoreError> {
-        self.inner.renew(sale, node, epoch, ttl_ms).await
-    }
-    async fn return_lease(
-        &self,
-        sale: &SaleId,
-        node: &str,
-        epoch: u64,
-    ) -> Result<ReturnReply, StoreError> {
-        self.inner.return_lease(sale, node, epoch).await
-    }
-    async fn reclaim(&self, sale: &SaleId) -> Result<(u64, u64), StoreError> {
-        self.inner.reclaim(sale).await
-    }
-    async fn winner(
-        &self,
-        sale: &SaleId,
-        user: &UserId,
-    ) -> Result<Option<TicketRecord>, StoreError> {
-        self.inner.winner(sale, user).await
-    }
-    async fn ticket(
-        &self,
-        sale: &SaleId,
-        ticket: &TicketId,
-    ) -> Result<Option<TicketRecord>, StoreError> {
-        self.inner.ticket(sale, ticket).await
-    }
-    async fn confirm(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError> {
-        self.inner.confirm(sale, ticket).await
-    }
-    async fn release(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError> {
-        self.inner.release(sale, ticket).await
-    }
-    async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError> {
-        self.inner.sweep(sale, limit).await
-    }
-    async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError> {
-        self.inner.pool(sale).await
     }
 }

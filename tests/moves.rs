@@ -5,37 +5,27 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use support::*;
 
 fn bigtap(args: &[&str], redis_url: &str, abort_after: Option<u32>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bigtap"));
-    c.args(args).env("BIGTAP_REDIS_URL", redis_url);
+    let mut c = bigtap_command(redis_url);
+    c.args(args);
     if let Some(k) = abort_after {
         c.env("BIGTAP_TEST_MOVE_ABORT_AFTER", k.to_string());
     }
     c.output().expect("bigtap runs")
 }
 
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn show(url: &str, sale: &str) -> Value {
-    serde_json::from_str(&ok(&bigtap(&["sale", "show", sale], url, None))).unwrap()
+    serde_json::from_str(&ok_stdout(&bigtap(&["sale", "show", sale], url, None))).unwrap()
 }
 
 /// web: north 5, south 5; shop: north 2.
 fn two_channels(url: &str) {
-    ok(&bigtap(
+    ok_stdout(&bigtap(
         &[
             "sale",
             "create",
@@ -46,7 +36,7 @@ fn two_channels(url: &str) {
         url,
         None,
     ));
-    ok(&bigtap(
+    ok_stdout(&bigtap(
         &["sale", "create", "shop", "--warehouses", r#"{"north":2}"#],
         url,
         None,
@@ -95,7 +85,7 @@ async fn a_move_killed_after_any_step_completes_exactly_once_when_run_again() {
         assert!(web + shop <= 12, "step {step}: {web} + {shop}");
         let owed = if step == 1 { 3 } else { 0 };
         assert_eq!(web + shop + owed, 12, "step {step}");
-        let out = ok(&bigtap(MOVE, &url, None));
+        let out = ok_stdout(&bigtap(MOVE, &url, None));
         assert!(out.contains("m1"), "step {step}: {out}");
         let (web, shop, ww, sw) = totals(&url);
         assert_eq!((web, shop), (7, 5), "step {step}");
@@ -103,7 +93,7 @@ async fn a_move_killed_after_any_step_completes_exactly_once_when_run_again() {
         assert_eq!(ww["south"]["total"], 5, "step {step}");
         assert_eq!(sw["north"]["total"], 5, "step {step}");
         // Once more: nothing moves twice.
-        let again = ok(&bigtap(MOVE, &url, None));
+        let again = ok_stdout(&bigtap(MOVE, &url, None));
         assert!(again.contains("already"), "step {step}: {again}");
         assert_eq!(totals(&url).0 + totals(&url).1, 12);
         assert_eq!(totals(&url).0, 7, "step {step}");
@@ -126,7 +116,7 @@ async fn without_an_id_a_rerun_finishes_the_interrupted_move_instead_of_starting
         "south",
     ];
     assert!(!bigtap(&plain, &url, Some(1)).status.success());
-    let out = ok(&bigtap(&plain, &url, None));
+    let out = ok_stdout(&bigtap(&plain, &url, None));
     assert!(out.contains("finishing interrupted move"), "{out}");
     let (web, shop, ww, sw) = totals(&url);
     assert_eq!((web, shop), (6, 6));
@@ -144,11 +134,7 @@ async fn a_move_the_destination_cannot_take_is_undone_back_to_its_warehouse() {
     two_channels(&url);
     assert!(!bigtap(MOVE, &url, Some(1)).status.success());
     // The destination disappears before the credit.
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = redis_con(url.as_str()).await;
     let _: i64 = redis::cmd("DEL")
         .arg("bigtap:{shop}:cfg")
         .query_async(&mut con)
@@ -205,7 +191,7 @@ async fn a_move_between_sales_on_two_cluster_shards_survives_an_abort_after_ever
         .map(|i| format!("app{i}"))
         .find(|s| shard(s) != shard("web"))
         .expect("some name hashes to another shard");
-    ok(&bigtap(
+    ok_stdout(&bigtap(
         &[
             "sale",
             "create",
@@ -216,7 +202,7 @@ async fn a_move_between_sales_on_two_cluster_shards_survives_an_abort_after_ever
         &url,
         None,
     ));
-    ok(&bigtap(
+    ok_stdout(&bigtap(
         &["sale", "create", &to, "--stock", "2"],
         &url,
         None,
@@ -236,7 +222,7 @@ async fn a_move_between_sales_on_two_cluster_shards_survives_an_abort_after_ever
             &id,
         ];
         assert!(!bigtap(&args, &url, Some(step)).status.success());
-        ok(&bigtap(&args, &url, None));
+        ok_stdout(&bigtap(&args, &url, None));
         let (web, app) = (show(&url, "web"), show(&url, &to));
         assert_eq!(web["balanced"], true, "{web}");
         assert_eq!(app["balanced"], true, "{app}");
@@ -251,7 +237,7 @@ async fn a_move_between_sales_on_two_cluster_shards_survives_an_abort_after_ever
 async fn the_command_line_creates_regions_adds_stock_and_transfers_between_warehouses() {
     let redis = redis();
     let url = redis.url();
-    ok(&bigtap(
+    ok_stdout(&bigtap(
         &[
             "sale",
             "create",
@@ -283,7 +269,7 @@ async fn the_command_line_creates_regions_adds_stock_and_transfers_between_wareh
         !bad.status.success(),
         "an order naming an unknown warehouse is refused"
     );
-    ok(&bigtap(
+    ok_stdout(&bigtap(
         &["sale", "stock", "tv", "--add", "4", "--warehouse", "a"],
         &url,
         None,
@@ -291,7 +277,7 @@ async fn the_command_line_creates_regions_adds_stock_and_transfers_between_wareh
     assert!(!bigtap(&["sale", "stock", "tv", "--add", "1"], &url, None)
         .status
         .success());
-    let out = ok(&bigtap(
+    let out = ok_stdout(&bigtap(
         &[
             "sale", "transfer", "tv", "--from", "b", "--to", "c", "--units", "2",
         ],

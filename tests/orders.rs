@@ -2,7 +2,7 @@
 //! sink: delivery, crash takeover, retries with backoff, dead letters and
 //! replay, several consumers, graceful shutdown, and sale discovery.
 
-mod orders_support;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -12,30 +12,8 @@ use bigtap::orders::{Consumer, DeadCommand, OrdersArgs, OrdersCommand};
 use bigtap::store::redis::RedisStore;
 use bigtap::store::Store as _;
 use clap::{CommandFactory, Parser};
-use orders_support::*;
-use tokio_util::sync::CancellationToken;
-
-/// Spawns `consumer.run` and returns its stop token and task.
-fn spawn(
-    consumer: Consumer,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<Result<(), bigtap::orders::OrdersError>>,
-) {
-    let token = CancellationToken::new();
-    let task = tokio::spawn(consumer.run(token.clone()));
-    (token, task)
-}
-
-async fn stop(
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), bigtap::orders::OrdersError>>,
-) {
-    token.cancel();
-    task.await
-        .expect("consumer task")
-        .expect("consumer stops cleanly");
-}
+use support::consumer::*;
+use support::{eventually, metric, BIN, PATIENCE};
 
 /// Waits until `sale` has a dead letter and every other entry was
 /// acknowledged, then returns the dead letters.
@@ -46,27 +24,28 @@ async fn dead_letters_once_settled(
 ) -> Vec<bigtap::orders::dead::DeadLetter> {
     let s = sale(sale_name);
     let seam = store.seam();
-    eventually(what, || async {
-        !bigtap::orders::dead::list(&seam, &s)
-            .await
-            .unwrap()
-            .is_empty()
-    })
-    .await;
-    eventually("everything else was acknowledged", || async {
-        store.drained(sale_name).await
-    })
-    .await;
+    assert!(
+        eventually(PATIENCE, || async {
+            !bigtap::orders::dead::list(&seam, &s)
+                .await
+                .unwrap()
+                .is_empty()
+        })
+        .await,
+        "timed out waiting until {what}"
+    );
+    assert!(
+        eventually(PATIENCE, || async { store.drained(sale_name).await }).await,
+        "timed out waiting until everything else was acknowledged"
+    );
     bigtap::orders::dead::list(&seam, &s).await.unwrap()
 }
 
 fn counter(text: &str, outcome: &str) -> u64 {
-    let prefix = format!("bigtap_orders_deliveries_total{{outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or(0)
+    metric(
+        text,
+        &format!("bigtap_orders_deliveries_total{{outcome=\"{outcome}\"}}"),
+    ) as u64
 }
 
 #[derive(Parser)]
@@ -81,21 +60,14 @@ async fn every_winner_reaches_the_sink_with_its_ticket_as_idempotency_key() {
     store.create_sale("s1").await;
     let winners = store.add_winners("s1", 200).await;
     let sink = TestSink::start(always(200)).await;
-    let mut cfg = config(&store);
+    let mut cfg = consumer_config(&store);
     cfg.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     let consumer = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
     let metrics_addr = consumer.metrics_addr().expect("metrics bound");
-    let (token, task) = spawn(consumer);
+    let (token, task) = spawn_consumer(consumer);
 
     let want: HashSet<String> = winners.iter().map(|(_, t)| t.clone()).collect();
-    eventually("every winner was delivered", || async {
-        sink.delivered() == want
-    })
-    .await;
-    eventually("every entry was acknowledged", || async {
-        store.drained("s1").await
-    })
-    .await;
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
 
     let issued: HashMap<&str, usize> = winners
         .iter()
@@ -120,16 +92,19 @@ async fn every_winner_reaches_the_sink_with_its_ticket_as_idempotency_key() {
     }
 
     let url = format!("http://{metrics_addr}/metrics");
-    eventually("the gauges show an empty backlog", || async {
-        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-        counter(&text, "ok") >= 200
-            && text.contains("bigtap_orders_pending{sale=\"s1\"} 0")
-            && text.contains("bigtap_orders_lag{sale=\"s1\"} 0")
-            && text.contains("bigtap_orders_dead_letters{sale=\"s1\"} 0")
-            && text.contains("bigtap_orders_delivery_duration_seconds_bucket")
-    })
-    .await;
-    stop(token, task).await;
+    assert!(
+        eventually(PATIENCE, || async {
+            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            counter(&text, "ok") >= 200
+                && text.contains("bigtap_orders_pending{sale=\"s1\"} 0")
+                && text.contains("bigtap_orders_lag{sale=\"s1\"} 0")
+                && text.contains("bigtap_orders_dead_letters{sale=\"s1\"} 0")
+                && text.contains("bigtap_orders_delivery_duration_seconds_bucket")
+        })
+        .await,
+        "timed out waiting until the gauges show an empty backlog"
+    );
+    stop_consumer(token, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,16 +122,16 @@ async fn entries_left_pending_by_a_killed_consumer_are_delivered_by_another() {
         }
     }))
     .await;
-    let mut cfg = config(&store);
+    let mut cfg = consumer_config(&store);
     cfg.concurrency = 8;
     let first = Consumer::connect(cfg.clone(), http_sink(&sink))
         .await
         .unwrap();
-    let (_token, task) = spawn(first);
-    eventually("the first consumer is stuck mid-stream", || async {
-        sink.call_count() >= 38
-    })
-    .await;
+    let (_token, task) = spawn_consumer(first);
+    assert!(
+        eventually(PATIENCE, || async { sink.call_count() >= 38 }).await,
+        "timed out waiting until the first consumer is stuck mid-stream"
+    );
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
     assert!(
@@ -167,16 +142,9 @@ async fn entries_left_pending_by_a_killed_consumer_are_delivered_by_another() {
     sink.set_behaviour(always(200));
     cfg.consumer = bigtap::orders::config::unique_consumer_name();
     let second = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
-    let (token, task) = spawn(second);
+    let (token, task) = spawn_consumer(second);
     let want: HashSet<String> = winners.iter().map(|(_, t)| t.clone()).collect();
-    eventually("every winner was delivered", || async {
-        sink.delivered() == want
-    })
-    .await;
-    eventually("every entry was acknowledged", || async {
-        store.drained("s1").await
-    })
-    .await;
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
     for call in sink.calls() {
         // A repeat is the same order under the same key, never a new one.
         assert_eq!(call.idempotency_key.as_deref(), Some(call.ticket()));
@@ -185,7 +153,7 @@ async fn entries_left_pending_by_a_killed_consumer_are_delivered_by_another() {
         sink.calls().len() > want.len(),
         "the hung deliveries were repeated"
     );
-    stop(token, task).await;
+    stop_consumer(token, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +170,7 @@ async fn a_failing_then_unreachable_sink_gets_everything_once_it_recovers_with_g
         }
     }))
     .await;
-    let mut cfg = config(&store);
+    let mut cfg = consumer_config(&store);
     cfg.concurrency = 4;
     cfg.max_deliveries = 1000;
     let backoff = bigtap::orders::Backoff {
@@ -212,30 +180,25 @@ async fn a_failing_then_unreachable_sink_gets_everything_once_it_recovers_with_g
     cfg.retry = backoff;
     let consumer = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
     let metrics = consumer.metrics();
-    let (token, task) = spawn(consumer);
+    let (token, task) = spawn_consumer(consumer);
 
-    eventually("the sink answered its failures", || async {
-        sink.call_count() >= 12
-    })
-    .await;
+    assert!(
+        eventually(PATIENCE, || async { sink.call_count() >= 12 }).await,
+        "timed out waiting until the sink answered its failures"
+    );
     sink.stop();
     let retries_before = counter(&metrics.render(), "retry");
-    eventually(
-        "the consumer keeps retrying the unreachable sink",
-        || async { counter(&metrics.render(), "retry") >= retries_before + 4 },
-    )
-    .await;
+    assert!(
+        eventually(PATIENCE, || async {
+            counter(&metrics.render(), "retry") >= retries_before + 4
+        })
+        .await,
+        "timed out waiting until the consumer keeps retrying the unreachable sink"
+    );
     sink.restart().await;
 
     let want: HashSet<String> = winners.iter().map(|(_, t)| t.clone()).collect();
-    eventually("every winner was delivered", || async {
-        sink.delivered() == want
-    })
-    .await;
-    eventually("every entry was acknowledged", || async {
-        store.drained("s1").await
-    })
-    .await;
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
     assert!(counter(&metrics.render(), "retry") >= 12);
     assert_eq!(counter(&metrics.render(), "dead"), 0);
     let mut conn = store.conn.clone();
@@ -268,7 +231,7 @@ async fn a_failing_then_unreachable_sink_gets_everything_once_it_recovers_with_g
         longest >= 3,
         "some ticket failed repeatedly (longest run {longest})"
     );
-    stop(token, task).await;
+    stop_consumer(token, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,11 +250,11 @@ async fn a_poison_entry_is_dead_lettered_after_max_deliveries_and_replayed_once_
         }
     }))
     .await;
-    let mut cfg = config(&store);
+    let mut cfg = consumer_config(&store);
     cfg.max_deliveries = 4;
     let consumer = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
     let metrics = consumer.metrics();
-    let (token, task) = spawn(consumer);
+    let (token, task) = spawn_consumer(consumer);
 
     let dead = dead_letters_once_settled(&store, "s1", "the poison entry is dead-lettered").await;
     assert_eq!(dead.len(), 1);
@@ -314,12 +277,15 @@ async fn a_poison_entry_is_dead_lettered_after_max_deliveries_and_replayed_once_
         .collect();
     assert_eq!(sink.delivered(), others);
     assert_eq!(counter(&metrics.render(), "dead"), 1);
-    eventually("the dead-letter gauge counts it", || async {
-        metrics
-            .render()
-            .contains("bigtap_orders_dead_letters{sale=\"s1\"} 1")
-    })
-    .await;
+    assert!(
+        eventually(PATIENCE, || async {
+            metrics
+                .render()
+                .contains("bigtap_orders_dead_letters{sale=\"s1\"} 1")
+        })
+        .await,
+        "timed out waiting until the dead-letter gauge counts it"
+    );
 
     // The operator lists the dead letters, fixes the backend, and replays.
     let url = store.url();
@@ -352,10 +318,10 @@ async fn a_poison_entry_is_dead_lettered_after_max_deliveries_and_replayed_once_
         "a dead letter is replayed once: {again:?}"
     );
 
-    eventually("the replayed order was delivered", || async {
-        sink.delivered().contains(&poison)
-    })
-    .await;
+    assert!(
+        eventually(PATIENCE, || async { sink.delivered().contains(&poison) }).await,
+        "timed out waiting until the replayed order was delivered"
+    );
     // The ticket still has exactly one entry in the order stream.
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg("bigtap:{s1}:orders")
@@ -369,12 +335,15 @@ async fn a_poison_entry_is_dead_lettered_after_max_deliveries_and_replayed_once_
         .filter(|(_, f)| f.iter().any(|(k, v)| k == "ticket" && v == &poison))
         .count();
     assert_eq!(with_ticket, 1, "one order entry per ticket after a replay");
-    eventually("and acknowledged", || async { store.drained("s1").await }).await;
+    assert!(
+        eventually(PATIENCE, || async { store.drained("s1").await }).await,
+        "timed out waiting until and acknowledged"
+    );
     assert!(bigtap::orders::dead::list(&store.seam(), &sale("s1"))
         .await
         .unwrap()
         .is_empty());
-    stop(token, task).await;
+    stop_consumer(token, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,18 +363,14 @@ async fn a_malformed_entry_is_dead_lettered_without_bothering_the_sink() {
         .unwrap();
     let good = store.add_winners("s1", 1).await;
     let sink = TestSink::start(always(200)).await;
-    let (token, task) = spawn(
-        Consumer::connect(config(&store), http_sink(&sink))
-            .await
-            .unwrap(),
-    );
+    let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
     let dead =
         dead_letters_once_settled(&store, "s1", "the malformed entry is dead-lettered").await;
     assert_eq!(dead[0].field("original_id"), Some(bad.as_str()));
     assert!(dead[0].field("error").unwrap().contains("malformed"));
     assert_eq!(sink.delivered(), HashSet::from([good[0].1.clone()]));
     assert_eq!(sink.call_count(), 1);
-    stop(token, task).await;
+    stop_consumer(token, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,7 +382,7 @@ async fn two_consumers_at_once_share_the_work_and_lose_nothing() {
         want.extend(store.add_winners(s, 300).await.into_iter().map(|(_, t)| t));
     }
     let sink = TestSink::start(Arc::new(|_, _| Reply::Slow(200, Duration::from_millis(5)))).await;
-    let mut cfg = config(&store);
+    let mut cfg = consumer_config(&store);
     cfg.concurrency = 8;
     // Nobody is dead here: no entry should change hands.
     cfg.claim_idle = Duration::from_secs(60);
@@ -426,17 +391,20 @@ async fn two_consumers_at_once_share_the_work_and_lose_nothing() {
     let a = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
     let b = Consumer::connect(cfg_b, http_sink(&sink)).await.unwrap();
     let (ma, mb) = (a.metrics(), b.metrics());
-    let (ta, ja) = spawn(a);
-    let (tb, jb) = spawn(b);
+    let (ta, ja) = spawn_consumer(a);
+    let (tb, jb) = spawn_consumer(b);
 
-    eventually("every winner was delivered", || async {
-        sink.delivered() == want
-    })
-    .await;
-    eventually("every entry was acknowledged", || async {
-        store.drained("s1").await && store.drained("s2").await
-    })
-    .await;
+    assert!(
+        eventually(PATIENCE, || async { sink.delivered() == want }).await,
+        "timed out waiting until every winner was delivered"
+    );
+    assert!(
+        eventually(PATIENCE, || async {
+            store.drained("s1").await && store.drained("s2").await
+        })
+        .await,
+        "timed out waiting until every entry was acknowledged"
+    );
     assert_eq!(
         sink.calls().len(),
         want.len(),
@@ -445,8 +413,8 @@ async fn two_consumers_at_once_share_the_work_and_lose_nothing() {
     let (oka, okb) = (counter(&ma.render(), "ok"), counter(&mb.render(), "ok"));
     assert_eq!(oka + okb, want.len() as u64);
     assert!(oka > 0 && okb > 0, "both consumers worked ({oka} / {okb})");
-    stop(ta, ja).await;
-    stop(tb, jb).await;
+    stop_consumer(ta, ja).await;
+    stop_consumer(tb, jb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,17 +423,17 @@ async fn a_graceful_shutdown_acknowledges_exactly_what_the_sink_received() {
     store.create_sale("s1").await;
     let winners = store.add_winners("s1", 500).await;
     let sink = TestSink::start(Arc::new(|_, _| Reply::Slow(200, Duration::from_millis(20)))).await;
-    let mut cfg = config(&store);
+    let mut cfg = consumer_config(&store);
     cfg.concurrency = 16;
     let consumer = Consumer::connect(cfg.clone(), http_sink(&sink))
         .await
         .unwrap();
-    let (token, task) = spawn(consumer);
-    eventually("deliveries are under way", || async {
-        sink.call_count() >= 100
-    })
-    .await;
-    stop(token, task).await;
+    let (token, task) = spawn_consumer(consumer);
+    assert!(
+        eventually(PATIENCE, || async { sink.call_count() >= 100 }).await,
+        "timed out waiting until deliveries are under way"
+    );
+    stop_consumer(token, task).await;
 
     let ticket_of: HashMap<&str, &str> = winners
         .iter()
@@ -483,39 +451,27 @@ async fn a_graceful_shutdown_acknowledges_exactly_what_the_sink_received() {
     assert_eq!(acked, delivered);
 
     // A later consumer finishes the rest.
-    let (token, task) = spawn(
-        Consumer::connect(config(&store), http_sink(&sink))
-            .await
-            .unwrap(),
-    );
+    let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
     let want: HashSet<String> = winners.iter().map(|(_, t)| t.clone()).collect();
-    eventually("the rest was delivered", || async {
-        sink.delivered() == want
-    })
-    .await;
-    eventually("and acknowledged", || async { store.drained("s1").await }).await;
-    stop(token, task).await;
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
+    stop_consumer(token, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sales_created_while_the_consumer_runs_are_picked_up() {
     let store = Store::start().await;
     let sink = TestSink::start(always(200)).await;
-    let (token, task) = spawn(
-        Consumer::connect(config(&store), http_sink(&sink))
-            .await
-            .unwrap(),
-    );
+    let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
     let mut want = HashSet::new();
     for s in ["early", "late"] {
         store.create_sale(s).await;
         want.extend(store.add_winners(s, 5).await.into_iter().map(|(_, t)| t));
-        eventually("the new sale's winners were delivered", || async {
-            want.is_subset(&sink.delivered())
-        })
-        .await;
+        assert!(
+            eventually(PATIENCE, || async { want.is_subset(&sink.delivered()) }).await,
+            "timed out waiting until the new sale's winners were delivered"
+        );
     }
-    stop(token, task).await;
+    stop_consumer(token, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,15 +485,11 @@ async fn deliveries_resume_after_redis_restarts() {
         .map(|(_, t)| t)
         .collect();
     let sink = TestSink::start(always(200)).await;
-    let (token, task) = spawn(
-        Consumer::connect(config(&store), http_sink(&sink))
-            .await
-            .unwrap(),
+    let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
+    assert!(
+        eventually(PATIENCE, || async { store.drained("s1").await }).await,
+        "timed out waiting until the first winners were delivered"
     );
-    eventually("the first winners were delivered", || async {
-        store.drained("s1").await
-    })
-    .await;
 
     // AOF with fsync on every write: the stream and the group survive.
     tokio::task::block_in_place(|| store.redis.restart()).expect("redis restarts");
@@ -549,12 +501,8 @@ async fn deliveries_resume_after_redis_restarts() {
             .into_iter()
             .map(|(_, t)| t),
     );
-    eventually("the later winners were delivered", || async {
-        sink.delivered() == want
-    })
-    .await;
-    eventually("and acknowledged", || async { store.drained("s1").await }).await;
-    stop(token, task).await;
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
+    stop_consumer(token, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,16 +513,16 @@ async fn only_the_sales_named_are_consumed() {
     let mine = store.add_winners("mine", 5).await;
     store.add_winners("theirs", 5).await;
     let sink = TestSink::start(always(200)).await;
-    let mut cfg = config(&store);
+    let mut cfg = consumer_config(&store);
     cfg.sales = Some(vec![sale("mine")]);
-    let (token, task) = spawn(Consumer::connect(cfg, http_sink(&sink)).await.unwrap());
-    eventually("the named sale was drained", || async {
-        store.drained("mine").await
-    })
-    .await;
+    let (token, task) = spawn_consumer(Consumer::connect(cfg, http_sink(&sink)).await.unwrap());
+    assert!(
+        eventually(PATIENCE, || async { store.drained("mine").await }).await,
+        "timed out waiting until the named sale was drained"
+    );
     let want: HashSet<String> = mine.into_iter().map(|(_, t)| t).collect();
     assert_eq!(sink.delivered(), want);
-    stop(token, task).await;
+    stop_consumer(token, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -594,20 +542,23 @@ async fn trimming_removes_only_entries_every_group_is_done_with() {
         .unwrap();
     store.add_winners("s1", 50).await;
     let sink = TestSink::start(always(200)).await;
-    let mut cfg = config(&store);
+    let mut cfg = consumer_config(&store);
     cfg.trim = true;
-    let (token, task) = spawn(Consumer::connect(cfg, http_sink(&sink)).await.unwrap());
-    eventually("everything was delivered", || async {
-        store.drained("s1").await
-    })
-    .await;
+    let (token, task) = spawn_consumer(Consumer::connect(cfg, http_sink(&sink)).await.unwrap());
+    assert!(
+        eventually(PATIENCE, || async { store.drained("s1").await }).await,
+        "timed out waiting until everything was delivered"
+    );
     // Several stats rounds (each of which trims) pass; "audit" still holds
     // the whole stream back.
     let rounds = Instant::now();
-    eventually("a few trim rounds passed", || async {
-        rounds.elapsed() > Duration::from_millis(300)
-    })
-    .await;
+    assert!(
+        eventually(PATIENCE, || async {
+            rounds.elapsed() > Duration::from_millis(300)
+        })
+        .await,
+        "timed out waiting until a few trim rounds passed"
+    );
     let len: usize = redis::cmd("XLEN")
         .arg("bigtap:{s1}:orders")
         .query_async(&mut conn)
@@ -629,16 +580,19 @@ async fn trimming_removes_only_entries_every_group_is_done_with() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    eventually("the consumed entries were trimmed", || async {
-        let len: usize = redis::cmd("XLEN")
-            .arg("bigtap:{s1}:orders")
-            .query_async(&mut conn.clone())
-            .await
-            .unwrap();
-        len <= 1
-    })
-    .await;
-    stop(token, task).await;
+    assert!(
+        eventually(PATIENCE, || async {
+            let len: usize = redis::cmd("XLEN")
+                .arg("bigtap:{s1}:orders")
+                .query_async(&mut conn.clone())
+                .await
+                .unwrap();
+            len <= 1
+        })
+        .await,
+        "timed out waiting until the consumed entries were trimmed"
+    );
+    stop_consumer(token, task).await;
 }
 
 #[test]
@@ -700,17 +654,17 @@ async fn a_burst_of_winners_is_delivered_and_acknowledged_in_full() {
     store.create_sale("bench").await;
     store.add_winners("bench", n).await;
     let sink = TestSink::start(always(200)).await;
-    let mut cfg = config(&store);
+    let mut cfg = consumer_config(&store);
     // The defaults of `bigtap orders`.
     cfg.concurrency = 64;
     cfg.batch = 256;
     let consumer = Consumer::connect(cfg, http_sink(&sink)).await.unwrap();
     let started = Instant::now();
-    let (token, task) = spawn(consumer);
-    eventually("every entry was acknowledged", || async {
-        store.drained("bench").await
-    })
-    .await;
+    let (token, task) = spawn_consumer(consumer);
+    assert!(
+        eventually(PATIENCE, || async { store.drained("bench").await }).await,
+        "timed out waiting until every entry was acknowledged"
+    );
     let took = started.elapsed();
     assert_eq!(sink.delivered().len(), n);
     println!(
@@ -718,14 +672,14 @@ async fn a_burst_of_winners_is_delivered_and_acknowledged_in_full() {
         took.as_secs_f64(),
         n as f64 / took.as_secs_f64()
     );
-    stop(token, task).await;
+    stop_consumer(token, task).await;
 }
 
 /// Runs `bigtap` with `args` and `env` until a line of its log contains
 /// `marker`; returns that line. Kills the process afterwards.
 fn log_line_of(args: &[&str], env: &[(&str, &str)], marker: &str) -> String {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bigtap"))
+    let mut child = std::process::Command::new(BIN)
         .args(args)
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
@@ -753,7 +707,7 @@ fn log_line_of(args: &[&str], env: &[(&str, &str)], marker: &str) -> String {
 }
 
 fn output_of(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bigtap"))
+    let out = std::process::Command::new(BIN)
         .args(args)
         .envs(env.iter().copied())
         .output()

@@ -3,7 +3,7 @@
 //! file, and refuses to when not), and a `rediss://` store (every command
 //! reaches it given `BIGTAP_REDIS_CA_FILE`).
 
-mod orders_support;
+mod support;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -16,12 +16,12 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use orders_support::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use support::consumer::*;
+use support::{eventually, BIN, PATIENCE};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 
 /// A TLS order backend answering 200 and recording each Idempotency-Key.
 struct TlsBackend {
@@ -115,22 +115,19 @@ async fn winners_reach_an_https_backend_whose_ca_is_given() {
     store.create_sale("s1").await;
     let winners = store.add_winners("s1", 50).await;
     let sink = HttpSink::with_ca_file(&backend.url(), Duration::from_secs(2), Some(&ca)).unwrap();
-    let consumer = Consumer::connect(config(&store), Arc::new(sink))
+    let consumer = Consumer::connect(consumer_config(&store), Arc::new(sink))
         .await
         .unwrap();
-    let token = CancellationToken::new();
-    let task = tokio::spawn(consumer.run(token.clone()));
-    eventually(
-        "every winner was delivered over TLS and acknowledged",
-        || async { store.drained("s1").await },
-    )
-    .await;
+    let (token, task) = spawn_consumer(consumer);
+    assert!(
+        eventually(PATIENCE, || async { store.drained("s1").await }).await,
+        "timed out waiting until every winner was delivered over TLS and acknowledged"
+    );
     let got: std::collections::HashSet<String> =
         backend.keys.lock().unwrap().iter().cloned().collect();
     let want: std::collections::HashSet<String> = winners.into_iter().map(|(_, t)| t).collect();
     assert_eq!(got, want);
-    token.cancel();
-    task.await.unwrap().unwrap();
+    stop_consumer(token, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +181,7 @@ async fn every_command_reaches_a_tls_store_whose_ca_is_given() {
 
     // The sale CLI and the dead-letter command, as processes.
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bigtap"))
+        let out = std::process::Command::new(BIN)
             .args(args)
             .env("BIGTAP_REDIS_URL", &url)
             .env("BIGTAP_REDIS_CA_FILE", &ca)

@@ -18,8 +18,7 @@ use support::*;
 type Seen = (u16, Option<String>);
 
 async fn xlen(redis_url: &str, key: &str) -> u64 {
-    let client = redis::Client::open(redis_url).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = redis_con(redis_url).await;
     redis::cmd("XLEN")
         .arg(key)
         .query_async(&mut con)
@@ -35,8 +34,8 @@ async fn two_nodes_racing_ten_thousand_requests_sell_exactly_the_stock_once_per_
         c.request_timeout_ms = 10_000;
         c.lease_max = 64;
     };
-    let a = node_with(&redis.url(), slow_ok).await;
-    let b = node_with(&redis.url(), slow_ok).await;
+    let a = spawn_node(&redis.url(), slow_ok).await;
+    let b = spawn_node(&redis.url(), slow_ok).await;
     a.open_sale("race", 500).await;
     // Node b learns of the sale by discovery.
     assert!(
@@ -101,10 +100,7 @@ async fn a_released_unit_returns_to_the_pool_and_sells_again() {
     let redis = redis();
     let n = node(&redis.url()).await;
     n.open_sale("one", 1).await;
-    let alice = n.take("one", "alice").await.body["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let alice = n.ticket("one", "alice").await;
     assert_eq!(n.take("one", "bob").await.status, StatusCode::GONE);
     let r = n
         .backend(Method::POST, "one", &format!("{alice}/release"))
@@ -137,10 +133,7 @@ async fn the_sweeper_releases_tickets_whose_payment_time_ran_out() {
     let now = now_ms();
     n.admin(Method::PUT, "quick", Some(json!({"stock": 1, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "ticket_ttl_ms": 200})))
         .await;
-    let t = n.take("quick", "alice").await.body["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let t = n.ticket("quick", "alice").await;
     let released = eventually(Duration::from_secs(5), || async {
         n.backend(Method::GET, "quick", &t).await.body["state"] == "released"
     })
@@ -242,14 +235,11 @@ async fn a_delivered_order_stays_in_the_stream_until_the_sweeper_passes_it_and_i
 #[tokio::test]
 async fn a_confirm_after_the_ticket_expired_is_refused_even_before_the_sweeper_runs() {
     let redis = redis();
-    let n = node_with(&redis.url(), |c| c.sweep_ms = 600_000).await;
+    let n = spawn_node(&redis.url(), |c| c.sweep_ms = 600_000).await;
     let now = now_ms();
     n.admin(Method::PUT, "quick", Some(json!({"stock": 1, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "ticket_ttl_ms": 100})))
         .await;
-    let t = n.take("quick", "alice").await.body["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let t = n.ticket("quick", "alice").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let c = n
         .backend(Method::POST, "quick", &format!("{t}/confirm"))
@@ -463,12 +453,6 @@ async fn a_node_stopped_gracefully_returns_its_unused_units() {
     assert_eq!(acct["available"], 999);
 }
 
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn a_node_joining_after_the_order_stream_was_trimmed_still_knows_every_winner() {
     let redis = redis();
@@ -478,8 +462,7 @@ async fn a_node_joining_after_the_order_stream_was_trimmed_still_knows_every_win
     for u in ["a", "b", "c"] {
         tickets.push(a.take("trim", u).await.body["ticket"].clone());
     }
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = redis_con(&redis.url()).await;
     let _: i64 = redis::cmd("XTRIM")
         .arg("bigtap:{trim}:orders")
         .arg("MAXLEN")
@@ -524,7 +507,7 @@ async fn a_node_joining_after_the_order_stream_was_trimmed_still_knows_every_win
 async fn right_after_sell_out_losers_are_refused_from_memory_without_waiting_for_a_refresh() {
     let redis = redis();
     // Refreshes never run during the test: only what requests learn counts.
-    let n = node_with(&redis.url(), |c| c.refresh_ms = 600_000).await;
+    let n = spawn_node(&redis.url(), |c| c.refresh_ms = 600_000).await;
     n.open_sale("fast", 2).await;
     assert_eq!(n.take("fast", "w1").await.status, StatusCode::CREATED);
     assert_eq!(n.take("fast", "w2").await.status, StatusCode::CREATED);

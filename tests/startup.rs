@@ -67,7 +67,7 @@ async fn without_a_redis_url_the_node_runs_its_own_redis_and_stops_it_on_exit() 
 #[test]
 fn without_redis_server_installed_serve_explains_how_to_install_it() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_bigtap"))
+    let out = Command::new(BIN)
         .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .env("PATH", dir.path())
@@ -86,8 +86,7 @@ fn without_redis_server_installed_serve_explains_how_to_install_it() {
 #[tokio::test]
 async fn one_unreadable_sale_does_not_keep_a_node_from_serving_the_others() {
     let redis = redis();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = redis_con(&redis.url()).await;
     // A sale whose settings key is of the wrong type: every read of it fails.
     let _: () = redis::cmd("SET")
         .arg("bigtap:{broken}:cfg")
@@ -114,7 +113,7 @@ async fn one_unreadable_sale_does_not_keep_a_node_from_serving_the_others() {
 fn serve_demo_with_its_defaults_runs_a_sale_from_a_relative_data_directory() {
     use std::io::BufRead;
     let base = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bigtap"))
+    let mut child = Command::new(BIN)
         .current_dir(base.path())
         .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
         .env_remove("BIGTAP_REDIS_URL")

@@ -1,18 +1,17 @@
-//! Helpers of the order consumer tests: a real redis-server, stream entries
-//! in the contract format, and a programmable HTTP sink that records every
-//! call it receives.
+//! The order consumer's fixtures: a real redis-server with its order
+//! streams (entries in the contract format), a programmable HTTP sink that
+//! records every call it receives, and a consumer running as a task.
 
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bigtap::orders::{Backoff, ConsumerConfig, HttpSink, Sink};
+use bigtap::orders::{Backoff, Consumer, ConsumerConfig, HttpSink, OrdersError, Sink};
 use bigtap::store::embedded::RedisProcess;
 use bigtap::SaleId;
 use bytes::Bytes;
@@ -24,28 +23,11 @@ use hyper_util::rt::TokioIo;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// How long an eventual condition may take before the test fails. Generous:
-/// it bounds a hang, it does not measure speed.
-pub const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Polls `check` until it returns true; panics after [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use super::{eventually, PATIENCE};
 
 pub fn sale(s: &str) -> SaleId {
     SaleId::parse(s).expect("test sale id")
@@ -59,7 +41,7 @@ pub struct Store {
 
 impl Store {
     pub async fn start() -> Store {
-        let redis = RedisProcess::start_temporary().expect("redis-server starts");
+        let redis = super::redis();
         let conn = redis::Client::open(redis.url())
             .expect("redis url")
             .get_multiplexed_async_connection()
@@ -215,7 +197,7 @@ impl Store {
 }
 
 /// Consumer settings for tests: short intervals, no metrics listener.
-pub fn config(store: &Store) -> ConsumerConfig {
+pub fn consumer_config(store: &Store) -> ConsumerConfig {
     let mut c = ConsumerConfig::new(&store.url());
     c.concurrency = 16;
     c.batch = 64;
@@ -230,6 +212,51 @@ pub fn config(store: &Store) -> ConsumerConfig {
     c
 }
 
+/// A running consumer: the token that stops it and its task.
+pub type Running = (CancellationToken, JoinHandle<Result<(), OrdersError>>);
+
+/// Spawns `consumer.run` and returns its stop token and task.
+pub fn spawn_consumer(consumer: Consumer) -> Running {
+    let token = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(token.clone()));
+    (token, task)
+}
+
+/// Stops a consumer started by [`spawn_consumer`] and fails the test unless
+/// it stops cleanly.
+pub async fn stop_consumer(token: CancellationToken, task: JoinHandle<Result<(), OrdersError>>) {
+    token.cancel();
+    task.await
+        .expect("consumer task")
+        .expect("consumer stops cleanly");
+}
+
+/// A consumer of `store` with the test settings, delivering to `sink`.
+pub async fn consumer_of(store: &Store, sink: &TestSink) -> Consumer {
+    Consumer::connect(consumer_config(store), http_sink(sink))
+        .await
+        .expect("consumer connects")
+}
+
+/// Fails the test unless, within [`PATIENCE`], the sink has received
+/// exactly `want` and group `orders` has read and acknowledged every entry
+/// of `sale`.
+pub async fn assert_delivered_and_acknowledged(
+    sink: &TestSink,
+    store: &Store,
+    sale: &str,
+    want: &HashSet<String>,
+) {
+    assert!(
+        eventually(PATIENCE, || async { sink.delivered() == *want }).await,
+        "timed out waiting until every winner was delivered"
+    );
+    assert!(
+        eventually(PATIENCE, || async { store.drained(sale).await }).await,
+        "timed out waiting until every entry of {sale} was acknowledged"
+    );
+}
+
 pub fn http_sink(sink: &TestSink) -> Arc<dyn Sink> {
     Arc::new(HttpSink::new(&sink.url(), Duration::from_secs(2)).expect("sink url"))
 }
@@ -242,6 +269,12 @@ pub enum Reply {
     Slow(u16, Duration),
     /// Never answer.
     Hang,
+    /// Answer, and record nothing: a backend that loses what it
+    /// acknowledged (a negative control).
+    Forget(u16),
+    /// Answer with this JSON body (otherwise `{}`): the sink stands in for
+    /// another server.
+    Json(u16, &'static str),
 }
 
 /// Decides the answer from the call's index (0-based, over the sink's
@@ -305,6 +338,11 @@ impl TestSink {
 
     pub fn url(&self) -> String {
         format!("http://{}/orders", self.addr)
+    }
+
+    /// The sink's root, when it stands in for a node.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub fn set_behaviour(&self, b: Behaviour) {
@@ -416,25 +454,29 @@ async fn handle(
     let behaviour = state.behaviour.lock().unwrap().clone();
     let reply = behaviour(index, body["ticket"].as_str().unwrap_or(""));
     let status = match reply {
-        Reply::Status(s) | Reply::Slow(s, _) => Some(s),
+        Reply::Status(s) | Reply::Slow(s, _) | Reply::Json(s, _) => Some(s),
         Reply::Hang => None,
+        Reply::Forget(_) => None,
     };
-    state.calls.lock().unwrap().push(Call {
-        at,
-        idempotency_key,
-        content_type,
-        body,
-        status,
-    });
-    let status = match reply {
-        Reply::Status(s) => s,
+    if !matches!(reply, Reply::Forget(_)) {
+        state.calls.lock().unwrap().push(Call {
+            at,
+            idempotency_key,
+            content_type,
+            body,
+            status,
+        });
+    }
+    let (status, answer) = match reply {
+        Reply::Status(s) | Reply::Forget(s) => (s, "{}"),
+        Reply::Json(s, json) => (s, json),
         Reply::Slow(s, d) => {
             tokio::time::sleep(d).await;
-            s
+            (s, "{}")
         }
         Reply::Hang => std::future::pending().await,
     };
-    let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
+    let mut resp = Response::new(Full::new(Bytes::from_static(answer.as_bytes())));
     *resp.status_mut() =
         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     Ok(resp)

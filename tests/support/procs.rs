@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::support::{ADMIN_KEY, BACKEND_KEY, SESSION_KEYS, TICKET_KEYS};
+use super::{ADMIN_KEY, BACKEND_KEY, BIN, SESSION_KEYS, TICKET_KEYS};
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_bigtap");
 /// Lease TTL of every node in the fault runs.
 pub const LEASE_TTL_MS: u64 = 1000;
 /// How long a fresh process gets to become ready.

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use super::procs::LEASE_TTL_MS;
 use super::rng::Rng;
+use crate::support::procs::LEASE_TTL_MS;
 
 /// One fault and its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,10 +17,10 @@ use serde_json::json;
 use super::checker::{check, check_warehouses, RedisView, Report, WarehouseView};
 use super::history::{buyer_client, take, take_or_hang_up, Call, Log, Outcome};
 use super::nemesis::{self, Fault, Step};
-use super::procs::{orders_available, NodeProc, OrdersProc, LEASE_TTL_MS};
-use super::proxy::{Mode, Proxy};
 use super::rng::Rng;
-use super::sink::{Behaviour, Sink};
+use crate::support::consumer::{always, Behaviour, Reply, TestSink};
+use crate::support::procs::{orders_available, NodeProc, OrdersProc, LEASE_TTL_MS};
+use crate::support::proxy::{Mode, Proxy};
 use crate::support::{now_ms, ADMIN_KEY};
 
 const SALE: &str = "flash";
@@ -250,12 +250,12 @@ struct Cluster {
     direct_url: String,
     slots: Vec<Slot>,
     consumer: Option<tokio::sync::Mutex<OrdersProc>>,
-    sink: Option<Sink>,
+    sink: Option<TestSink>,
     http: reqwest::Client,
     log: Arc<Log>,
     store: RedisStore,
     /// Stands in for the nodes (negative control).
-    fake_front: Option<Sink>,
+    fake_front: Option<TestSink>,
     /// The sale ships from several warehouses (DESIGN §7).
     warehouses: bool,
     /// Process logs; removed after a run that kept every promise.
@@ -328,11 +328,19 @@ impl Cluster {
         }
         let slots = futures::future::try_join_all(starting).await?;
         let (consumer, sink) = if with_consumer {
-            let behaviour = match opts.lossy_backend {
-                Some(n) => Behaviour::LoseEvery(n),
-                None => Behaviour::Record,
+            let behaviour: Behaviour = match opts.lossy_backend {
+                // Acknowledges every delivery but forgets every nth one: a
+                // delivery path that loses orders (negative control).
+                Some(n) => Arc::new(move |i: usize, _: &str| {
+                    if i.is_multiple_of(n.max(1) as usize) {
+                        Reply::Forget(200)
+                    } else {
+                        Reply::Status(200)
+                    }
+                }),
+                None => always(200),
             };
-            let sink = Sink::start_as(behaviour).await.map_err(|e| e.to_string())?;
+            let sink = TestSink::start(behaviour).await;
             let c = OrdersProc::start(&redis_url, &sink.url(), &dir)?;
             (Some(tokio::sync::Mutex::new(c)), Some(sink))
         } else {
@@ -341,10 +349,13 @@ impl Cluster {
         let store = RedisStore::open(&redis_url, "bigtap", Duration::from_secs(2), None)
             .map_err(|e| e.to_string())?;
         let fake_front = if opts.fake_front {
+            // Answers every request 410 `sold_out`: a front tier that never
+            // sells (negative control; it stands in for the nodes).
             Some(
-                Sink::start_as(Behaviour::SoldOutFront)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                TestSink::start(Arc::new(|_, _| {
+                    Reply::Json(410, r#"{"outcome":"sold_out"}"#)
+                }))
+                .await,
             )
         } else {
             None
@@ -949,11 +960,13 @@ pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> 
             .await
             .map_err(|e| e.to_string())?;
         let want: HashSet<String> = view.stream.iter().map(|(t, _)| t.clone()).collect();
-        crate::support::eventually(Duration::from_secs(20), || async {
-            want.is_subset(&sink.tickets())
+        // The answer is not asserted here: the checker judges what arrived
+        // (a missing delivery is its "lost winner"), after this bounded wait.
+        let _all_arrived = crate::support::eventually(Duration::from_secs(20), || async {
+            want.is_subset(&sink.delivered())
         })
         .await;
-        let got = sink.tickets();
+        let got = sink.delivered();
         let path = cluster.dir.join("delivered.txt");
         let mut ids: Vec<&String> = got.iter().collect();
         ids.sort();
