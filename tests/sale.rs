@@ -159,7 +159,7 @@ async fn a_delivered_order_stays_in_the_stream_until_the_sweeper_passes_it_and_i
 ) {
     let redis = redis();
     // The node's own sweeper is off: this test sweeps by hand, after the trim.
-    let n = node_with(&redis.url(), |c| c.sweep_ms = 600_000).await;
+    let n = spawn_node(&redis.url(), |c| c.sweep_ms = 600_000).await;
     let now = now_ms();
     n.admin(Method::PUT, "due", Some(json!({"stock": 2, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "ticket_ttl_ms": 300})))
         .await;
@@ -258,7 +258,7 @@ async fn a_confirm_after_the_ticket_expired_is_refused_even_before_the_sweeper_r
 #[tokio::test]
 async fn one_commit_batch_judges_repeats_holders_the_list_and_the_lease_in_the_contract_order() {
     let redis = redis();
-    let n = node_with(&redis.url(), |c| c.lease_max = 1).await;
+    let n = spawn_node(&redis.url(), |c| c.lease_max = 1).await;
     let now = now_ms();
     n.admin(Method::PUT, "vip", Some(json!({"stock": 10, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "ticket_ttl_ms": 60_000, "eligibility": "list"})))
         .await;
