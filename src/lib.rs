@@ -14,7 +14,9 @@
 //! - [`sales`]    the registry of sales a node serves and their upkeep tasks.
 //! - [`lifecycle`] the sweeper of expired tickets (confirm and release are
 //!   scripts behind the store).
-//! - [`store`]    the Redis seam: a trait, its Redis implementation, the Lua
+//! - [`sale`]     a sale's domain values: settings, accounting, outcomes of
+//!   operations, tickets; the store speaks them, it does not define them.
+//! - [`store`]    the Redis seam: a trait over [`sale`] values, its Redis implementation, the Lua
 //!   scripts, and an embedded redis-server for one-command runs.
 //! - [`orders`]   the order-stream consumer delivering winners to the backend.
 //! - [`relay`]    `bigtap relay`: limit(n) notifications per alert and
@@ -46,6 +48,7 @@ pub mod metrics;
 pub mod moves;
 pub mod orders;
 pub mod relay;
+pub mod sale;
 pub mod sales;
 pub mod shutdown;
 pub mod stock;

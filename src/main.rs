@@ -9,9 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use bigtap::auth::KeyRing;
 use bigtap::clock::unix_ms;
 use bigtap::id::WarehouseId;
+use bigtap::sale::{Eligibility, PutOutcome, SaleSpec, StockChange};
 use bigtap::shutdown::{cancel_on_signals, CancellationToken};
 use bigtap::store::redis::RedisStore;
-use bigtap::store::{Eligibility, PutOutcome, SaleSpec, StockChange, Store};
+use bigtap::store::Store;
 use bigtap::{App, SaleId, ServeConfig, UserId};
 
 #[derive(Parser)]
@@ -387,7 +388,7 @@ async fn sale(cmd: SaleCmd) -> Result<()> {
             add,
             warehouse,
         } => {
-            bigtap::store::validate_stock_delta(add).map_err(anyhow::Error::msg)?;
+            bigtap::sale::validate_stock_delta(add).map_err(anyhow::Error::msg)?;
             match store.add_stock_to(&sale, add, warehouse).await? {
                 StockChange::Changed { total, available } => {
                     println!("stock_total {total}, available {available}")
@@ -430,7 +431,7 @@ async fn sale(cmd: SaleCmd) -> Result<()> {
             to,
             units,
         } => {
-            use bigtap::store::TransferOutcome as T;
+            use bigtap::sale::TransferOutcome as T;
             if from == to || units == 0 {
                 bail!("--from and --to must differ and --units must be positive");
             }

@@ -16,10 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bigtap::sale::{
+    Issued, Pool, PutOutcome, SaleSpec, Snapshot, StockChange, TicketRecord, Transition,
+};
 use bigtap::store::redis::RedisStore;
 use bigtap::store::{
-    AdmitReply, Candidate, Issued, LeaseReply, Pool, PutOutcome, RenewReply, ReturnReply,
-    SafetyReport, SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord, Transition,
+    AdmitReply, Candidate, LeaseReply, RenewReply, ReturnReply, SafetyReport, Store, StoreError,
     Verdict,
 };
 use bigtap::{App, SaleId, TicketId, UserId};

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bigtap::sale::{Pool, PutOutcome, SaleSpec, Snapshot, StockChange, TicketRecord, Transition};
 use bigtap::store::redis::RedisStore;
 use bigtap::store::{
-    AdmitReply, Candidate, LeaseReply, Pool, PutOutcome, RenewReply, ReturnReply, SafetyReport,
-    SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord, Transition,
+    AdmitReply, Candidate, LeaseReply, RenewReply, ReturnReply, SafetyReport, Store, StoreError,
 };
 use bigtap::{App, SaleId, TicketId, UserId};
 use reqwest::StatusCode;

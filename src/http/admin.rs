@@ -18,10 +18,11 @@ use crate::app::Shared;
 use crate::auth::{bearer, secret_eq};
 use crate::id::{SaleId, UserId, WarehouseId};
 use crate::inventory::{Inventory, RawSpec};
-use crate::store::{
-    validate_stock_delta, Eligibility, PutOutcome, SaleSpec, Snapshot, StockChange, StoreError,
+use crate::sale::{
+    validate_stock_delta, Eligibility, PutOutcome, SaleSpec, Snapshot, StockChange,
     TransferOutcome, WarehouseAccount, MAX_NUMBER,
 };
+use crate::store::StoreError;
 
 /// Ticket TTL when none is given: 15 minutes to pay.
 const DEFAULT_TICKET_TTL_MS: u64 = 15 * 60 * 1000;
