@@ -34,6 +34,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod commit;
 pub mod config;
@@ -46,6 +47,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod moves;
+pub mod ops;
 pub mod orders;
 pub mod relay;
 pub mod sale;
