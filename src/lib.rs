@@ -2,6 +2,8 @@
 //!
 //! Map of the modules, in the order a request meets them:
 //!
+//! - [`cli`]      the binary's commands (`serve`, `sale`, `users`, `ticket`):
+//!   flags to typed inputs, then a library call; `main.rs` only parses.
 //! - [`config`]   typed settings from flags and environment.
 //! - [`app`]      the application state one server owns, and its lifecycle.
 //! - [`http`]     accept loop, routing, contract responses (DESIGN §3).
@@ -16,20 +18,25 @@
 //!   scripts behind the store).
 //! - [`sale`]     a sale's domain values: settings, accounting, outcomes of
 //!   operations, tickets; the store speaks them, it does not define them.
-//! - [`store`]    the Redis seam: a trait over [`sale`] values, its Redis implementation, the Lua
-//!   scripts, and an embedded redis-server for one-command runs.
+//! - [`store`]    the Redis seam: a trait over [`sale`] values, its Redis
+//!   implementation, the Lua scripts, and an embedded redis-server for
+//!   one-command runs.
 //! - [`orders`]   the order-stream consumer delivering winners to the backend.
 //! - [`relay`]    `bigtap relay`: limit(n) notifications per alert and
 //!   anomaly period between Alertmanager and the pager.
 //! - [`inventory`] warehouses, regions and their validation (DESIGN §7);
 //!   the warehouse itself is assigned by the `admit` script.
 //! - [`moves`]    `bigtap sale move`: journaled moves of units between sales.
+//! - [`ops`]      the sale operations (put, stock, eligible, close, show,
+//!   audit, transfer, move) with typed results and their rendering, shared
+//!   by the admin routes, the `sale` commands and the demo.
 //! - [`audit`]    reconciliation of a sale's records after an incident.
 //! - [`metrics`]  metric names and the Prometheus exporter.
 //! - [`shutdown`] signals to a cancellation token.
 //! - [`id`]       sale, user, ticket, warehouse and region ids parsed at the edge.
 //! - [`clock`]    the time seam.
-//! - [`demo`]     the reference shop page `serve --demo` shows on a second origin.
+//! - [`demo`]     the reference shop page `serve --demo` shows on a second origin,
+//!   and the demo sale it creates.
 
 pub mod app;
 pub mod audit;

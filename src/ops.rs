@@ -523,19 +523,11 @@ mod tests {
     #[test]
     fn the_accounting_renders_counters_state_and_each_warehouse() {
         let snapshot = Snapshot {
-            now_ms: 1_500,
-            starts_at_ms: 1_000,
-            ends_at_ms: 2_000,
-            stock_total: 10,
-            available: 4,
-            leased: 2,
-            pending: 3,
-            confirmed: 1,
             released_total: 5,
             orders_enqueued: 9,
             balanced: true,
             checked: true,
-            ..Snapshot::default()
+            ..crate::sale::tests::snapshot(1_500)
         };
         let a = Accounting {
             snapshot,

@@ -298,7 +298,7 @@ pub struct Pool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn spec() -> SaleSpec {
@@ -311,7 +311,9 @@ mod tests {
         }
     }
 
-    fn snapshot(now_ms: u64) -> Snapshot {
+    /// A sale of 10 units open from 1,000 to 2,000 ms: 4 in the pool, 2
+    /// leased, 3 pending, 1 confirmed; read at `now_ms`.
+    pub(crate) fn snapshot(now_ms: u64) -> Snapshot {
         Snapshot {
             now_ms,
             starts_at_ms: 1_000,

@@ -1,7 +1,8 @@
 //! The store seam: the one way every bigtap process talks to Redis.
 //!
 //! [`Store`] is every state change and read the front tier makes, in domain
-//! types; it is kept to what `serve` needs so a test double stays small.
+//! types ([`crate::sale`]: the seam speaks them, it does not define them);
+//! it is kept to what `serve` needs so a test double stays small.
 //! [`redis::RedisStore`] implements it, and also serves the order consumer,
 //! the dead-letter commands ([`queue`]) and the audit ([`dump`]) through
 //! inherent methods. Business outcomes (won, replay, fenced, sold out) come
