@@ -23,7 +23,7 @@ use crate::demo::setup::{self as demo, DemoError};
 use crate::id::{IdError, SaleId, UserId, WarehouseId};
 use crate::inventory::RawSpec;
 use crate::moves::Plan;
-use crate::ops::{self, OpsError, PutSale, Transfer, DEFAULT_TICKET_TTL_MS};
+use crate::ops::{self, OpsError, PutSale, StockDelta, Transfer, DEFAULT_TICKET_TTL_MS};
 use crate::sale::Eligibility;
 use crate::shutdown::{cancel_on_signals, CancellationToken};
 use crate::store::redis::RedisStore;
@@ -265,7 +265,10 @@ pub async fn sale(cmd: SaleCmd) -> Result<ExitCode, CliError> {
             sale,
             add,
             warehouse,
-        } => println!("{}", ops::stock(&store, &sale, add, warehouse).await?),
+        } => {
+            let delta = StockDelta::new(add)?;
+            println!("{}", ops::stock(&store, &sale, delta, warehouse).await?);
+        }
         SaleAction::Move {
             from,
             to,

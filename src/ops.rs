@@ -166,15 +166,32 @@ impl fmt::Display for Stocked {
     }
 }
 
-/// Adds (`add` > 0) or withdraws (`add` < 0) units of one warehouse
+/// A change of a sale's units: non-zero and representable. Built first,
+/// so a bad `add` is refused before anything else of the request is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockDelta(i64);
+
+impl StockDelta {
+    pub fn new(add: i64) -> Result<Self, OpsError> {
+        validate_stock_delta(add).map_err(OpsError::Invalid)?;
+        Ok(StockDelta(add))
+    }
+
+    /// Units added (positive) or withdrawn (negative).
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// Adds (`delta` > 0) or withdraws (`delta` < 0) units of one warehouse
 /// (`None`: the sale's only one). A withdrawal takes unleased units only.
 pub async fn stock(
     store: &dyn Store,
     sale: &SaleId,
-    add: i64,
+    delta: StockDelta,
     warehouse: Option<WarehouseId>,
 ) -> Result<Stocked, OpsError> {
-    validate_stock_delta(add).map_err(OpsError::Invalid)?;
+    let add = delta.get();
     match store.add_stock_to(sale, add, warehouse).await? {
         StockChange::Changed { total, available } => Ok(Stocked { total, available }),
         StockChange::Insufficient { total, available } => Err(OpsError::InsufficientAvailable {
@@ -600,6 +617,19 @@ mod tests {
             moved.to_json(),
             json!({"from": "a", "to": "b", "units": 3, "from_unsold": 1, "to_unsold": 7})
         );
+    }
+
+    #[test]
+    fn a_stock_delta_is_non_zero_and_representable() {
+        assert_eq!(StockDelta::new(-3).map(StockDelta::get).ok(), Some(-3));
+        assert!(matches!(
+            StockDelta::new(0),
+            Err(OpsError::Invalid("add must not be 0"))
+        ));
+        assert!(matches!(
+            StockDelta::new(i64::MIN),
+            Err(OpsError::Invalid("add is too large"))
+        ));
     }
 
     #[test]

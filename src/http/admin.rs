@@ -18,7 +18,7 @@ use crate::app::Shared;
 use crate::auth::{bearer, secret_eq};
 use crate::id::{SaleId, UserId, WarehouseId};
 use crate::inventory::RawSpec;
-use crate::ops::{self, OpsError, PutSale, Transfer};
+use crate::ops::{self, OpsError, PutSale, StockDelta, Transfer};
 use crate::sale::Eligibility;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,12 +236,16 @@ async fn stock(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
         Ok(b) => b,
         Err(e) => return invalid(e),
     };
+    let delta = match StockDelta::new(b.add) {
+        Ok(d) => d,
+        Err(e) => return refused(e),
+    };
     let warehouse = match b.warehouse.as_deref().map(WarehouseId::parse) {
         None => None,
         Some(Ok(w)) => Some(w),
         Some(Err(e)) => return invalid(format!("warehouse: {e}")),
     };
-    let r = match ops::stock(&*shared.store, &sale, b.add, warehouse).await {
+    let r = match ops::stock(&*shared.store, &sale, delta, warehouse).await {
         Ok(stocked) => reply(StatusCode::OK, stocked.to_json()),
         // A refused withdrawal refreshes this node's view of the pool too.
         Err(e @ OpsError::InsufficientAvailable { .. }) => refused(e),
