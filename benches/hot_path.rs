@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bigtap::auth::{KeyRing, TicketClaims};
+use bigtap::sale::{Eligibility, SaleSpec};
 use bigtap::stock::LocalStock;
 use bigtap::store::embedded::RedisProcess;
-use bigtap::store::{Eligibility, SaleSpec};
 use bigtap::{App, SaleId, ServeConfig, TicketId, UserId};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

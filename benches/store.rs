@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use bigtap::sale::{Eligibility, SaleSpec};
 use bigtap::store::embedded::RedisProcess;
 use bigtap::store::redis::RedisStore;
-use bigtap::store::{AdmitReply, Candidate, Eligibility, LeaseReply, SaleSpec, Store, Verdict};
+use bigtap::store::{AdmitReply, Candidate, LeaseReply, Store, Verdict};
 use bigtap::{SaleId, TicketId, UserId};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

@@ -25,9 +25,10 @@ use std::fmt;
 use std::path::Path;
 
 use crate::id::{SaleId, TicketId};
+use crate::sale::TicketState;
 use crate::store::record::parse_ticket;
 use crate::store::redis::RedisStore;
-use crate::store::{SaleRecords, StoreError, TicketState};
+use crate::store::{SaleRecords, StoreError};
 
 /// Why the audit could not run (as opposed to what it found).
 #[derive(Debug, thiserror::Error)]

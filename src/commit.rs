@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::id::{RegionId, TicketId, UserId};
 use crate::metrics::Metrics;
+use crate::sale::Placement;
 use crate::stock::{Epoch, Sale, Taken};
-use crate::store::{AdmitReply, Candidate, Placement, Refusal, Store, Verdict};
+use crate::store::{AdmitReply, Candidate, Refusal, Store, Verdict};
 
 /// Jobs waiting for a batch; beyond this buyers get 503 at once.
 const QUEUE_DEPTH: usize = 16 * 1024;

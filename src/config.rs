@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use clap::Args;
 
+/// Key prefix in Redis unless `--prefix` says otherwise.
+pub const DEFAULT_PREFIX: &str = "bigtap";
+
 /// Settings of the front tier.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -34,7 +37,7 @@ pub struct ServeConfig {
     pub node_id: Option<String>,
 
     /// Key prefix in Redis.
-    #[arg(long, env = "BIGTAP_PREFIX", default_value = "bigtap")]
+    #[arg(long, env = "BIGTAP_PREFIX", default_value = DEFAULT_PREFIX)]
     pub prefix: String,
 
     /// How long a silent node's lease lives before any node may reclaim it.
@@ -170,41 +173,20 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// The defaults, as `bigtap serve` with no flags and no environment.
+    /// The defaults, as `bigtap serve` with no flags and no environment:
+    /// the flags' own defaults, parsed from an empty command line with the
+    /// environment switched off, so each default is written once.
     pub fn defaults() -> Self {
-        ServeConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            redis: None,
-            data_dir: PathBuf::from(".data"),
-            node_id: None,
-            prefix: "bigtap".into(),
-            lease_ttl_ms: 3000,
-            lease_max: 512,
-            user_rate: 2,
-            address_rate: 0,
-            trust_forwarded_for: false,
-            session_keys: None,
-            ticket_keys: None,
-            admin_key: None,
-            backend_key: None,
-            allow_unsafe_redis: false,
-            cors_origins: Default::default(),
-            demo: false,
-            commit_batch: 128,
-            commit_concurrency: 2,
-            redis_timeout_ms: 1000,
-            refresh_ms: 200,
-            sweep_ms: 1000,
-            max_connections: 20000,
-            max_inflight: 4096,
-            header_timeout_ms: 5000,
-            idle_timeout_ms: 75_000,
-            request_timeout_ms: 5000,
-            body_limit: 8 * 1024 * 1024,
-            max_header_bytes: 16 * 1024,
-            max_headers: 64,
-            drain_ms: 10000,
-            test_leak_inflight: false,
+        let serve = <ServeConfig as Args>::augment_args(clap::Command::new("serve"))
+            .mut_args(|a| a.env(None));
+        let parsed = serve
+            .try_get_matches_from(["serve"])
+            .and_then(|m| <ServeConfig as clap::FromArgMatches>::from_arg_matches(&m));
+        match parsed {
+            Ok(config) => config,
+            // Every flag has a default or is optional: only a defect in the
+            // declarations above gets here, and the unit tests catch it.
+            Err(e) => panic!("serve flags have no complete defaults: {e}"),
         }
     }
 
@@ -281,4 +263,46 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{0}: {1}")]
     Keys(&'static str, #[source] crate::auth::KeyError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_flags_defaults_of_bigtap_serve() {
+        let d = ServeConfig::defaults();
+        assert_eq!(d.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(d.redis, None);
+        assert_eq!(d.data_dir, PathBuf::from(".data"));
+        assert_eq!(d.prefix, DEFAULT_PREFIX);
+        assert_eq!((d.lease_ttl_ms, d.lease_max), (3000, 512));
+        assert_eq!((d.user_rate, d.address_rate), (2, 0));
+        assert_eq!((d.commit_batch, d.commit_concurrency), (128, 2));
+        assert_eq!(
+            (d.redis_timeout_ms, d.refresh_ms, d.sweep_ms),
+            (1000, 200, 1000)
+        );
+        assert_eq!((d.max_connections, d.max_inflight), (20000, 4096));
+        assert_eq!(
+            (d.header_timeout_ms, d.idle_timeout_ms, d.request_timeout_ms),
+            (5000, 75_000, 5000)
+        );
+        assert_eq!(d.body_limit, 8 * 1024 * 1024);
+        assert_eq!((d.max_header_bytes, d.max_headers), (16 * 1024, 64));
+        assert_eq!(d.drain_ms, 10000);
+        assert!(!d.trust_forwarded_for && !d.allow_unsafe_redis && !d.demo);
+        assert!(!d.test_leak_inflight);
+        assert!(d.session_keys.is_none() && d.admin_key.is_none());
+        assert!(d.validate().is_ok());
+    }
+
+    #[test]
+    fn the_defaults_ignore_the_environment() {
+        // A variable no other test sets, so setting it races with nothing.
+        std::env::set_var("BIGTAP_DRAIN_MS", "1");
+        let d = ServeConfig::defaults();
+        std::env::remove_var("BIGTAP_DRAIN_MS");
+        assert_eq!(d.drain_ms, 10000);
+    }
 }

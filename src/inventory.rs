@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use crate::id::{RegionId, WarehouseId};
-use crate::store::MAX_NUMBER;
+use crate::sale::MAX_NUMBER;
 
 /// The warehouse of a sale created without warehouses.
 pub const DEFAULT_WAREHOUSE: &str = "default";

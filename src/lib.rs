@@ -2,6 +2,8 @@
 //!
 //! Map of the modules, in the order a request meets them:
 //!
+//! - [`cli`]      the binary's commands (`serve`, `sale`, `users`, `ticket`):
+//!   flags to typed inputs, then a library call; `main.rs` only parses.
 //! - [`config`]   typed settings from flags and environment.
 //! - [`app`]      the application state one server owns, and its lifecycle.
 //! - [`http`]     accept loop, routing, contract responses (DESIGN §3).
@@ -14,24 +16,32 @@
 //! - [`sales`]    the registry of sales a node serves and their upkeep tasks.
 //! - [`lifecycle`] the sweeper of expired tickets (confirm and release are
 //!   scripts behind the store).
-//! - [`store`]    the Redis seam: a trait, its Redis implementation, the Lua
-//!   scripts, and an embedded redis-server for one-command runs.
+//! - [`sale`]     a sale's domain values: settings, accounting, outcomes of
+//!   operations, tickets; the store speaks them, it does not define them.
+//! - [`store`]    the Redis seam: a trait over [`sale`] values, its Redis
+//!   implementation, the Lua scripts, and an embedded redis-server for
+//!   one-command runs.
 //! - [`orders`]   the order-stream consumer delivering winners to the backend.
 //! - [`relay`]    `bigtap relay`: limit(n) notifications per alert and
 //!   anomaly period between Alertmanager and the pager.
 //! - [`inventory`] warehouses, regions and their validation (DESIGN §7);
 //!   the warehouse itself is assigned by the `admit` script.
 //! - [`moves`]    `bigtap sale move`: journaled moves of units between sales.
+//! - [`ops`]      the sale operations (put, stock, eligible, close, show,
+//!   audit, transfer, move) with typed results and their rendering, shared
+//!   by the admin routes, the `sale` commands and the demo.
 //! - [`audit`]    reconciliation of a sale's records after an incident.
 //! - [`metrics`]  metric names and the Prometheus exporter.
 //! - [`shutdown`] signals to a cancellation token.
 //! - [`id`]       sale, user, ticket, warehouse and region ids parsed at the edge.
 //! - [`clock`]    the time seam.
-//! - [`demo`]     the reference shop page `serve --demo` shows on a second origin.
+//! - [`demo`]     the reference shop page `serve --demo` shows on a second origin,
+//!   and the demo sale it creates.
 
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod commit;
 pub mod config;
@@ -44,8 +54,10 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod moves;
+pub mod ops;
 pub mod orders;
 pub mod relay;
+pub mod sale;
 pub mod sales;
 pub mod shutdown;
 pub mod stock;

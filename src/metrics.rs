@@ -9,7 +9,7 @@
 use std::sync::{Arc, OnceLock};
 
 use crate::id::WarehouseId;
-use crate::store::WarehouseAccount;
+use crate::sale::WarehouseAccount;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,

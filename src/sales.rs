@@ -20,8 +20,9 @@ use crate::commit::{CommitCtx, Committer};
 use crate::id::SaleId;
 use crate::lease::{self, LeaseCtx};
 use crate::lifecycle;
+use crate::sale::SaleState;
 use crate::stock::Sale;
-use crate::store::{SaleState, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Bytes of the winners digest read per call (8 per win).
 const TAIL_BYTES: u64 = 64 * 1024;

@@ -44,7 +44,7 @@ use tokio::sync::Notify;
 
 use crate::id::{SaleId, UserId, WarehouseId};
 use crate::metrics::SaleGauges;
-use crate::store::{Issued, SaleState, Snapshot};
+use crate::sale::{Issued, SaleState, Snapshot};
 
 /// How old a sold-out proof may be and still answer a replica miss from
 /// memory (see [`Sale::replica_complete`]): five polls of the tailer. It

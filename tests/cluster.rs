@@ -15,8 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bigtap::sale::{Eligibility, SaleSpec};
 use bigtap::store::redis::RedisStore;
-use bigtap::store::{Eligibility, LeaseReply, SaleSpec, Store};
+use bigtap::store::{LeaseReply, Store};
 use bigtap::SaleId;
 use reqwest::StatusCode;
 use support::cluster::{ProxiedClusterNode, RedisCluster};
@@ -384,7 +385,7 @@ async fn store_behind_a_cut_proxy() -> (ProxiedClusterNode, RedisStore, SaleId) 
 }
 
 /// Reads the sale after the connection broke (it comes back by itself).
-async fn snapshot_after_the_cut(store: &RedisStore, sale: &SaleId) -> bigtap::store::Snapshot {
+async fn snapshot_after_the_cut(store: &RedisStore, sale: &SaleId) -> bigtap::sale::Snapshot {
     for _ in 0..100 {
         if let Ok(Some(s)) = store.snapshot(sale).await {
             return s;

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bigtap::store::redis::RedisStore;
+use bigtap::sale::Issued;
 use bigtap::store::{
-    AdmitReply, Candidate, Issued, LeaseReply, RenewReply, ReturnReply, Store, StoreError, Verdict,
+    AdmitReply, Candidate, LeaseReply, RenewReply, ReturnReply, Store, StoreError, Verdict,
 };
 use bigtap::SaleId;
 use futures::stream::{self, StreamExt};

@@ -10,7 +10,10 @@
 //! sale, and one session token per demo buyer.
 //!
 //! Routes: `GET /` the page, `GET /shop.js` its script, `GET /shop.json`
-//! its settings; anything else is 404. Nothing here touches bigtap's state.
+//! its settings; anything else is 404. The page server touches none of
+//! bigtap's state; [`setup`] creates the demo sale through [`crate::ops`].
+
+pub mod setup;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -17,14 +17,9 @@ use super::response::{self, Reply};
 use crate::app::Shared;
 use crate::auth::{bearer, secret_eq};
 use crate::id::{SaleId, UserId, WarehouseId};
-use crate::inventory::{Inventory, RawSpec};
-use crate::store::{
-    validate_stock_delta, Eligibility, PutOutcome, SaleSpec, Snapshot, StockChange, StoreError,
-    TransferOutcome, WarehouseAccount, MAX_NUMBER,
-};
-
-/// Ticket TTL when none is given: 15 minutes to pay.
-const DEFAULT_TICKET_TTL_MS: u64 = 15 * 60 * 1000;
+use crate::inventory::RawSpec;
+use crate::ops::{self, OpsError, PutSale, StockDelta, Transfer};
+use crate::sale::Eligibility;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -94,9 +89,38 @@ fn invalid(detail: impl std::fmt::Display) -> Reply {
     )
 }
 
-fn store_failed(e: StoreError) -> Reply {
-    tracing::error!(error = %e, "admin request failed at the store");
-    Reply::plain(response::unavailable().resp).via_store()
+/// The contract's answer to an operation that did nothing.
+fn refused(e: OpsError) -> Reply {
+    match e {
+        OpsError::UnknownSale(_) => Reply::plain(response::unknown_sale().resp).via_store(),
+        OpsError::Invalid(why) => invalid(why),
+        OpsError::Spec(why) => invalid(why),
+        OpsError::StockRequired => invalid("stock is required to create a sale"),
+        OpsError::WarehouseRequired(_) => {
+            invalid("the sale has several warehouses: name one in \"warehouse\"")
+        }
+        OpsError::UnknownWarehouse(_) => invalid("the sale has no such warehouse"),
+        OpsError::InsufficientAvailable {
+            total, available, ..
+        } => reply(
+            StatusCode::CONFLICT,
+            json!({"error": "insufficient_available", "stock_total": total, "available": available}),
+        ),
+        OpsError::InsufficientUnsold { unsold, .. } => reply(
+            StatusCode::CONFLICT,
+            json!({"error": "insufficient", "unsold": unsold}),
+        ),
+        OpsError::UnknownSource(_) => invalid("the sale has no warehouse named by from"),
+        OpsError::TooManyWarehouses => invalid("a sale has at most 64 warehouses"),
+        OpsError::SameWarehouse => invalid("from and to must differ"),
+        OpsError::NoUnits | OpsError::TooManyUnits => invalid("units must be 1 to 2^53 - 1"),
+        // Store failures, and the CLI-only operations (move, audit) should
+        // one ever be routed here: nothing is known to have happened.
+        e @ (OpsError::Store(_) | OpsError::Move(_) | OpsError::Audit(_)) => {
+            tracing::error!(error = %e, "admin request failed at the store");
+            Reply::plain(response::unavailable().resp).via_store()
+        }
+    }
 }
 
 pub fn authorized<B>(req: &Request<B>, key: &[u8]) -> bool {
@@ -146,43 +170,13 @@ pub async fn route<B: RequestBody>(
     }
 }
 
-/// The accounting of DESIGN §3 from one atomic snapshot.
-pub fn accounting(s: &Snapshot) -> serde_json::Value {
-    json!({
-        "stock_total": s.stock_total,
-        "available": s.available,
-        "leased": s.leased,
-        "pending": s.pending,
-        "confirmed": s.confirmed,
-        "released_total": s.released_total,
-        "orders_enqueued": s.orders_enqueued,
-        "balanced": s.balanced,
-        "state": s.state().as_str(),
-    })
-}
-
-/// `"warehouses": {"<w>": {"total","unsold","pending","confirmed"}}` (DESIGN §7).
-pub fn warehouses(accounts: &[WarehouseAccount]) -> serde_json::Value {
-    let mut m = serde_json::Map::with_capacity(accounts.len());
-    for a in accounts {
-        m.insert(
-            a.warehouse.as_str().to_string(),
-            json!({"total": a.total, "unsold": a.unsold, "pending": a.pending, "confirmed": a.confirmed}),
-        );
-    }
-    serde_json::Value::Object(m)
-}
-
 async fn show(shared: &Shared, sale: SaleId) -> Reply {
-    match shared.store.accounting(&sale).await {
-        Ok(Some((s, w))) => {
-            shared.metrics.warehouse_stock(&sale, &w);
-            let mut v = accounting(&s);
-            v["warehouses"] = warehouses(&w);
-            reply(StatusCode::OK, v)
+    match ops::show(&*shared.store, &sale).await {
+        Ok(a) => {
+            shared.metrics.warehouse_stock(&sale, &a.warehouses);
+            reply(StatusCode::OK, a.to_json())
         }
-        Ok(None) => Reply::plain(response::unknown_sale().resp).via_store(),
-        Err(e) => store_failed(e),
+        Err(e) => refused(e),
     }
 }
 
@@ -191,49 +185,32 @@ async fn put(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
         Ok(b) => b,
         Err(e) => return invalid(e),
     };
-    let eligibility = match b.eligibility.as_deref() {
-        None | Some("open") => Eligibility::Open,
-        Some("list") => Eligibility::List,
-        Some(_) => return invalid("eligibility must be \"open\" or \"list\""),
+    let eligibility = match b.eligibility.as_deref().map(Eligibility::parse) {
+        None => None,
+        Some(Some(e)) => Some(e),
+        Some(None) => return invalid("eligibility must be \"open\" or \"list\""),
     };
-    let raw = RawSpec {
-        warehouses: b.warehouses,
-        regions: b.regions,
-        default_order: b.default_order,
-    };
-    let (stock, inventory) = match Inventory::from_spec(b.stock, &raw) {
-        Ok(x) => x,
-        Err(why) => return invalid(why),
-    };
-    let spec = SaleSpec {
-        stock,
+    let req = PutSale {
+        stock: b.stock,
         starts_at_ms: b.starts_at_ms,
         ends_at_ms: b.ends_at_ms,
-        ticket_ttl_ms: b.ticket_ttl_ms.unwrap_or(DEFAULT_TICKET_TTL_MS),
+        ticket_ttl_ms: b.ticket_ttl_ms,
         eligibility,
+        inventory: RawSpec {
+            warehouses: b.warehouses,
+            regions: b.regions,
+            default_order: b.default_order,
+        },
     };
-    if let Err(why) = spec.validate() {
-        return invalid(why);
-    }
-    let status = match shared.store.put_sale_with(&sale, &spec, &inventory).await {
-        Ok(PutOutcome::Created) => StatusCode::CREATED,
-        Ok(PutOutcome::Updated) => StatusCode::OK,
-        Ok(PutOutcome::StockRequired) => return invalid("stock is required to create a sale"),
-        Err(e) => return store_failed(e),
+    let status = match ops::put(&*shared.store, &sale, &req).await {
+        Ok(p) if p.created => StatusCode::CREATED,
+        Ok(_) => StatusCode::OK,
+        Err(e) => return refused(e),
     };
     sync_sale(shared, sale).await;
-    match shared.store.snapshot(&sale).await {
-        Ok(Some(s)) => {
-            let mut v = accounting(&s);
-            v["sale"] = json!(sale.as_str());
-            v["starts_at_ms"] = json!(s.starts_at_ms);
-            v["ends_at_ms"] = json!(s.ends_at_ms);
-            v["ticket_ttl_ms"] = json!(s.ticket_ttl_ms);
-            v["eligibility"] = json!(if s.list_only { "list" } else { "open" });
-            reply(status, v)
-        }
-        Ok(None) => Reply::plain(response::unknown_sale().resp).via_store(),
-        Err(e) => store_failed(e),
+    match ops::settings(&*shared.store, &sale).await {
+        Ok(s) => reply(status, s.to_json()),
+        Err(e) => refused(e),
     }
 }
 
@@ -259,31 +236,20 @@ async fn stock(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
         Ok(b) => b,
         Err(e) => return invalid(e),
     };
-    if let Err(why) = validate_stock_delta(b.add) {
-        return invalid(why);
-    }
+    let delta = match StockDelta::new(b.add) {
+        Ok(d) => d,
+        Err(e) => return refused(e),
+    };
     let warehouse = match b.warehouse.as_deref().map(WarehouseId::parse) {
         None => None,
         Some(Ok(w)) => Some(w),
         Some(Err(e)) => return invalid(format!("warehouse: {e}")),
     };
-    let r = match shared.store.add_stock_to(&sale, b.add, warehouse).await {
-        Ok(StockChange::Changed { total, available }) => reply(
-            StatusCode::OK,
-            json!({"stock_total": total, "available": available}),
-        ),
-        Ok(StockChange::Insufficient { total, available }) => reply(
-            StatusCode::CONFLICT,
-            json!({"error": "insufficient_available", "stock_total": total, "available": available}),
-        ),
-        Ok(StockChange::UnknownSale) => {
-            return Reply::plain(response::unknown_sale().resp).via_store()
-        }
-        Ok(StockChange::WarehouseRequired) => {
-            return invalid("the sale has several warehouses: name one in \"warehouse\"")
-        }
-        Ok(StockChange::UnknownWarehouse) => return invalid("the sale has no such warehouse"),
-        Err(e) => return store_failed(e),
+    let r = match ops::stock(&*shared.store, &sale, delta, warehouse).await {
+        Ok(stocked) => reply(StatusCode::OK, stocked.to_json()),
+        // A refused withdrawal refreshes this node's view of the pool too.
+        Err(e @ OpsError::InsufficientAvailable { .. }) => refused(e),
+        Err(e) => return refused(e),
     };
     sync_sale(shared, sale).await;
     r
@@ -301,28 +267,14 @@ async fn transfer(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
         (Err(e), _) => return invalid(format!("from: {e}")),
         (_, Err(e)) => return invalid(format!("to: {e}")),
     };
-    if from == to {
-        return invalid("from and to must differ");
-    }
-    if b.units == 0 || b.units > MAX_NUMBER {
-        return invalid("units must be 1 to 2^53 - 1");
-    }
-    match shared.store.transfer(&sale, from, to, b.units).await {
-        Ok(TransferOutcome::Moved {
-            from_unsold,
-            to_unsold,
-        }) => reply(
-            StatusCode::OK,
-            json!({"from": b.from, "to": b.to, "units": b.units, "from_unsold": from_unsold, "to_unsold": to_unsold}),
-        ),
-        Ok(TransferOutcome::Insufficient { unsold }) => reply(
-            StatusCode::CONFLICT,
-            json!({"error": "insufficient", "unsold": unsold}),
-        ),
-        Ok(TransferOutcome::UnknownSale) => Reply::plain(response::unknown_sale().resp).via_store(),
-        Ok(TransferOutcome::UnknownWarehouse) => invalid("the sale has no warehouse named by from"),
-        Ok(TransferOutcome::TooManyWarehouses) => invalid("a sale has at most 64 warehouses"),
-        Err(e) => store_failed(e),
+    let t = Transfer {
+        from,
+        to,
+        units: b.units,
+    };
+    match ops::transfer(&*shared.store, &sale, t).await {
+        Ok(moved) => reply(StatusCode::OK, moved.to_json()),
+        Err(e) => refused(e),
     }
 }
 
@@ -341,26 +293,21 @@ async fn eligible(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
     if users.is_empty() {
         return invalid("users must not be empty");
     }
-    match shared.store.add_eligible(&sale, &users).await {
-        Ok(Some(added)) => {
+    match ops::eligible(&*shared.store, &sale, &users).await {
+        Ok(added) => {
             sync_sale(shared, sale).await;
-            reply(
-                StatusCode::OK,
-                json!({"added": added, "given": users.len()}),
-            )
+            reply(StatusCode::OK, added.to_json())
         }
-        Ok(None) => Reply::plain(response::unknown_sale().resp).via_store(),
-        Err(e) => store_failed(e),
+        Err(e) => refused(e),
     }
 }
 
 async fn close(shared: &Shared, sale: SaleId) -> Reply {
-    match shared.store.close(&sale).await {
-        Ok(true) => {
+    match ops::close(&*shared.store, &sale).await {
+        Ok(closed) => {
             sync_sale(shared, sale).await;
-            reply(StatusCode::OK, json!({"state": "closed"}))
+            reply(StatusCode::OK, closed.to_json())
         }
-        Ok(false) => Reply::plain(response::unknown_sale().resp).via_store(),
-        Err(e) => store_failed(e),
+        Err(e) => refused(e),
     }
 }

@@ -9,7 +9,8 @@ use super::admin::authorized;
 use super::response::{self, Reply};
 use crate::app::Shared;
 use crate::id::{SaleId, TicketId};
-use crate::store::{StoreError, TicketState, Transition};
+use crate::sale::{TicketState, Transition};
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

@@ -25,9 +25,10 @@ use crate::commit::Settled;
 use crate::id::{RegionId, SaleId, UserId, WarehouseId};
 use crate::lease::{self, Refill};
 use crate::limits::retry_after_secs;
+use crate::sale::Issued;
 use crate::sales::LiveSale;
 use crate::stock::{Sale, Window};
-use crate::store::{Issued, Refusal, Verdict};
+use crate::store::{Refusal, Verdict};
 
 /// The take body is empty or `{}`; anything longer is not a purchase.
 const TAKE_BODY_LIMIT: usize = 1024;

@@ -38,9 +38,6 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Shared;
 use response::Body;
 
-pub use admin::accounting as accounting_json;
-pub use admin::warehouses as warehouses_json;
-
 /// Serves HTTP on `listener` until `shutdown`, then drains.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     let c = &shared.config;

@@ -1,7 +1,8 @@
 //! The store seam: the one way every bigtap process talks to Redis.
 //!
 //! [`Store`] is every state change and read the front tier makes, in domain
-//! types; it is kept to what `serve` needs so a test double stays small.
+//! types ([`crate::sale`]: the seam speaks them, it does not define them);
+//! it is kept to what `serve` needs so a test double stays small.
 //! [`redis::RedisStore`] implements it, and also serves the order consumer,
 //! the dead-letter commands ([`queue`]) and the audit ([`dump`]) through
 //! inherent methods. Business outcomes (won, replay, fenced, sold out) come
@@ -41,6 +42,10 @@ use async_trait::async_trait;
 
 use crate::id::{RegionId, SaleId, TicketId, UserId, WarehouseId};
 use crate::inventory::Inventory;
+use crate::sale::{
+    Issued, Placement, Pool, PutOutcome, SaleSpec, Snapshot, StockChange, TicketRecord,
+    TransferOutcome, Transition, WarehouseAccount,
+};
 
 /// Failures to reach or understand the store. Every one means "nothing is
 /// known to have happened", except [`StoreError::Timeout`] and
@@ -78,136 +83,6 @@ impl StoreError {
     }
 }
 
-/// Who may buy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Eligibility {
-    Open,
-    List,
-}
-
-impl Eligibility {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Eligibility::Open => "open",
-            Eligibility::List => "list",
-        }
-    }
-}
-
-/// Settings of a sale as the admin gives them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SaleSpec {
-    /// Units for a new sale; ignored by an update.
-    pub stock: Option<u64>,
-    pub starts_at_ms: u64,
-    pub ends_at_ms: u64,
-    pub ticket_ttl_ms: u64,
-    pub eligibility: Eligibility,
-}
-
-/// Largest number a sale may hold in a count or time: Lua numbers are
-/// doubles, and a larger integer reaches Redis in exponent form, which
-/// `HINCRBY` refuses and integer replies cannot encode.
-pub const MAX_NUMBER: u64 = (1 << 53) - 1;
-
-impl SaleSpec {
-    /// Checks what the store cannot represent or the sale cannot mean.
-    pub fn validate(&self) -> Result<(), &'static str> {
-        if self.ends_at_ms <= self.starts_at_ms {
-            return Err("ends_at_ms must be after starts_at_ms");
-        }
-        if self.ticket_ttl_ms == 0 {
-            return Err("ticket_ttl_ms must be positive");
-        }
-        if self.stock.is_some_and(|s| s > MAX_NUMBER) {
-            return Err("stock is too large");
-        }
-        if [self.starts_at_ms, self.ends_at_ms, self.ticket_ttl_ms]
-            .iter()
-            .any(|n| *n > MAX_NUMBER)
-        {
-            return Err("times must be at most 2^53 - 1");
-        }
-        Ok(())
-    }
-}
-
-/// Checks a stock change: non-zero and representable.
-pub fn validate_stock_delta(delta: i64) -> Result<(), &'static str> {
-    if delta == 0 {
-        Err("add must not be 0")
-    } else if delta.unsigned_abs() > MAX_NUMBER {
-        Err("add is too large")
-    } else {
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutOutcome {
-    Created,
-    Updated,
-    StockRequired,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StockChange {
-    Changed {
-        total: u64,
-        available: u64,
-    },
-    Insufficient {
-        total: u64,
-        available: u64,
-    },
-    UnknownSale,
-    /// The sale has several warehouses and none was named.
-    WarehouseRequired,
-    UnknownWarehouse,
-}
-
-/// What a transfer between two warehouses of a sale did (DESIGN §7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransferOutcome {
-    /// Unsold units of `from` and `to` afterwards.
-    Moved {
-        from_unsold: u64,
-        to_unsold: u64,
-    },
-    /// `from` has only this many unsold units.
-    Insufficient {
-        unsold: u64,
-    },
-    UnknownSale,
-    UnknownWarehouse,
-    TooManyWarehouses,
-}
-
-/// One warehouse's accounting (DESIGN §7): `total = unsold + pending +
-/// confirmed`; unsold units are in the pool or in node leases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WarehouseAccount {
-    pub warehouse: WarehouseId,
-    pub total: u64,
-    pub unsold: u64,
-    pub pending: u64,
-    pub confirmed: u64,
-}
-
-impl WarehouseAccount {
-    /// The one warehouse of a store that keeps none, read off the sale.
-    pub fn of_sale(s: &Snapshot) -> Self {
-        WarehouseAccount {
-            warehouse: WarehouseId::parse(crate::inventory::DEFAULT_WAREHOUSE)
-                .unwrap_or_else(|_| unreachable!()),
-            total: s.stock_total,
-            unsold: s.available + s.leased,
-            pending: s.pending,
-            confirmed: s.confirmed,
-        }
-    }
-}
-
 /// Why the store refused to act on a sale at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -215,67 +90,6 @@ pub enum Refusal {
     NotStarted,
     Ended,
     Closed,
-}
-
-/// Settings and accounting of a sale, read in one atomic step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Snapshot {
-    /// Redis `TIME` when the snapshot was taken.
-    pub now_ms: u64,
-    pub starts_at_ms: u64,
-    pub ends_at_ms: u64,
-    pub closed: bool,
-    pub ticket_ttl_ms: u64,
-    pub list_only: bool,
-    pub eligibility_version: u64,
-    pub stock_total: u64,
-    pub available: u64,
-    pub leased: u64,
-    pub pending: u64,
-    pub confirmed: u64,
-    pub released_total: u64,
-    pub orders_enqueued: u64,
-    /// DESIGN §2's invariant, checked against the records in the same step.
-    pub balanced: bool,
-    /// Whether `balanced` was evaluated (a [`Store::view`] does not).
-    pub checked: bool,
-}
-
-impl Snapshot {
-    pub fn state(&self) -> SaleState {
-        if self.closed {
-            SaleState::Closed
-        } else if self.now_ms < self.starts_at_ms {
-            SaleState::Scheduled
-        } else if self.now_ms >= self.ends_at_ms {
-            SaleState::Ended
-        } else if self.available == 0 && self.leased == 0 {
-            SaleState::SoldOut
-        } else {
-            SaleState::Open
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SaleState {
-    Scheduled,
-    Open,
-    SoldOut,
-    Ended,
-    Closed,
-}
-
-impl SaleState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SaleState::Scheduled => "scheduled",
-            SaleState::Open => "open",
-            SaleState::SoldOut => "sold_out",
-            SaleState::Ended => "ended",
-            SaleState::Closed => "closed",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,33 +134,6 @@ pub struct Candidate {
     pub ship_to: Option<RegionId>,
 }
 
-/// Where a won unit ships from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placement {
-    pub warehouse: WarehouseId,
-    /// Not the buyer's first choice (cross-shipping).
-    pub cross: bool,
-}
-
-impl Placement {
-    /// The warehouse of a sale without warehouses.
-    pub fn default_warehouse() -> Self {
-        Placement {
-            warehouse: WarehouseId::parse(crate::inventory::DEFAULT_WAREHOUSE)
-                .unwrap_or_else(|_| unreachable!()),
-            cross: false,
-        }
-    }
-}
-
-/// A ticket as the buyer sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Issued {
-    pub ticket: TicketId,
-    pub issued_at_ms: u64,
-    pub expires_at_ms: u64,
-}
-
 /// What `admit` decided for one candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -385,56 +172,6 @@ pub enum AdmitReply {
         verdicts: Vec<Verdict>,
     },
     Refused(Refusal),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TicketState {
-    Pending,
-    Confirmed,
-    Released,
-}
-
-impl TicketState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TicketState::Pending => "pending",
-            TicketState::Confirmed => "confirmed",
-            TicketState::Released => "released",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TicketRecord {
-    pub ticket: TicketId,
-    pub user: UserId,
-    pub state: TicketState,
-    pub issued_at_ms: u64,
-    pub expires_at_ms: u64,
-    pub warehouse: WarehouseId,
-}
-
-impl TicketRecord {
-    /// The ticket as the buyer sees it.
-    pub fn issued(&self) -> Issued {
-        Issued {
-            ticket: self.ticket,
-            issued_at_ms: self.issued_at_ms,
-            expires_at_ms: self.expires_at_ms,
-        }
-    }
-}
-
-/// Result of confirm or release: the ticket's state afterwards and whether
-/// this call changed it. `None` for an unknown ticket.
-pub type Transition = Option<(TicketState, bool)>;
-
-/// The sale's pool as one atomic read sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Pool {
-    pub available: u64,
-    pub leased: u64,
-    pub orders_enqueued: u64,
 }
 
 /// What the store's own settings say about DESIGN §2's requirements.

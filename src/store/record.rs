@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Issued, TicketRecord, TicketState};
 use crate::id::{SaleId, TicketId, UserId, WarehouseId};
 use crate::inventory::DEFAULT_WAREHOUSE;
+use crate::sale::{Issued, TicketRecord, TicketState};
 
 /// Parses a ticket record `state:user:issued_at_ms:expires_at_ms[:warehouse]`
 /// (state `p`, `c` or `r`), as `admit.lua` writes it; a record written

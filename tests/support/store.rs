@@ -12,10 +12,12 @@ use async_trait::async_trait;
 use bigtap::id::WarehouseId;
 use bigtap::inventory::Inventory;
 use bigtap::store::redis::RedisStore;
-use bigtap::store::{
-    AdmitReply, Candidate, LeaseReply, Pool, PutOutcome, RenewReply, ReturnReply, SafetyReport,
-    SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord, TransferOutcome, Transition,
+use bigtap::sale::{
+    Pool, PutOutcome, SaleSpec, Snapshot, StockChange, TicketRecord, TransferOutcome, Transition,
     WarehouseAccount,
+};
+use bigtap::store::{
+    AdmitReply, Candidate, LeaseReply, RenewReply, ReturnReply, SafetyReport, Store, StoreError,
 };
 use bigtap::{SaleId, TicketId, UserId};
 

@@ -4,8 +4,9 @@
 
 use super::{Def, Op, Reply};
 use crate::id::{SaleId, WarehouseId};
+use crate::sale::{Snapshot, WarehouseAccount};
 use crate::store::redis::RedisStore;
-use crate::store::{Snapshot, StoreError, WarehouseAccount};
+use crate::store::StoreError;
 
 pub static DEF: Def = Def::new(
     "account",

@@ -4,8 +4,9 @@
 
 use super::{Def, Op, Reply};
 use crate::id::{SaleId, WarehouseId};
+use crate::sale::StockChange;
 use crate::store::redis::RedisStore;
-use crate::store::{StockChange, StoreError};
+use crate::store::StoreError;
 
 pub static DEF: Def = Def::new(
     "add_stock",

@@ -5,8 +5,9 @@
 
 use super::{refusal, Def, Op, Reply};
 use crate::id::{SaleId, WarehouseId};
+use crate::sale::{Issued, Placement};
 use crate::store::redis::RedisStore;
-use crate::store::{AdmitReply, Candidate, Issued, Placement, StoreError, Verdict};
+use crate::store::{AdmitReply, Candidate, StoreError, Verdict};
 
 pub static DEF: Def = Def::new(
     "admit",

@@ -5,8 +5,9 @@
 use super::{Def, Op, Reply};
 use crate::id::SaleId;
 use crate::inventory::Inventory;
+use crate::sale::{PutOutcome, SaleSpec};
 use crate::store::redis::RedisStore;
-use crate::store::{PutOutcome, SaleSpec, StoreError};
+use crate::store::StoreError;
 
 pub static DEF: Def = Def::new(
     "put_sale",

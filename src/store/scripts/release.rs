@@ -4,8 +4,9 @@
 
 use super::{Def, Op, Reply};
 use crate::id::{SaleId, TicketId};
+use crate::sale::{TicketState, Transition};
 use crate::store::redis::RedisStore;
-use crate::store::{StoreError, TicketState, Transition};
+use crate::store::StoreError;
 
 pub static DEF: Def = Def::new(
     "release",

@@ -5,8 +5,9 @@
 
 use super::{Def, Op, Reply};
 use crate::id::{SaleId, WarehouseId};
+use crate::sale::TransferOutcome;
 use crate::store::redis::RedisStore;
-use crate::store::{StoreError, TransferOutcome};
+use crate::store::StoreError;
 
 pub static DEF: Def = Def::new(
     "transfer",

@@ -5,8 +5,9 @@
 
 use super::{Def, Op, Reply};
 use crate::id::SaleId;
+use crate::sale::Snapshot;
 use crate::store::redis::RedisStore;
-use crate::store::{Snapshot, StoreError};
+use crate::store::StoreError;
 
 pub static DEF: Def = Def::new(
     "view",
