@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bigtap::store::redis::RedisStore;
 use bigtap::sale::Issued;
+use bigtap::store::redis::RedisStore;
 use bigtap::store::{
     AdmitReply, Candidate, LeaseReply, RenewReply, ReturnReply, Store, StoreError, Verdict,
 };

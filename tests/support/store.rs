@@ -11,11 +11,11 @@
 use async_trait::async_trait;
 use bigtap::id::WarehouseId;
 use bigtap::inventory::Inventory;
-use bigtap::store::redis::RedisStore;
 use bigtap::sale::{
     Pool, PutOutcome, SaleSpec, Snapshot, StockChange, TicketRecord, TransferOutcome, Transition,
     WarehouseAccount,
 };
+use bigtap::store::redis::RedisStore;
 use bigtap::store::{
     AdmitReply, Candidate, LeaseReply, RenewReply, ReturnReply, SafetyReport, Store, StoreError,
 };
