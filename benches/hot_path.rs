@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bigtap::admission::stock::LocalStock;
 use bigtap::auth::{KeyRing, TicketClaims};
-use bigtap::stock::LocalStock;
 use bigtap::store::embedded::RedisProcess;
 use bigtap::store::{Eligibility, SaleSpec};
 use bigtap::{App, SaleId, ServeConfig, TicketId, UserId};

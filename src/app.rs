@@ -20,14 +20,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::commit::CommitCtx;
+use crate::admission::lease::LeaseCtx;
+use crate::admission::sales::{Sales, SalesCtx};
 use crate::auth::{KeyError, KeyRing};
 use crate::clock::{Clock, SystemClock};
-use crate::commit::CommitCtx;
 use crate::config::{ConfigError, ServeConfig};
-use crate::lease::LeaseCtx;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::sales::{Sales, SalesCtx};
 use crate::store::embedded::{EmbeddedError, RedisProcess};
 use crate::store::redis::RedisStore;
 use crate::store::{Store, StoreError};

@@ -29,26 +29,23 @@
 //! - [`clock`]    the time seam.
 //! - [`demo`]     the reference shop page `serve --demo` shows on a second origin.
 
+pub mod admission;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod clock;
-pub mod commit;
 pub mod config;
 pub mod demo;
 pub mod http;
 pub mod id;
 pub mod inventory;
-pub mod lease;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod moves;
 pub mod orders;
 pub mod relay;
-pub mod sales;
 pub mod shutdown;
-pub mod stock;
 pub mod store;
 
 pub use app::{App, AppHandle};

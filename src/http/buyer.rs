@@ -19,14 +19,14 @@ use hyper::{Request, StatusCode};
 use tokio::time::Instant;
 
 use super::response::{self, Reply};
+use crate::admission::commit::Settled;
+use crate::admission::lease::{self, Refill};
+use crate::admission::sales::LiveSale;
+use crate::admission::stock::{Sale, Window};
 use crate::app::Shared;
 use crate::auth::{bearer, TicketClaims};
-use crate::commit::Settled;
 use crate::id::{RegionId, SaleId, UserId, WarehouseId};
-use crate::lease::{self, Refill};
 use crate::limits::retry_after_secs;
-use crate::sales::LiveSale;
-use crate::stock::{Sale, Window};
 use crate::store::{Issued, Refusal, Verdict};
 
 /// The take body is empty or `{}`; anything longer is not a purchase.

@@ -16,11 +16,11 @@ use crossbeam_skiplist::SkipMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::commit::{CommitCtx, Committer};
+use super::commit::{CommitCtx, Committer};
+use super::lease::{self, LeaseCtx};
+use super::stock::Sale;
 use crate::id::SaleId;
-use crate::lease::{self, LeaseCtx};
 use crate::lifecycle;
-use crate::stock::Sale;
 use crate::store::{SaleState, Store, StoreError};
 
 /// Bytes of the winners digest read per call (8 per win).
@@ -208,7 +208,7 @@ async fn refresh_loop(
 
 /// True when the sale no longer admits buyers (by this node's clock).
 fn ended(sale: &Sale) -> bool {
-    sale.window(crate::clock::unix_ms()) == crate::stock::Window::Ended
+    sale.window(crate::clock::unix_ms()) == super::stock::Window::Ended
 }
 
 /// One refresh: settings, accounting, and the eligibility list if it

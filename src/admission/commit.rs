@@ -18,9 +18,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::stock::{Epoch, Sale, Taken};
 use crate::id::{RegionId, TicketId, UserId};
 use crate::metrics::Metrics;
-use crate::stock::{Epoch, Sale, Taken};
 use crate::store::{AdmitReply, Candidate, Placement, Refusal, Store, Verdict};
 
 /// Jobs waiting for a batch; beyond this buyers get 503 at once.

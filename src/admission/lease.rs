@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::stock::{Epoch, QuietPoint, Sale, Window};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::stock::{Epoch, QuietPoint, Sale, Window};
 use crate::store::{LeaseReply, Refusal, RenewReply, ReturnReply, Store};
 
 /// Share of the pool one lease takes at most (1/8): with up to eight busy
