@@ -19,6 +19,8 @@ use tokio_util::task::TaskTracker;
 use super::commit::{CommitCtx, Committer};
 use super::lease::{self, LeaseCtx};
 use super::stock::Sale;
+use super::Admission;
+use crate::clock::Clock;
 use crate::id::SaleId;
 use crate::lifecycle;
 use crate::store::{SaleState, Store, StoreError};
@@ -40,12 +42,6 @@ const RETIRED_PERIOD: Duration = Duration::from_secs(30);
 /// How often the list of sales is re-read.
 const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 
-/// A sale being served, with its committer.
-pub struct LiveSale {
-    pub sale: Arc<Sale>,
-    pub committer: Committer,
-}
-
 /// Everything the per-sale tasks need.
 #[derive(Clone)]
 pub struct SalesCtx {
@@ -60,7 +56,7 @@ pub struct SalesCtx {
 
 /// The node's sales.
 pub struct Sales {
-    map: SkipMap<SaleId, Arc<LiveSale>>,
+    map: SkipMap<SaleId, Arc<Admission>>,
     ctx: SalesCtx,
 }
 
@@ -73,7 +69,7 @@ impl Sales {
     }
 
     #[inline]
-    pub fn get(&self, id: &SaleId) -> Option<Arc<LiveSale>> {
+    pub fn get(&self, id: &SaleId) -> Option<Arc<Admission>> {
         self.map.get(id).map(|e| e.value().clone())
     }
 
@@ -102,7 +98,7 @@ impl Sales {
     }
 
     /// Starts serving `id` if Redis knows it (idempotent).
-    pub async fn load(&self, id: SaleId) -> Result<Option<Arc<LiveSale>>, StoreError> {
+    pub async fn load(&self, id: SaleId) -> Result<Option<Arc<Admission>>, StoreError> {
         if let Some(live) = self.get(&id) {
             return Ok(Some(live));
         }
@@ -125,10 +121,7 @@ impl Sales {
             ctx.stop.clone(),
             &ctx.tasks,
         );
-        let live = Arc::new(LiveSale {
-            sale: sale.clone(),
-            committer,
-        });
+        let live = Arc::new(Admission::new(sale.clone(), committer, ctx.lease.clone()));
         let entry = self.map.get_or_insert(id, live);
         if !Arc::ptr_eq(&entry.value().sale, &sale) {
             // Another caller won the race; its tasks serve the sale.
@@ -137,11 +130,17 @@ impl Sales {
         let t = &ctx.tasks;
         t.spawn(refresh_loop(
             ctx.store.clone(),
+            ctx.lease.clock.clone(),
             sale.clone(),
             ctx.refresh,
             ctx.stop.clone(),
         ));
-        t.spawn(tail_loop(ctx.store.clone(), sale.clone(), ctx.stop.clone()));
+        t.spawn(tail_loop(
+            ctx.store.clone(),
+            ctx.lease.clock.clone(),
+            sale.clone(),
+            ctx.stop.clone(),
+        ));
         t.spawn(lease::keep(
             ctx.lease.clone(),
             sale.clone(),
@@ -180,6 +179,7 @@ impl Sales {
 /// Applies a fresh snapshot of `sale` every `period`.
 async fn refresh_loop(
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     sale: Arc<Sale>,
     period: Duration,
     stop: CancellationToken,
@@ -189,7 +189,7 @@ async fn refresh_loop(
         round += 1;
         let wait = if sale.is_retired() {
             RETIRED_PERIOD
-        } else if ended(&sale) {
+        } else if ended(&sale, &*clock) {
             ENDED_PERIOD
         } else {
             period
@@ -207,8 +207,8 @@ async fn refresh_loop(
 }
 
 /// True when the sale no longer admits buyers (by this node's clock).
-fn ended(sale: &Sale) -> bool {
-    sale.window(crate::clock::unix_ms()) == super::stock::Window::Ended
+fn ended(sale: &Sale, clock: &dyn Clock) -> bool {
+    sale.window(clock.now_ms()) == super::stock::Window::Ended
 }
 
 /// One refresh: settings, accounting, and the eligibility list if it
@@ -271,11 +271,16 @@ pub async fn reload_eligible(store: &dyn Store, sale: &Sale) -> Result<(), Store
 /// `HMGET`), then the digest: a pool with no unit anywhere, plus every win
 /// counted with it read, proves a miss is a loser (see
 /// [`Sale::replica_complete`]).
-async fn tail_loop(store: Arc<dyn Store>, sale: Arc<Sale>, stop: CancellationToken) {
+async fn tail_loop(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    sale: Arc<Sale>,
+    stop: CancellationToken,
+) {
     loop {
         sale.while_retired(&stop).await;
         let poll = async {
-            let read_at_ms = crate::clock::unix_ms();
+            let read_at_ms = clock.now_ms();
             let pool = if sale.may_be_sold_out() {
                 store.pool(&sale.id).await?
             } else {
@@ -298,7 +303,7 @@ async fn tail_loop(store: Arc<dyn Store>, sale: Arc<Sale>, stop: CancellationTok
                 }
                 if full {
                     Duration::ZERO
-                } else if ended(&sale) {
+                } else if ended(&sale, &*clock) {
                     ENDED_PERIOD
                 } else {
                     TAIL_IDLE

@@ -217,18 +217,18 @@ struct Mirror {
 /// Everything one node knows about one sale.
 pub struct Sale {
     pub id: SaleId,
-    pub stock: LocalStock,
+    pub(super) stock: LocalStock,
     mirror: Mirror,
     /// Set when the pool was empty and the local lease spent; cleared when a
     /// refresh sees units back in the pool.
     sold_out: AtomicBool,
     /// Single flight for lease refills.
     refilling: AtomicBool,
-    pub refilled: Notify,
+    pub(super) refilled: Notify,
     /// Units the last lease granted (to decide when to prefetch the next).
-    pub last_grant: AtomicU64,
+    pub(super) last_grant: AtomicU64,
     /// Local time of the last unit taken (an idle node returns its lease).
-    pub last_take_ms: AtomicU64,
+    pub(super) last_take_ms: AtomicU64,
     /// Units taken and not yet settled by a commit reply. Counted *before*
     /// the unit leaves the counter (see [`Sale::take_unit`]), so a
     /// reconciliation that sees the unit gone also sees it in flight.
@@ -241,7 +241,7 @@ pub struct Sale {
     proof_at_ms: AtomicU64,
     /// Set while the sale is over and settled: its upkeep tasks sleep.
     retired: AtomicBool,
-    pub revived: Notify,
+    pub(super) revived: Notify,
     /// The ticket cache (see the module docs), with where each ships from.
     winners: SkipMap<UserId, (Issued, WarehouseId)>,
     /// The digest set (see the module docs).
@@ -256,7 +256,7 @@ pub struct Sale {
     /// The eligibility version seen at the previous refresh (see
     /// [`Sale::eligibility_stale`]).
     eligible_seen: AtomicU64,
-    pub gauges: SaleGauges,
+    pub(super) gauges: SaleGauges,
 }
 
 impl std::fmt::Debug for Sale {
@@ -274,7 +274,7 @@ pub enum Window {
 }
 
 impl Sale {
-    pub fn new(id: SaleId, snap: &Snapshot, gauges: SaleGauges) -> Self {
+    pub(super) fn new(id: SaleId, snap: &Snapshot, gauges: SaleGauges) -> Self {
         let sale = Sale {
             id,
             stock: LocalStock::new(),
@@ -303,7 +303,7 @@ impl Sale {
     }
 
     /// Takes in a fresh snapshot from Redis.
-    pub fn apply(&self, s: &Snapshot) {
+    pub(super) fn apply(&self, s: &Snapshot) {
         let m = &self.mirror;
         m.starts_at_ms.store(s.starts_at_ms, Relaxed);
         m.ends_at_ms.store(s.ends_at_ms, Relaxed);
@@ -399,7 +399,13 @@ impl Sale {
     /// `read_at_ms` (node clock) or later: a lease reply, or the tailer's
     /// pool read. When it shows no unit anywhere, it proves the winners
     /// replica complete once the replica holds `orders_enqueued` wins.
-    pub fn observe_pool(&self, available: u64, leased: u64, orders_enqueued: u64, read_at_ms: u64) {
+    pub(super) fn observe_pool(
+        &self,
+        available: u64,
+        leased: u64,
+        orders_enqueued: u64,
+        read_at_ms: u64,
+    ) {
         let m = &self.mirror;
         m.available.store(available, Relaxed);
         m.leased.store(leased, Relaxed);
@@ -420,7 +426,7 @@ impl Sale {
         self.sold_out.load(Relaxed)
     }
 
-    pub fn mark_sold_out(&self) {
+    pub(super) fn mark_sold_out(&self) {
         self.sold_out.store(true, Relaxed);
     }
 
@@ -455,7 +461,7 @@ impl Sale {
     }
 
     /// Retires or revives the sale's upkeep. Returns true on a change.
-    pub fn set_retired(&self, retired: bool) -> bool {
+    pub(super) fn set_retired(&self, retired: bool) -> bool {
         let changed = self.retired.swap(retired, Relaxed) != retired;
         if changed && !retired {
             self.revived.notify_waiters();
@@ -484,7 +490,7 @@ impl Sale {
     /// in flight first, then taken; it stays in flight until the returned
     /// [`Taken`] is settled or dropped, whatever happens to the buyer.
     #[inline]
-    pub fn take_unit(&self) -> Option<Taken<'_>> {
+    pub(super) fn take_unit(&self) -> Option<Taken<'_>> {
         self.inflight.fetch_add(1, Relaxed);
         match self.stock.take() {
             Some(epoch) => Some(Taken {
@@ -505,7 +511,7 @@ impl Sale {
     }
 
     /// A commit ended (whatever its verdict): the unit is no longer in flight.
-    pub fn settle_one(&self) {
+    pub(super) fn settle_one(&self) {
         self.settled.fetch_add(1, Relaxed);
         // Release: pairs with the Acquire in `quiet_point`; a reconciler that
         // sees the count drop also sees `settled` moved, so it cannot mistake
@@ -516,7 +522,7 @@ impl Sale {
     /// Where the lease stands before asking Redis for this node's balance,
     /// or `None` while commits are in flight (the balance Redis reports
     /// would count their units, which have already left the counter).
-    pub fn quiet_point(&self) -> Option<QuietPoint> {
+    pub(super) fn quiet_point(&self) -> Option<QuietPoint> {
         let word = self.stock.word();
         // Acquire: pairs with the Release of `settle_one`.
         if self.inflight.load(Acquire) != 0 {
@@ -533,7 +539,7 @@ impl Sale {
     /// taken (the counter word is unchanged), none in flight, none settled.
     /// A unit taken in between would otherwise be counted twice, once in
     /// flight and once again in the raised balance.
-    pub fn reconcile(&self, q: QuietPoint, epoch: Epoch, lease_units: u32) -> bool {
+    pub(super) fn reconcile(&self, q: QuietPoint, epoch: Epoch, lease_units: u32) -> bool {
         if self.inflight.load(Acquire) != 0 || self.settled.load(Relaxed) != q.settled {
             return false;
         }
@@ -542,7 +548,7 @@ impl Sale {
     }
 
     /// Starts a refill if none is running; `true` means the caller leads it.
-    pub fn begin_refill(&self) -> bool {
+    pub(super) fn begin_refill(&self) -> bool {
         // Relaxed: the flag guards no memory (the lease state it leads to
         // is itself atomic); it only keeps lease calls to one at a time.
         self.refilling
@@ -550,7 +556,7 @@ impl Sale {
             .is_ok()
     }
 
-    pub fn end_refill(&self) {
+    pub(super) fn end_refill(&self) {
         self.refilling.store(false, Relaxed);
         self.refilled.notify_waiters();
     }
@@ -567,7 +573,7 @@ impl Sale {
     }
 
     /// Records a win (from a commit or a lookup).
-    pub fn remember_winner(&self, user: UserId, issued: Issued, warehouse: WarehouseId) {
+    pub(super) fn remember_winner(&self, user: UserId, issued: Issued, warehouse: WarehouseId) {
         self.winners.get_or_insert(user, (issued, warehouse));
         self.digests.insert(user.digest());
     }
@@ -579,7 +585,7 @@ impl Sale {
 
     /// Takes in bytes of the winners digest read at `offset` (whole 8-byte
     /// digests only); returns where to read next.
-    pub fn read_digests(&self, offset: u64, bytes: &[u8]) -> u64 {
+    pub(super) fn read_digests(&self, offset: u64, bytes: &[u8]) -> u64 {
         let mut end = offset;
         for d in bytes.chunks_exact(8) {
             let mut b = [0u8; 8];
@@ -596,7 +602,7 @@ impl Sale {
     /// knew everything before them, it now knows everything up to `len`
     /// without waiting for the tailer. (Their digests are in the set
     /// already: `remember_winner` ran for each.)
-    pub fn appended_digests(&self, wins: u64, len: u64) {
+    pub(super) fn appended_digests(&self, wins: u64, len: u64) {
         let start = len.saturating_sub(8 * wins);
         // Release: as in `read_digests`.
         let _ = self
@@ -619,13 +625,13 @@ impl Sale {
     /// reloading after every chunk would rescan the whole set each time.
     /// Waiting until two refreshes in a row see the same version loads it
     /// once, one refresh interval after the upload ends.
-    pub fn eligibility_stale(&self) -> Option<u64> {
+    pub(super) fn eligibility_stale(&self) -> Option<u64> {
         let want = self.mirror.eligibility_version.load(Relaxed);
         let previous = self.eligible_seen.swap(want, Relaxed);
         (want != self.eligible_loaded.load(Relaxed) && want == previous).then_some(want)
     }
 
-    pub fn load_eligible(&self, version: u64, users: impl IntoIterator<Item = UserId>) {
+    pub(super) fn load_eligible(&self, version: u64, users: impl IntoIterator<Item = UserId>) {
         for u in users {
             self.eligible.insert(u);
         }

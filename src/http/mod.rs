@@ -170,7 +170,7 @@ pub async fn handle<B: RequestBody>(
         // unknown outcome from one never tried, DESIGN §3); this outer
         // deadline only backstops it.
         let limit = match target {
-            router::Target::Take(_) => limit + buyer::SETTLE_GRACE,
+            router::Target::Take(_) => limit + crate::admission::take::SETTLE_GRACE,
             _ => limit,
         };
         match within(limit, router::dispatch(&shared, req, peer, target)).await {
