@@ -220,7 +220,7 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
             for (job, v) in jobs.into_iter().zip(verdicts) {
                 match v {
                     Verdict::Won(_) | Verdict::WonAt(..) => {
-                        m[0].increment(1);
+                        m.won.increment(1);
                         if let Verdict::WonAt(_, p) = v {
                             tally_warehouse(&mut by_warehouse, p);
                         }
@@ -229,22 +229,22 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
                         }
                     }
                     Verdict::Replay(_) | Verdict::ReplayAt(..) => {
-                        m[1].increment(1);
+                        m.replay.increment(1);
                         sale.stock.give_back(epoch);
                         if let Some((issued, p, _)) = v.ticket() {
                             sale.remember_winner(job.user, issued, p.warehouse);
                         }
                     }
                     Verdict::NotEligible => {
-                        m[2].increment(1);
+                        m.not_eligible.increment(1);
                         sale.stock.give_back(epoch);
                     }
                     Verdict::Fenced => {
-                        m[3].increment(1);
+                        m.fenced.increment(1);
                         sale.stock.clear(epoch);
                     }
                     Verdict::NoUnits => {
-                        m[4].increment(1);
+                        m.no_units.increment(1);
                         sale.stock.clear(epoch);
                     }
                 }
@@ -260,13 +260,13 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         }
         Ok(AdmitReply::Judged { .. }) => {
             // A reply that does not match the batch is a protocol fault.
-            m[6].increment(jobs.len() as u64);
+            m.error.increment(jobs.len() as u64);
             for job in jobs {
                 job.settle(Settled::Failed);
             }
         }
         Ok(AdmitReply::Refused(r)) => {
-            m[5].increment(jobs.len() as u64);
+            m.closed.increment(jobs.len() as u64);
             for job in jobs {
                 sale.stock.give_back(epoch);
                 job.settle(Settled::Refused(r));
@@ -274,7 +274,7 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         }
         Err(e) => {
             tracing::warn!(sale = %sale.id, error = %e, buyers = jobs.len(), "commit failed");
-            m[6].increment(jobs.len() as u64);
+            m.error.increment(jobs.len() as u64);
             let applied = e.maybe_applied();
             for job in jobs {
                 if applied {

@@ -36,6 +36,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Shared;
+use crate::metrics::Route;
 use response::Body;
 
 pub use admin::accounting as accounting_json;
@@ -160,7 +161,7 @@ pub async fn handle<B: RequestBody>(
         .then(|| cors::allowed_origin(&shared.config.cors_origins, req.headers()));
     // Probes and metrics are never shed: an overloaded node must still say
     // so, and still be measured.
-    let exempt = route == router::PROBE || route == router::METRICS;
+    let exempt = matches!(route, Route::Probe | Route::Metrics);
     let mut reply = if held.count > shared.config.max_inflight && !exempt {
         m.shed.increment(1);
         response::unavailable()
