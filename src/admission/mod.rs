@@ -33,6 +33,8 @@ pub mod lease;
 pub mod sales;
 pub mod stock;
 pub mod take;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
