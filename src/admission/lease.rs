@@ -89,6 +89,7 @@ pub async fn refill(ctx: &Arc<LeaseCtx>, sale: &Arc<Sale>) -> Refill {
 /// Starts a background refill when the lease runs low.
 pub fn maybe_prefetch(ctx: &Arc<LeaseCtx>, sale: &Arc<Sale>) {
     let units = u64::from(sale.stock.units());
+    // Relaxed: a sizing hint; a stale one prefetches a little early or late.
     let low = sale.last_grant.load(Relaxed) / 4;
     if units <= low && !sale.is_sold_out() && sale.available_hint() > 0 {
         if let Some(lead) = RefillLead::begin(sale) {
@@ -143,6 +144,7 @@ async fn lease_once(ctx: &LeaseCtx, sale: &Sale) -> Refill {
                 m.leases.granted.increment(1);
                 m.lease_units.increment(granted);
                 sale.stock.grant(epoch, units_of(granted));
+                // Relaxed: see `maybe_prefetch`.
                 sale.last_grant.store(granted, Relaxed);
                 sale.gauges.local_units.set(f64::from(sale.stock.units()));
                 Refill::Ready
@@ -219,6 +221,7 @@ pub async fn keep(ctx: Arc<LeaseCtx>, sale: Arc<Sale>, stop: CancellationToken) 
             continue;
         }
         let now = ctx.clock.now_ms();
+        // Relaxed: an idleness hint; returning also waits for no flight.
         let idle = now.saturating_sub(sale.last_take_ms.load(Relaxed)) > ctx.ttl_ms;
         let over = sale.window(now) == Window::Ended;
         if (idle || over) && sale.inflight() == 0 {

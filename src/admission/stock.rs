@@ -79,6 +79,7 @@ impl LocalStock {
     /// Takes one unit; returns the epoch it belongs to, or `None` when empty.
     #[inline]
     pub fn take(&self) -> Option<Epoch> {
+        // Relaxed: only a first guess; the CAS below checks it.
         let mut cur = self.word.load(Relaxed);
         loop {
             let (epoch, units) = unpack(cur);
@@ -128,10 +129,12 @@ impl LocalStock {
     }
 
     pub fn units(&self) -> u32 {
+        // Relaxed: a reading for decisions a CAS or Redis checks again.
         unpack(self.word.load(Relaxed)).1
     }
 
     pub fn epoch(&self) -> Epoch {
+        // Relaxed: as in `units`; a stale epoch is fenced by Redis.
         unpack(self.word.load(Relaxed)).0
     }
 
@@ -145,6 +148,8 @@ impl LocalStock {
 
     /// Replaces the word if it is still `expected`.
     fn replace(&self, expected: u64, next: u64) -> bool {
+        // Relaxed: the caller read `expected` with Acquire; any take since
+        // changed the word and fails this CAS.
         self.word
             .compare_exchange(expected, next, Relaxed, Relaxed)
             .is_ok()
@@ -152,6 +157,8 @@ impl LocalStock {
 
     /// CAS loop applying `f(epoch, units) -> Some(new word)`; `None` aborts.
     fn update(&self, f: impl Fn(Epoch, u32) -> Option<u64>) -> bool {
+        // Relaxed (load and CAS): grants, give-backs and clears publish
+        // nothing but the word itself, whose modification order is total.
         let mut cur = self.word.load(Relaxed);
         loop {
             let (e, u) = unpack(cur);
@@ -304,6 +311,9 @@ impl Sale {
 
     /// Takes in a fresh snapshot from Redis.
     pub(super) fn apply(&self, s: &Snapshot) {
+        // Relaxed: each mirrored value is a hint on its own, at most one
+        // refresh old; Redis decides every admission again, and no reader
+        // needs two of them from the same snapshot.
         let m = &self.mirror;
         m.starts_at_ms.store(s.starts_at_ms, Relaxed);
         m.ends_at_ms.store(s.ends_at_ms, Relaxed);
@@ -317,7 +327,8 @@ impl Sale {
         m.orders_enqueued.store(s.orders_enqueued, Relaxed);
         if s.available > 0 {
             // Units came back (release, reclaim, added stock): buyers may
-            // lease again.
+            // lease again. Relaxed: the flag is a hint the lease call
+            // checks; a stale value costs one lease call or one lookup.
             self.sold_out.store(false, Relaxed);
         }
         let g = &self.gauges;
@@ -406,15 +417,18 @@ impl Sale {
         orders_enqueued: u64,
         read_at_ms: u64,
     ) {
+        // Relaxed: hints, as in `apply`.
         let m = &self.mirror;
         m.available.store(available, Relaxed);
         m.leased.store(leased, Relaxed);
         m.orders_enqueued.store(orders_enqueued, Relaxed);
         if available > 0 {
             // A unit came back (release, sweep, reclaim): buyers may lease.
+            // Relaxed: a hint, as in `apply`.
             self.sold_out.store(false, Relaxed);
         }
         if available == 0 && leased == 0 {
+            // Relaxed: published by the Release of `proof_at_ms` just after.
             self.proof_enqueued.fetch_max(orders_enqueued, Relaxed);
             // Release: pairs with the Acquire in `replica_complete`; a reader
             // of this time also reads the count proven with it.
@@ -423,10 +437,13 @@ impl Sale {
     }
 
     pub fn is_sold_out(&self) -> bool {
+        // Relaxed: a hint; a sold-out answer from memory also needs the
+        // proof, read with Acquire in `replica_complete`.
         self.sold_out.load(Relaxed)
     }
 
     pub(super) fn mark_sold_out(&self) {
+        // Relaxed: as in `is_sold_out`.
         self.sold_out.store(true, Relaxed);
     }
 
@@ -442,6 +459,7 @@ impl Sale {
         let at = self.proof_at_ms.load(Acquire);
         at > 0
             && now_ms.saturating_sub(at) <= PROOF_FRESH_MS
+            // Relaxed: ordered after the Acquire of `proof_at_ms` above.
             && self.winners_known() >= self.proof_enqueued.load(Relaxed)
     }
 
@@ -457,11 +475,14 @@ impl Sale {
     }
 
     pub fn is_retired(&self) -> bool {
+        // Relaxed: the flag publishes nothing; waking is the Notify's job.
         self.retired.load(Relaxed)
     }
 
     /// Retires or revives the sale's upkeep. Returns true on a change.
     pub(super) fn set_retired(&self, retired: bool) -> bool {
+        // Relaxed: see `is_retired`; `while_retired` re-checks the flag
+        // after registering with the Notify, so no wake-up is lost.
         let changed = self.retired.swap(retired, Relaxed) != retired;
         if changed && !retired {
             self.revived.notify_waiters();
@@ -491,6 +512,7 @@ impl Sale {
     /// [`Taken`] is settled or dropped, whatever happens to the buyer.
     #[inline]
     pub(super) fn take_unit(&self) -> Option<Taken<'_>> {
+        // Relaxed: published by the Release of the take's CAS that follows.
         self.inflight.fetch_add(1, Relaxed);
         match self.stock.take() {
             Some(epoch) => Some(Taken {
@@ -499,6 +521,8 @@ impl Sale {
                 spent: false,
             }),
             None => {
+                // Relaxed: no unit left the counter, so no reconciler relied
+                // on this count; one that saw it merely waited a round.
                 self.inflight.fetch_sub(1, Relaxed);
                 None
             }
@@ -507,11 +531,14 @@ impl Sale {
 
     /// Units taken and not yet settled.
     pub fn inflight(&self) -> u64 {
+        // Relaxed: a reading for the lease keeper's choices; reconciling
+        // re-reads it with Acquire (`quiet_point`, `reconcile`).
         self.inflight.load(Relaxed)
     }
 
     /// A commit ended (whatever its verdict): the unit is no longer in flight.
     pub(super) fn settle_one(&self) {
+        // Relaxed: published by the Release of `inflight` just after.
         self.settled.fetch_add(1, Relaxed);
         // Release: pairs with the Acquire in `quiet_point`; a reconciler that
         // sees the count drop also sees `settled` moved, so it cannot mistake
@@ -530,6 +557,7 @@ impl Sale {
         }
         Some(QuietPoint {
             word,
+            // Relaxed: ordered after the Acquire of `inflight` above.
             settled: self.settled.load(Relaxed),
         })
     }
@@ -540,6 +568,8 @@ impl Sale {
     /// A unit taken in between would otherwise be counted twice, once in
     /// flight and once again in the raised balance.
     pub(super) fn reconcile(&self, q: QuietPoint, epoch: Epoch, lease_units: u32) -> bool {
+        // Acquire: as in `quiet_point`; `settled` (Relaxed) is read after
+        // it, so a settle that ended a flight is seen in both.
         if self.inflight.load(Acquire) != 0 || self.settled.load(Relaxed) != q.settled {
             return false;
         }
@@ -557,6 +587,8 @@ impl Sale {
     }
 
     pub(super) fn end_refill(&self) {
+        // Relaxed: as in `begin_refill`; the waiters learn of the end from
+        // the Notify, which orders itself.
         self.refilling.store(false, Relaxed);
         self.refilled.notify_waiters();
     }
@@ -607,6 +639,7 @@ impl Sale {
         // Release: as in `read_digests`.
         let _ = self
             .digests_known
+            // Relaxed on failure: nothing is read then.
             .compare_exchange(start, len, Release, Relaxed);
     }
 
@@ -626,6 +659,8 @@ impl Sale {
     /// Waiting until two refreshes in a row see the same version loads it
     /// once, one refresh interval after the upload ends.
     pub(super) fn eligibility_stale(&self) -> Option<u64> {
+        // Relaxed: versions only pick when to reload; readers of the list
+        // ask the skip set itself, which is safe to read while it grows.
         let want = self.mirror.eligibility_version.load(Relaxed);
         let previous = self.eligible_seen.swap(want, Relaxed);
         (want != self.eligible_loaded.load(Relaxed) && want == previous).then_some(want)
@@ -635,6 +670,7 @@ impl Sale {
         for u in users {
             self.eligible.insert(u);
         }
+        // Relaxed: see `eligibility_stale`.
         self.eligible_loaded.store(version, Relaxed);
     }
 
