@@ -57,24 +57,26 @@ pub enum AppError {
     Bind(SocketAddr, #[source] std::io::Error),
 }
 
-/// State shared by every request and task of one server.
+/// State shared by every request and task of one server. Outside the
+/// crate only the store and the sales are reachable (the CLI and the
+/// benchmarks drive them); the rest is the server's own.
 pub struct Shared {
-    pub config: ServeConfig,
-    pub node: Arc<str>,
+    pub(crate) config: ServeConfig,
+    pub(crate) node: Arc<str>,
     pub store: Arc<dyn Store>,
-    pub metrics: Arc<Metrics>,
-    pub session_keys: KeyRing,
-    pub ticket_keys: KeyRing,
-    pub admin_key: Vec<u8>,
-    pub backend_key: Vec<u8>,
-    pub limits: Limits,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) session_keys: KeyRing,
+    pub(crate) ticket_keys: KeyRing,
+    pub(crate) admin_key: Vec<u8>,
+    pub(crate) backend_key: Vec<u8>,
+    pub(crate) limits: Limits,
     pub sales: Arc<Sales>,
-    pub lease: Arc<LeaseCtx>,
-    pub clock: Arc<dyn Clock>,
+    /// The node's clock; admission reads the same one.
+    pub(crate) clock: Arc<dyn Clock>,
     /// Requests in progress (load shedding).
-    pub inflight: AtomicUsize,
+    pub(crate) inflight: AtomicUsize,
     /// What the probes report.
-    pub health: Health,
+    pub(crate) health: Health,
 }
 
 /// What the probes report beyond what they check themselves (DESIGN §3).
@@ -174,7 +176,8 @@ impl App {
         redis.wait_ready(STORE_WAIT).await?;
         let store: Arc<dyn Store> = Arc::new(redis);
         check_safety(&*store, config.allow_unsafe_redis).await?;
-        let mut app = Self::assemble(config, node, metrics, store, redis_url).await?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mut app = Self::assemble(config, node, metrics, store, redis_url, clock).await?;
         app.embedded = embedded;
         Ok(app)
     }
@@ -186,10 +189,22 @@ impl App {
         store: Arc<dyn Store>,
         redis_url: &str,
     ) -> Result<App, AppError> {
+        Self::build_with_clock(config, store, redis_url, Arc::new(SystemClock)).await
+    }
+
+    /// As [`App::build_with_store`], on a clock of the caller's choosing:
+    /// every node-side reading of time (sale window, tokens, leases, the
+    /// sold-out proof) goes through it.
+    pub async fn build_with_clock(
+        config: ServeConfig,
+        store: Arc<dyn Store>,
+        redis_url: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, AppError> {
         config.validate()?;
         let node: Arc<str> = config.node_id().into();
         let metrics = Metrics::new(&node);
-        Self::assemble(config, node, metrics, store, redis_url.to_owned()).await
+        Self::assemble(config, node, metrics, store, redis_url.to_owned(), clock).await
     }
 
     async fn assemble(
@@ -198,6 +213,7 @@ impl App {
         metrics: Arc<Metrics>,
         store: Arc<dyn Store>,
         redis_url: String,
+        clock: Arc<dyn Clock>,
     ) -> Result<App, AppError> {
         let secrets = Secrets::from_config(&config)?;
         let ring = |name: &'static str, spec: &str| {
@@ -205,7 +221,6 @@ impl App {
         };
         let session_keys = ring("BIGTAP_SESSION_KEYS", &secrets.session_keys)?;
         let ticket_keys = ring("BIGTAP_TICKET_KEYS", &secrets.ticket_keys)?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
         let lease = Arc::new(LeaseCtx {
@@ -218,7 +233,7 @@ impl App {
         });
         let sales = Arc::new(Sales::new(SalesCtx {
             store: store.clone(),
-            lease: lease.clone(),
+            lease,
             commit: CommitCtx {
                 store: store.clone(),
                 node: node.clone(),
@@ -251,7 +266,6 @@ impl App {
             session_keys,
             ticket_keys,
             sales,
-            lease,
             clock,
             inflight: AtomicUsize::new(0),
             health: Health::default(),
