@@ -7,11 +7,13 @@
 //! - [`http`]     accept loop, routing, contract responses (DESIGN §3).
 //! - [`auth`]     session and purchase tokens (DESIGN §4).
 //! - [`limits`]   per-address and per-user rate limits.
-//! - [`stock`]    per-sale node state: lock-free lease counter, sold-out flag,
-//!   winners replica, eligibility replica.
-//! - [`commit`]   micro-batched commits of winners through the `admit` script.
-//! - [`lease`]    lease refill, renewal, return, and reclaim of dead nodes.
-//! - [`sales`]    the registry of sales a node serves and their upkeep tasks.
+//! - [`admission`] one sale on a node: `Admission::take` runs DESIGN §3's
+//!   check order (one pure function, `admission::check`), then take →
+//!   refill → commit, and answers an `Outcome` that HTTP translates.
+//!   Inside: the lock-free lease counter and replicas (`stock`), the
+//!   micro-batched committer (`commit`), lease refill, renewal, return and
+//!   reclaim (`lease`), and the registry of sales with their upkeep tasks
+//!   (`sales`).
 //! - [`lifecycle`] the sweeper of expired tickets (confirm and release are
 //!   scripts behind the store).
 //! - [`store`]    the Redis seam: a trait, its Redis implementation, the Lua
@@ -26,7 +28,7 @@
 //! - [`metrics`]  metric names and the Prometheus exporter.
 //! - [`shutdown`] signals to a cancellation token.
 //! - [`id`]       sale, user, ticket, warehouse and region ids parsed at the edge.
-//! - [`clock`]    the time seam.
+//! - [`clock`]    the time seam: the app injects one clock, admission reads it.
 //! - [`demo`]     the reference shop page `serve --demo` shows on a second origin.
 
 pub mod admission;

@@ -39,7 +39,7 @@ pub enum Settled {
 }
 
 /// One buyer's unit on its way to Redis. The job owns the unit's flight
-/// (see [`Sale::take_unit`]): it ends exactly once, when the job is
+/// (see `Sale::take_unit`): it ends exactly once, when the job is
 /// settled or, failing that, dropped. The buyer may be gone by then (hung
 /// up, timed out); the job does not depend on it.
 pub struct Job {

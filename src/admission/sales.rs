@@ -215,7 +215,7 @@ fn ended(sale: &Sale, clock: &dyn Clock) -> bool {
 /// changed. It also retires a sale that is over and settled (window past,
 /// no unit in any lease, no pending ticket, every win in the replica): its
 /// tailer, lease keeper, reclaimer and sweeper then sleep, and only this
-/// refresh runs, every [`RETIRED_PERIOD`], so old sales cost the store
+/// refresh runs, every `RETIRED_PERIOD`, so old sales cost the store
 /// next to nothing. A refresh that finds it open again (its window moved)
 /// revives them.
 pub async fn refresh(store: &dyn Store, sale: &Sale) -> Result<(), StoreError> {

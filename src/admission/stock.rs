@@ -19,7 +19,7 @@
 //! publishes (Release) the in-flight count made just before it, so the
 //! lease reconciliation that reads the word (Acquire) and finds the unit
 //! gone also finds it in flight, and never raises the balance over a unit
-//! that is on its way to Redis (see [`Sale::reconcile`]).
+//! that is on its way to Redis (see `Sale::reconcile`).
 //!
 //! # Replicas
 //!
@@ -183,7 +183,7 @@ pub struct Taken<'a> {
 
 impl Taken<'_> {
     /// Hands the unit to a commit: from here the commit job owns its
-    /// flight and must call [`Sale::settle_one`] exactly once.
+    /// flight and must call `Sale::settle_one` exactly once.
     pub fn hand_over(mut self) -> Epoch {
         self.spent = true;
         self.epoch
@@ -199,7 +199,7 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// See [`Sale::quiet_point`].
+/// See `Sale::quiet_point`.
 #[derive(Debug, Clone, Copy)]
 pub struct QuietPoint {
     word: u64,
