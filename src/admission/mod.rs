@@ -68,10 +68,8 @@ pub enum Outcome {
     Unavailable,
     /// 404: the sale is not served here (or Redis no longer knows it).
     NoSale,
-    /// 429 from the node's door.
-    RateLimited { retry_after_s: u64 },
-    /// 401 from the node's door.
-    InvalidSession,
+    /// 429 or 401 from the node's door.
+    Turned(Turned),
 }
 
 impl Outcome {
@@ -87,8 +85,7 @@ impl Outcome {
             Outcome::Unknown => "unknown",
             Outcome::Unavailable => "unavailable",
             Outcome::NoSale => "unknown_sale",
-            Outcome::RateLimited { .. } => "rate_limited",
-            Outcome::InvalidSession => "invalid_session",
+            Outcome::Turned(t) => t.label(),
         }
     }
 }
@@ -100,12 +97,18 @@ pub enum Turned {
     InvalidSession,
 }
 
+impl Turned {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Turned::RateLimited { .. } => "rate_limited",
+            Turned::InvalidSession => "invalid_session",
+        }
+    }
+}
+
 impl From<Turned> for Outcome {
     fn from(t: Turned) -> Outcome {
-        match t {
-            Turned::RateLimited { retry_after_s } => Outcome::RateLimited { retry_after_s },
-            Turned::InvalidSession => Outcome::InvalidSession,
-        }
+        Outcome::Turned(t)
     }
 }
 
@@ -149,16 +152,12 @@ pub enum Mine {
     Ticket(Ticket, crate::store::TicketState),
     NoTicket,
     Unavailable,
-    RateLimited { retry_after_s: u64 },
-    InvalidSession,
+    Turned(Turned),
 }
 
 impl From<Turned> for Mine {
     fn from(t: Turned) -> Mine {
-        match t {
-            Turned::RateLimited { retry_after_s } => Mine::RateLimited { retry_after_s },
-            Turned::InvalidSession => Mine::InvalidSession,
-        }
+        Mine::Turned(t)
     }
 }
 

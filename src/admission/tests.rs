@@ -485,8 +485,8 @@ fn no_two_outcomes_share_a_metric_label() {
         Outcome::Unknown,
         Outcome::Unavailable,
         Outcome::NoSale,
-        Outcome::RateLimited { retry_after_s: 1 },
-        Outcome::InvalidSession,
+        Outcome::Turned(Turned::RateLimited { retry_after_s: 1 }),
+        Outcome::Turned(Turned::InvalidSession),
     ]
     .iter()
     .map(Outcome::label)

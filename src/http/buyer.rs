@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::response::{self, Reply};
 use crate::admission::{Answer, Door, Mine, Outcome, Ticket, Turned};
 use crate::app::Shared;
-use crate::auth::{bearer, TicketClaims};
+use crate::auth::{bearer, KeyRing, TicketClaims};
 use crate::id::{RegionId, SaleId, UserId};
 use crate::limits::retry_after_secs;
 
@@ -50,15 +50,15 @@ pub async fn take<B: RequestBody>(
             asked_store: false,
         },
     };
-    reply(shared, sale_id, answer)
+    reply(&shared.ticket_keys, sale_id, answer)
 }
 
 /// The one mapping from a take's outcome to its response (DESIGN §3).
-fn reply(shared: &Shared, sale: SaleId, answer: Answer) -> Reply {
+fn reply(keys: &KeyRing, sale: SaleId, answer: Answer) -> Reply {
     let outcome = answer.outcome;
     let mut r = match outcome {
-        Outcome::Won(t) => ticket(shared, sale, t, false),
-        Outcome::Replay(t) => ticket(shared, sale, t, true),
+        Outcome::Won(t) => ticket(keys, sale, t, false),
+        Outcome::Replay(t) => ticket(keys, sale, t, true),
         Outcome::SoldOut => response::sold_out(),
         Outcome::NotEligible => response::not_eligible(),
         Outcome::Ended => response::ended(),
@@ -66,8 +66,7 @@ fn reply(shared: &Shared, sale: SaleId, answer: Answer) -> Reply {
         Outcome::Unknown => response::outcome_unknown(),
         Outcome::Unavailable => response::unavailable(),
         Outcome::NoSale => response::unknown_sale(),
-        Outcome::RateLimited { retry_after_s } => response::rate_limited(retry_after_s),
-        Outcome::InvalidSession => response::invalid_session(),
+        Outcome::Turned(t) => turned(t),
     };
     r.outcome = outcome.label();
     if answer.asked_store {
@@ -134,13 +133,12 @@ pub async fn mine<B: RequestBody>(
     let answer = admission.mine(&door).await;
     let r = match answer.outcome {
         Mine::Ticket(t, state) => {
-            let body = ticket_body(shared, sale_id, t, state.as_str(), false);
+            let body = ticket_body(&shared.ticket_keys, sale_id, t, state.as_str(), false);
             Reply::new(response::json(StatusCode::OK, body), "ok")
         }
         Mine::NoTicket => response::no_ticket(),
         Mine::Unavailable => response::unavailable(),
-        Mine::RateLimited { retry_after_s } => response::rate_limited(retry_after_s),
-        Mine::InvalidSession => response::invalid_session(),
+        Mine::Turned(t) => turned(t),
     };
     if answer.asked_store {
         r.via_store()
@@ -149,9 +147,17 @@ pub async fn mine<B: RequestBody>(
     }
 }
 
+/// The door's refusals, on either buyer route.
+fn turned(t: Turned) -> Reply {
+    match t {
+        Turned::RateLimited { retry_after_s } => response::rate_limited(retry_after_s),
+        Turned::InvalidSession => response::invalid_session(),
+    }
+}
+
 /// 201 for a new win, 200 with `"replay":true` for a repeat.
-fn ticket(shared: &Shared, sale: SaleId, t: Ticket, replay: bool) -> Reply {
-    let body = ticket_body(shared, sale, t, "", replay);
+fn ticket(keys: &KeyRing, sale: SaleId, t: Ticket, replay: bool) -> Reply {
+    let body = ticket_body(keys, sale, t, "", replay);
     let status = if replay {
         StatusCode::OK
     } else {
@@ -162,8 +168,8 @@ fn ticket(shared: &Shared, sale: SaleId, t: Ticket, replay: bool) -> Reply {
 
 /// The win body of DESIGN §3, with `"state"` when `state` is not empty
 /// and `"warehouse"` (DESIGN §7).
-fn ticket_body(shared: &Shared, sale: SaleId, t: Ticket, state: &str, replay: bool) -> String {
-    let token = shared.ticket_keys.sign_ticket(&TicketClaims {
+fn ticket_body(keys: &KeyRing, sale: SaleId, t: Ticket, state: &str, replay: bool) -> String {
+    let token = keys.sign_ticket(&TicketClaims {
         sale,
         ticket: t.issued.ticket,
         user: t.user,
@@ -271,6 +277,53 @@ pub fn status(shared: &Shared, sale_id: SaleId) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::TicketId;
+    use crate::store::{Issued, Placement};
+
+    #[test]
+    fn every_outcome_answers_its_contract_status_under_a_counted_label() {
+        let keys = KeyRing::generate("t1").0;
+        let sale = SaleId::parse("s").expect("an id");
+        let t = Ticket {
+            user: UserId::parse("u").expect("an id"),
+            issued: Issued {
+                ticket: TicketId::random(),
+                issued_at_ms: 1,
+                expires_at_ms: 2,
+            },
+            warehouse: Placement::default_warehouse().warehouse,
+        };
+        let cases = [
+            (Outcome::Won(t), 201),
+            (Outcome::Replay(t), 200),
+            (Outcome::SoldOut, 410),
+            (Outcome::NotEligible, 403),
+            (Outcome::Ended, 410),
+            (Outcome::NotStarted { starts_at_ms: 5 }, 425),
+            (Outcome::Unknown, 503),
+            (Outcome::Unavailable, 503),
+            (Outcome::NoSale, 404),
+            (
+                Outcome::Turned(Turned::RateLimited { retry_after_s: 3 }),
+                429,
+            ),
+            (Outcome::Turned(Turned::InvalidSession), 401),
+        ];
+        for (outcome, status) in cases {
+            let answer = Answer {
+                outcome,
+                asked_store: true,
+            };
+            let r = reply(&keys, sale, answer);
+            assert_eq!(r.resp.status().as_u16(), status, "{outcome:?}");
+            assert_eq!(r.outcome, outcome.label());
+            assert!(!r.from_memory);
+            assert!(
+                response::slot(status, r.outcome) < crate::metrics::ANSWER_SLOTS - 1,
+                "{outcome:?} has a request counter of its own"
+            );
+        }
+    }
 
     #[test]
     fn the_client_address_is_the_peer_unless_the_balancer_is_trusted() {
