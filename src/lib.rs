@@ -3,8 +3,10 @@
 //! Map of the modules, in the order a request meets them:
 //!
 //! - [`config`]   typed settings from flags and environment.
-//! - [`app`]      the application state one server owns, and its lifecycle.
-//! - [`http`]     accept loop, routing, contract responses (DESIGN §3).
+//! - [`app`]      builds one server (its store, sales and `http::Shared`) and
+//!   runs it until stopped.
+//! - [`http`]     accept loop, routing, contract responses (DESIGN §3), and
+//!   the state requests share (`Shared`); it depends on nothing of `app`.
 //! - [`auth`]     session and purchase tokens (DESIGN §4).
 //! - [`limits`]   per-address and per-user rate limits.
 //! - [`admission`] one sale on a node: `Admission::take` runs DESIGN §3's

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::response::{self, Reply};
-use crate::app::Shared;
+use super::Shared;
 use crate::auth::{bearer, secret_eq};
 use crate::id::{SaleId, UserId, WarehouseId};
 use crate::inventory::{Inventory, RawSpec};

@@ -15,8 +15,8 @@ use hyper::{Request, StatusCode};
 use tokio::time::Instant;
 
 use super::response::{self, Reply};
+use super::Shared;
 use crate::admission::{Answer, Door, Mine, Outcome, Ticket, Turned};
-use crate::app::Shared;
 use crate::auth::{bearer, KeyRing, TicketClaims};
 use crate::id::{RegionId, SaleId, UserId};
 use crate::limits::retry_after_secs;

@@ -19,6 +19,7 @@ pub mod cors;
 mod deadline;
 pub mod response;
 mod router;
+mod shared;
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
@@ -35,12 +36,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Shared;
 use crate::metrics::Route;
 use response::Body;
 
 pub use admin::accounting as accounting_json;
 pub use admin::warehouses as warehouses_json;
+pub use shared::{Health, Shared};
 
 /// Serves HTTP on `listener` until `shutdown`, then drains.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {

@@ -7,8 +7,8 @@ use super::RequestBody;
 use hyper::{Method, Request};
 
 use super::response::{self, Reply};
+use super::Shared;
 use super::{admin, backend, buyer, cors};
-use crate::app::Shared;
 use crate::id::{SaleId, TicketId};
 use crate::metrics::Route;
 
