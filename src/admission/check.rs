@@ -18,6 +18,22 @@ pub struct Ticket {
     pub warehouse: WarehouseId,
 }
 
+#[cfg(test)]
+impl Ticket {
+    /// A ticket of `user`, for tests.
+    pub(crate) fn sample(user: &str) -> Ticket {
+        Ticket {
+            user: UserId::parse(user).expect("a user id"),
+            issued: Issued {
+                ticket: crate::id::TicketId::random(),
+                issued_at_ms: 900,
+                expires_at_ms: 9_000,
+            },
+            warehouse: crate::store::Placement::default_warehouse().warehouse,
+        }
+    }
+}
+
 /// The sale as one request sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Facts {
@@ -117,7 +133,6 @@ pub fn check(f: &Facts) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::TicketId;
 
     fn user() -> UserId {
         UserId::parse("alice").expect("an id")
@@ -151,15 +166,7 @@ mod tests {
     }
 
     fn ticket() -> Ticket {
-        Ticket {
-            user: user(),
-            issued: Issued {
-                ticket: TicketId::random(),
-                issued_at_ms: 900,
-                expires_at_ms: 9_000,
-            },
-            warehouse: WarehouseId::parse("main").expect("an id"),
-        }
+        Ticket::sample("alice")
     }
 
     #[test]

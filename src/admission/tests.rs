@@ -26,9 +26,9 @@ use crate::clock::{Clock, ManualClock};
 use crate::id::{SaleId, TicketId, UserId};
 use crate::metrics::Metrics;
 use crate::store::{
-    AdmitReply, Candidate, Issued, LeaseReply, Placement, Pool, PutOutcome, RenewReply,
-    ReturnReply, SafetyReport, SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord,
-    TicketState, Transition, Verdict,
+    AdmitReply, Candidate, LeaseReply, Placement, Pool, PutOutcome, RenewReply, ReturnReply,
+    SafetyReport, SaleSpec, Snapshot, StockChange, Store, StoreError, TicketRecord, TicketState,
+    Transition, Verdict,
 };
 
 const START_MS: u64 = 1_000_000;
@@ -466,15 +466,7 @@ async fn a_commit_neither_answered_nor_recorded_is_unknown_to_the_buyer() {
 
 #[test]
 fn no_two_outcomes_share_a_metric_label() {
-    let t = super::Ticket {
-        user: UserId::parse("u").expect("an id"),
-        issued: Issued {
-            ticket: TicketId::random(),
-            issued_at_ms: 0,
-            expires_at_ms: 0,
-        },
-        warehouse: Placement::default_warehouse().warehouse,
-    };
+    let t = super::Ticket::sample("u");
     let labels: Vec<_> = [
         Outcome::Won(t),
         Outcome::Replay(t),

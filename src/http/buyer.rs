@@ -277,22 +277,12 @@ pub fn status(shared: &Shared, sale_id: SaleId) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::TicketId;
-    use crate::store::{Issued, Placement};
 
     #[test]
     fn every_outcome_answers_its_contract_status_under_a_counted_label() {
         let keys = KeyRing::generate("t1").0;
         let sale = SaleId::parse("s").expect("an id");
-        let t = Ticket {
-            user: UserId::parse("u").expect("an id"),
-            issued: Issued {
-                ticket: TicketId::random(),
-                issued_at_ms: 1,
-                expires_at_ms: 2,
-            },
-            warehouse: Placement::default_warehouse().warehouse,
-        };
+        let t = Ticket::sample("u");
         let cases = [
             (Outcome::Won(t), 201),
             (Outcome::Replay(t), 200),
