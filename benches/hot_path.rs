@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bigtap::admission::stock::LocalStock;
 use bigtap::auth::{KeyRing, TicketClaims};
 use bigtap::sale::{Eligibility, SaleSpec};
-use bigtap::stock::LocalStock;
 use bigtap::store::embedded::RedisProcess;
 use bigtap::{App, SaleId, ServeConfig, TicketId, UserId};
 use bytes::Bytes;

@@ -12,7 +12,7 @@
 //! the embedded redis-server.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,14 +20,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::commit::CommitCtx;
+use crate::admission::lease::LeaseCtx;
+use crate::admission::sales::{Sales, SalesCtx};
 use crate::auth::{KeyError, KeyRing};
 use crate::clock::{Clock, SystemClock};
-use crate::commit::CommitCtx;
 use crate::config::{ConfigError, ServeConfig};
-use crate::lease::LeaseCtx;
+use crate::http::{Health, Shared};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::sales::{Sales, SalesCtx};
 use crate::store::embedded::{EmbeddedError, RedisProcess};
 use crate::store::redis::RedisStore;
 use crate::store::{Store, StoreError};
@@ -55,55 +56,6 @@ pub enum AppError {
     UnsafeStore(String),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, #[source] std::io::Error),
-}
-
-/// State shared by every request and task of one server.
-pub struct Shared {
-    pub config: ServeConfig,
-    pub node: Arc<str>,
-    pub store: Arc<dyn Store>,
-    pub metrics: Arc<Metrics>,
-    pub session_keys: KeyRing,
-    pub ticket_keys: KeyRing,
-    pub admin_key: Vec<u8>,
-    pub backend_key: Vec<u8>,
-    pub limits: Limits,
-    pub sales: Arc<Sales>,
-    pub lease: Arc<LeaseCtx>,
-    pub clock: Arc<dyn Clock>,
-    /// Requests in progress (load shedding).
-    pub inflight: AtomicUsize,
-    /// What the probes report.
-    pub health: Health,
-}
-
-/// What the probes report beyond what they check themselves (DESIGN §3).
-#[derive(Debug, Default)]
-pub struct Health {
-    /// The embedded redis-server could not be restarted, again and again:
-    /// the node cannot recover by itself, so liveness fails and whatever
-    /// replaces instances replaces it.
-    store_lost: AtomicBool,
-    /// The node stopped accepting and is draining: not ready.
-    draining: AtomicBool,
-}
-
-impl Health {
-    pub fn can_recover(&self) -> bool {
-        !self.store_lost.load(Relaxed)
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Relaxed)
-    }
-
-    pub fn set_draining(&self) {
-        self.draining.store(true, Relaxed);
-    }
-
-    fn set_store_lost(&self, lost: bool) {
-        self.store_lost.store(lost, Relaxed);
-    }
 }
 
 /// Secrets given to, or generated for, a server.
@@ -174,7 +126,8 @@ impl App {
         redis.wait_ready(STORE_WAIT).await?;
         let store: Arc<dyn Store> = Arc::new(redis);
         check_safety(&*store, config.allow_unsafe_redis).await?;
-        let mut app = Self::assemble(config, node, metrics, store, redis_url).await?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mut app = Self::assemble(config, node, metrics, store, redis_url, clock).await?;
         app.embedded = embedded;
         Ok(app)
     }
@@ -186,10 +139,22 @@ impl App {
         store: Arc<dyn Store>,
         redis_url: &str,
     ) -> Result<App, AppError> {
+        Self::build_with_clock(config, store, redis_url, Arc::new(SystemClock)).await
+    }
+
+    /// As [`App::build_with_store`], on a clock of the caller's choosing:
+    /// every node-side reading of time (sale window, tokens, leases, the
+    /// sold-out proof) goes through it.
+    pub async fn build_with_clock(
+        config: ServeConfig,
+        store: Arc<dyn Store>,
+        redis_url: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, AppError> {
         config.validate()?;
         let node: Arc<str> = config.node_id().into();
         let metrics = Metrics::new(&node);
-        Self::assemble(config, node, metrics, store, redis_url.to_owned()).await
+        Self::assemble(config, node, metrics, store, redis_url.to_owned(), clock).await
     }
 
     async fn assemble(
@@ -198,6 +163,7 @@ impl App {
         metrics: Arc<Metrics>,
         store: Arc<dyn Store>,
         redis_url: String,
+        clock: Arc<dyn Clock>,
     ) -> Result<App, AppError> {
         let secrets = Secrets::from_config(&config)?;
         let ring = |name: &'static str, spec: &str| {
@@ -205,7 +171,6 @@ impl App {
         };
         let session_keys = ring("BIGTAP_SESSION_KEYS", &secrets.session_keys)?;
         let ticket_keys = ring("BIGTAP_TICKET_KEYS", &secrets.ticket_keys)?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
         let lease = Arc::new(LeaseCtx {
@@ -218,7 +183,7 @@ impl App {
         });
         let sales = Arc::new(Sales::new(SalesCtx {
             store: store.clone(),
-            lease: lease.clone(),
+            lease,
             commit: CommitCtx {
                 store: store.clone(),
                 node: node.clone(),
@@ -251,7 +216,6 @@ impl App {
             session_keys,
             ticket_keys,
             sales,
-            lease,
             clock,
             inflight: AtomicUsize::new(0),
             health: Health::default(),

@@ -5,15 +5,19 @@
 //! - [`cli`]      the binary's commands (`serve`, `sale`, `users`, `ticket`):
 //!   flags to typed inputs, then a library call; `main.rs` only parses.
 //! - [`config`]   typed settings from flags and environment.
-//! - [`app`]      the application state one server owns, and its lifecycle.
-//! - [`http`]     accept loop, routing, contract responses (DESIGN §3).
+//! - [`app`]      builds one server (its store, sales and `http::Shared`) and
+//!   runs it until stopped.
+//! - [`http`]     accept loop, routing, contract responses (DESIGN §3), and
+//!   the state requests share (`Shared`); it depends on nothing of `app`.
 //! - [`auth`]     session and purchase tokens (DESIGN §4).
 //! - [`limits`]   per-address and per-user rate limits.
-//! - [`stock`]    per-sale node state: lock-free lease counter, sold-out flag,
-//!   winners replica, eligibility replica.
-//! - [`commit`]   micro-batched commits of winners through the `admit` script.
-//! - [`lease`]    lease refill, renewal, return, and reclaim of dead nodes.
-//! - [`sales`]    the registry of sales a node serves and their upkeep tasks.
+//! - [`admission`] one sale on a node: `Admission::take` runs DESIGN §3's
+//!   check order (one pure function, `admission::check`), then take →
+//!   refill → commit, and answers an `Outcome` that HTTP translates.
+//!   Inside: the lock-free lease counter and replicas (`stock`), the
+//!   micro-batched committer (`commit`), lease refill, renewal, return and
+//!   reclaim (`lease`), and the registry of sales with their upkeep tasks
+//!   (`sales`).
 //! - [`lifecycle`] the sweeper of expired tickets (confirm and release are
 //!   scripts behind the store).
 //! - [`sale`]     a sale's domain values: settings, accounting, outcomes of
@@ -34,22 +38,21 @@
 //! - [`metrics`]  metric names and the Prometheus exporter.
 //! - [`shutdown`] signals to a cancellation token.
 //! - [`id`]       sale, user, ticket, warehouse and region ids parsed at the edge.
-//! - [`clock`]    the time seam.
+//! - [`clock`]    the time seam: the app injects one clock, admission reads it.
 //! - [`demo`]     the reference shop page `serve --demo` shows on a second origin,
 //!   and the demo sale it creates.
 
+pub mod admission;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;
-pub mod commit;
 pub mod config;
 pub mod demo;
 pub mod http;
 pub mod id;
 pub mod inventory;
-pub mod lease;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
@@ -58,9 +61,7 @@ pub mod ops;
 pub mod orders;
 pub mod relay;
 pub mod sale;
-pub mod sales;
 pub mod shutdown;
-pub mod stock;
 pub mod store;
 
 pub use app::{App, AppHandle};

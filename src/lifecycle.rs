@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::stock::Sale;
+use crate::admission::stock::Sale;
 use crate::store::Store;
 
 /// Most tickets one sweep call releases; a larger backlog takes more calls.

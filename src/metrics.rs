@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::id::WarehouseId;
 use crate::sale::WarehouseAccount;
+use crate::store::scripts::Op;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -33,30 +34,71 @@ static METADATA: Metadata<'static> = Metadata::new("bigtap", metrics::Level::INF
 
 /// How many request-counter slots one route has (see [`Metrics::request`]).
 pub const ANSWER_SLOTS: usize = 32;
-/// Routes, in label order.
-pub const ROUTES: [&str; 8] = [
-    "take",
-    "sale_status",
-    "admin",
-    "backend",
-    "probe",
-    "metrics",
-    "unknown",
-    "mine",
-];
+/// The route label of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Take,
+    SaleStatus,
+    Admin,
+    Backend,
+    Probe,
+    Metrics,
+    Unknown,
+    Mine,
+}
 
-/// Lease results, in label order.
-pub const LEASE_RESULTS: [&str; 3] = ["granted", "empty", "error"];
-/// Commit results, in label order.
-pub const COMMIT_RESULTS: [&str; 7] = [
-    "won",
-    "replay",
-    "not_eligible",
-    "fenced",
-    "no_units",
-    "closed",
-    "error",
-];
+impl Route {
+    /// Every route, in the order of the request tables.
+    pub const ALL: [Route; 8] = [
+        Route::Take,
+        Route::SaleStatus,
+        Route::Admin,
+        Route::Backend,
+        Route::Probe,
+        Route::Metrics,
+        Route::Unknown,
+        Route::Mine,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Take => "take",
+            Route::SaleStatus => "sale_status",
+            Route::Admin => "admin",
+            Route::Backend => "backend",
+            Route::Probe => "probe",
+            Route::Metrics => "metrics",
+            Route::Unknown => "unknown",
+            Route::Mine => "mine",
+        }
+    }
+
+    /// The route's row in the request tables (its place in [`Route::ALL`]).
+    fn row(self) -> usize {
+        self as usize
+    }
+}
+
+/// Lease calls to Redis, by result (`bigtap_leases_total`).
+pub struct LeaseCounters {
+    pub granted: Counter,
+    pub empty: Counter,
+    pub error: Counter,
+}
+
+/// Commit verdicts of one sale, by result (`bigtap_commits_total`).
+#[derive(Clone)]
+pub struct CommitCounters {
+    pub won: Counter,
+    pub replay: Counter,
+    pub not_eligible: Counter,
+    pub fenced: Counter,
+    pub no_units: Counter,
+    /// Refused by the script: the sale closed, ended or is unknown.
+    pub closed: Counter,
+    pub error: Counter,
+}
+
 /// Store operations, in label order (scripts plus plain commands).
 pub const STORE_OPS: [&str; 18] = [
     "lease",
@@ -89,11 +131,11 @@ pub struct Metrics {
     pub shed: Counter,
     pub inflight: Gauge,
     pub open_connections: Gauge,
-    pub leases: [Counter; 3],
+    pub leases: LeaseCounters,
     pub lease_units: Counter,
     pub commit_batch: Histogram,
-    pub store_latency: Vec<Histogram>,
-    pub store_errors: Vec<Counter>,
+    store_latency: Vec<Histogram>,
+    store_errors: Vec<Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -114,10 +156,9 @@ pub struct SaleGauges {
     pub balanced: Gauge,
     pub ends_at: Gauge,
     pub open: Gauge,
-    /// Commit verdicts of this sale, by [`COMMIT_RESULTS`]: per sale, so a
-    /// dashboard can show one sale's winners per second (sales are few;
-    /// users never become labels).
-    pub commits: [Counter; 7],
+    /// Commit verdicts of this sale: per sale, so a dashboard can show one
+    /// sale's winners per second (sales are few; users never become labels).
+    pub commits: CommitCounters,
 }
 
 impl Metrics {
@@ -142,12 +183,18 @@ impl Metrics {
             histogram(&recorder, name, labels)
         };
 
-        let latency = ROUTES
+        let latency = Route::ALL
             .iter()
             .map(|r| {
                 [
-                    h(REQUEST_DURATION, &[("route", r), ("answered_by", "memory")]),
-                    h(REQUEST_DURATION, &[("route", r), ("answered_by", "store")]),
+                    h(
+                        REQUEST_DURATION,
+                        &[("route", r.label()), ("answered_by", "memory")],
+                    ),
+                    h(
+                        REQUEST_DURATION,
+                        &[("route", r.label()), ("answered_by", "store")],
+                    ),
                 ]
             })
             .collect();
@@ -157,14 +204,18 @@ impl Metrics {
         );
         info.set(1.0);
         let m = Metrics {
-            requests: (0..ROUTES.len() * ANSWER_SLOTS)
+            requests: (0..Route::ALL.len() * ANSWER_SLOTS)
                 .map(|_| OnceLock::new())
                 .collect(),
             latency,
             shed: c("bigtap_http_shed_total", &[]),
             inflight: g("bigtap_http_inflight_requests", &[]),
             open_connections: g("bigtap_http_open_connections", &[]),
-            leases: LEASE_RESULTS.map(|r| c("bigtap_leases_total", &[("result", r)])),
+            leases: LeaseCounters {
+                granted: c("bigtap_leases_total", &[("result", "granted")]),
+                empty: c("bigtap_leases_total", &[("result", "empty")]),
+                error: c("bigtap_leases_total", &[("result", "error")]),
+            },
             lease_units: c("bigtap_lease_units_total", &[]),
             commit_batch: h(COMMIT_BATCH, &[]),
             store_latency: STORE_OPS
@@ -184,15 +235,15 @@ impl Metrics {
     /// Counts one answered request. `slot` identifies the (status, outcome)
     /// pair within the route; the counter is registered on first use only,
     /// so the exposition lists the series that happened.
-    pub fn request(&self, route: usize, slot: usize, status: &'static str, outcome: &'static str) {
-        let i = route * ANSWER_SLOTS + slot;
+    pub fn request(&self, route: Route, slot: usize, status: &'static str, outcome: &'static str) {
+        let i = route.row() * ANSWER_SLOTS + slot;
         if let Some(cell) = self.requests.get(i) {
             cell.get_or_init(|| {
                 counter(
                     &self.recorder,
                     REQUESTS,
                     &[
-                        ("route", ROUTES[route]),
+                        ("route", route.label()),
                         ("status", status),
                         ("outcome", outcome),
                     ],
@@ -202,9 +253,24 @@ impl Metrics {
         }
     }
 
-    pub fn latency(&self, route: usize, from_memory: bool, seconds: f64) {
-        if let Some(pair) = self.latency.get(route) {
+    pub fn latency(&self, route: Route, from_memory: bool, seconds: f64) {
+        if let Some(pair) = self.latency.get(route.row()) {
             pair[usize::from(!from_memory)].record(seconds);
+        }
+    }
+
+    /// Times one store call of `op`, and counts it when it failed.
+    pub fn store_call(&self, op: Op, seconds: f64, failed: bool) {
+        // `Op` numbers its variants in `STORE_OPS` order, the order these
+        // tables were built in.
+        let i = op as usize;
+        if let Some(h) = self.store_latency.get(i) {
+            h.record(seconds);
+        }
+        if failed {
+            if let Some(c) = self.store_errors.get(i) {
+                c.increment(1);
+            }
         }
     }
 
@@ -220,13 +286,24 @@ impl Metrics {
             balanced: g("bigtap_sale_balanced"),
             ends_at: g("bigtap_sale_ends_at_seconds"),
             open: g("bigtap_sale_open"),
-            commits: COMMIT_RESULTS.map(|r| {
-                counter(
-                    &self.recorder,
-                    "bigtap_commits_total",
-                    &[("result", r), ("sale", sale)],
-                )
-            }),
+            commits: {
+                let c = |r: &str| {
+                    counter(
+                        &self.recorder,
+                        "bigtap_commits_total",
+                        &[("result", r), ("sale", sale)],
+                    )
+                };
+                CommitCounters {
+                    won: c("won"),
+                    replay: c("replay"),
+                    not_eligible: c("not_eligible"),
+                    fenced: c("fenced"),
+                    no_units: c("no_units"),
+                    closed: c("closed"),
+                    error: c("error"),
+                }
+            },
         }
     }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::response::{self, Reply};
-use crate::app::Shared;
+use super::Shared;
 use crate::auth::{bearer, secret_eq};
 use crate::id::{SaleId, UserId, WarehouseId};
 use crate::inventory::RawSpec;
@@ -219,11 +219,11 @@ async fn put(shared: &Shared, sale: SaleId, body: &[u8]) -> Reply {
 async fn sync_sale(shared: &Shared, sale: SaleId) {
     match shared.sales.load(sale).await {
         Ok(Some(live)) => {
-            let _ = crate::sales::refresh(&*shared.store, &live.sale).await;
+            let _ = crate::admission::sales::refresh(&*shared.store, live.sale()).await;
             // Load an eligibility change now, on this node, whatever the
             // debounce that protects the fleet from rescans decides.
-            if live.sale.list_only() {
-                let _ = crate::sales::reload_eligible(&*shared.store, &live.sale).await;
+            if live.sale().list_only() {
+                let _ = crate::admission::sales::reload_eligible(&*shared.store, live.sale()).await;
             }
         }
         Ok(None) => {}

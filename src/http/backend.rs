@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::admin::authorized;
 use super::response::{self, Reply};
-use crate::app::Shared;
+use super::Shared;
 use crate::id::{SaleId, TicketId};
 use crate::sale::{TicketState, Transition};
 use crate::store::StoreError;

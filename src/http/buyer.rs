@@ -1,14 +1,10 @@
 //! Buyer routes: take a ticket, read a sale's status.
 //!
-//! The take route runs DESIGN §3's checks cheapest first. Everything up to
-//! the sold-out answer is decided from memory: the sale registry, the sale
-//! window, the rate limiters, the session HMAC, the eligibility and winners
-//! replicas and the sold-out flag. Only a buyer holding a local unit (or a
-//! sold-out miss while the winners replica may still be behind) reaches
-//! Redis.
+//! Admission decides (`crate::admission`); this module reads the request
+//! (body, `ship_to`, the door: address limit, session, per-user limit) and
+//! translates an [`Outcome`] into its response, in one place.
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,31 +15,14 @@ use hyper::{Request, StatusCode};
 use tokio::time::Instant;
 
 use super::response::{self, Reply};
-use crate::app::Shared;
-use crate::auth::{bearer, TicketClaims};
-use crate::commit::Settled;
-use crate::id::{RegionId, SaleId, UserId, WarehouseId};
-use crate::lease::{self, Refill};
+use super::Shared;
+use crate::admission::{Answer, Door, Mine, Outcome, Ticket, Turned};
+use crate::auth::{bearer, KeyRing, TicketClaims};
+use crate::id::{RegionId, SaleId, UserId};
 use crate::limits::retry_after_secs;
-use crate::sale::Issued;
-use crate::sales::LiveSale;
-use crate::stock::{Sale, Window};
-use crate::store::{Refusal, Verdict};
 
 /// The take body is empty or `{}`; anything longer is not a purchase.
 const TAKE_BODY_LIMIT: usize = 1024;
-/// Commits a buyer may see fenced or short of units (a lease moved under
-/// it) before giving up with 503.
-const FENCED_ATTEMPTS: usize = 4;
-/// Refills a buyer may wait through while others take the new units first.
-/// Each costs a Redis round trip, so this bounds the time as well; the
-/// per-request timeout bounds it too.
-const REFILL_ROUNDS: usize = 64;
-
-/// How long a buyer whose commit outlived the request deadline may wait
-/// for one lookup that settles it (won, or still unknown). The outer
-/// request timeout allows for it.
-pub const SETTLE_GRACE: Duration = Duration::from_millis(500);
 
 pub async fn take<B: RequestBody>(
     shared: &Arc<Shared>,
@@ -57,288 +36,153 @@ pub async fn take<B: RequestBody>(
         Ok(region) => region,
         Err(r) => return r,
     };
-    let Some(live) = shared.sales.get(&sale_id) else {
-        return response::unknown_sale();
+    let answer = match shared.sales.get(&sale_id) {
+        Some(admission) => {
+            let door = BuyerDoor {
+                shared,
+                headers: &parts.headers,
+                peer,
+            };
+            admission.take(&door, ship_to, deadline).await
+        }
+        None => Answer {
+            outcome: Outcome::NoSale,
+            asked_store: false,
+        },
     };
-    let sale = &live.sale;
-    let now = shared.clock.now_ms();
-    match sale.window(now) {
-        Window::NotStarted { starts_at_ms } => return response::not_started(starts_at_ms),
-        Window::Ended => return response::ended(),
-        Window::Open => {}
-    }
-    let user = match buyer(shared, &parts.headers, peer, now) {
-        Ok(user) => user,
-        Err(why) => return why.reply(),
+    reply(&shared.ticket_keys, sale_id, answer)
+}
+
+/// The one mapping from a take's outcome to its response (DESIGN §3).
+fn reply(keys: &KeyRing, sale: SaleId, answer: Answer) -> Reply {
+    let outcome = answer.outcome;
+    let mut r = match outcome {
+        Outcome::Won(t) => ticket(keys, sale, t, false),
+        Outcome::Replay(t) => ticket(keys, sale, t, true),
+        Outcome::SoldOut => response::sold_out(),
+        Outcome::NotEligible => response::not_eligible(),
+        Outcome::Ended => response::ended(),
+        Outcome::NotStarted { starts_at_ms } => response::not_started(starts_at_ms),
+        Outcome::Unknown => response::outcome_unknown(),
+        Outcome::Unavailable => response::unavailable(),
+        Outcome::NoSale => response::unknown_sale(),
+        Outcome::Turned(t) => turned(t),
     };
-    if sale.list_only() && !sale.is_eligible(&user) {
-        return response::not_eligible();
+    r.outcome = outcome.label();
+    if answer.asked_store {
+        r = r.via_store();
     }
-    if let Err(wait) = shared.limits.check_user(&user) {
-        return response::rate_limited(retry_after_secs(wait));
-    }
-    if let Some((issued, warehouse)) = sale.winner(&user) {
-        return ticket(shared, sale, user, issued, Some(warehouse), true);
-    }
-    // Boxed: the commit path's state stays off the rejected path's future.
-    if sale.may_have_won(&user) {
-        return Box::pin(won_elsewhere(shared, &live, user, ship_to, now, deadline)).await;
-    }
-    Box::pin(acquire(shared, &live, user, ship_to, now, deadline)).await
+    r
 }
 
-/// A buyer whose digest is in the winners replica but whose ticket this
-/// node has not seen (won on another node): one lookup, then the ticket
-/// is remembered here. A digest collision finds no ticket and buys on.
-async fn won_elsewhere(
-    shared: &Arc<Shared>,
-    live: &Arc<LiveSale>,
-    user: UserId,
-    ship_to: Option<RegionId>,
-    now: u64,
-    deadline: Instant,
-) -> Reply {
-    let sale = &live.sale;
-    match tokio::time::timeout_at(deadline, shared.store.winner(&sale.id, &user)).await {
-        Ok(Ok(Some(rec))) => {
-            let issued = rec.issued();
-            sale.remember_winner(user, issued, rec.warehouse);
-            ticket(shared, sale, user, issued, Some(rec.warehouse), true).via_store()
+/// The node's door for one request: the per-address limit and the session
+/// (who is buying), and the per-user limit.
+struct BuyerDoor<'a> {
+    shared: &'a Shared,
+    headers: &'a HeaderMap,
+    peer: IpAddr,
+}
+
+impl Door for BuyerDoor<'_> {
+    fn identify(&self, now_ms: u64) -> Result<UserId, Turned> {
+        let shared = self.shared;
+        let ip = client_ip(self.headers, self.peer, shared.config.trust_forwarded_for);
+        if let Err(wait) = shared.limits.check_address(ip) {
+            return Err(Turned::RateLimited {
+                retry_after_s: retry_after_secs(wait),
+            });
         }
-        Ok(Ok(None)) => acquire(shared, live, user, ship_to, now, deadline).await,
-        Ok(Err(_)) | Err(_) => response::unavailable().via_store(),
+        let token = self
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|h| bearer(h.as_bytes()))
+            .ok_or(Turned::InvalidSession)?;
+        shared
+            .session_keys
+            .verify_session(token, now_ms / 1000)
+            .map_err(|_| Turned::InvalidSession)
     }
-}
 
-/// Why a buyer was turned away before their user id was known.
-enum Unknown {
-    RateLimited(u64),
-    InvalidSession,
-}
-
-impl Unknown {
-    fn reply(self) -> Reply {
-        match self {
-            Unknown::RateLimited(secs) => response::rate_limited(secs),
-            Unknown::InvalidSession => response::invalid_session(),
-        }
-    }
-}
-
-/// The per-address limit, then the session: who is buying.
-fn buyer(shared: &Shared, headers: &HeaderMap, peer: IpAddr, now: u64) -> Result<UserId, Unknown> {
-    let ip = client_ip(headers, peer, shared.config.trust_forwarded_for);
-    if let Err(wait) = shared.limits.check_address(ip) {
-        return Err(Unknown::RateLimited(retry_after_secs(wait)));
-    }
-    let token = headers
-        .get(AUTHORIZATION)
-        .and_then(|h| bearer(h.as_bytes()))
-        .ok_or(Unknown::InvalidSession)?;
-    shared
-        .session_keys
-        .verify_session(token, now / 1000)
-        .map_err(|_| Unknown::InvalidSession)
-}
-
-/// Takes a unit and commits it, refilling the lease as needed, within
-/// `deadline`. Every wait is bounded by it; a commit still unsettled at
-/// the deadline is settled by one lookup, or answered as unknown.
-async fn acquire(
-    shared: &Arc<Shared>,
-    live: &Arc<LiveSale>,
-    user: UserId,
-    ship_to: Option<RegionId>,
-    now: u64,
-    deadline: Instant,
-) -> Reply {
-    let sale = &live.sale;
-    let (mut fenced, mut refills) = (0, 0);
-    while fenced < FENCED_ATTEMPTS && refills < REFILL_ROUNDS {
-        if sale.is_sold_out() && sale.stock.units() == 0 {
-            return sold_out(shared, sale, user).await;
-        }
-        let Some(unit) = sale.take_unit() else {
-            refills += 1;
-            match tokio::time::timeout_at(deadline, lease::refill(&shared.lease, sale)).await {
-                Ok(Refill::Ready) => continue,
-                // This buyer's request made the lease call: it reached Redis.
-                Ok(Refill::SoldOut) => return sold_out(shared, sale, user).await.via_store(),
-                Ok(Refill::Refused(r)) => return refusal(sale, r),
-                // Nothing was taken: a plain 503.
-                Ok(Refill::Failed) | Err(_) => return response::unavailable().via_store(),
-            }
-        };
-        sale.last_take_ms.store(now, Relaxed);
-        lease::maybe_prefetch(&shared.lease, sale);
-        let settled =
-            tokio::time::timeout_at(deadline, live.committer.commit(sale, user, ship_to, unit))
-                .await;
-        match settled {
-            Ok(Settled::Judged(Verdict::NotEligible)) => {
-                return response::not_eligible().via_store()
-            }
-            Ok(Settled::Judged(Verdict::Fenced | Verdict::NoUnits)) => fenced += 1,
-            Ok(Settled::Judged(v)) => {
-                // Every other verdict is a win or a replay.
-                if let Some((issued, placement, replay)) = v.ticket() {
-                    return ticket(
-                        shared,
-                        sale,
-                        user,
-                        issued,
-                        Some(placement.warehouse),
-                        replay,
-                    )
-                    .via_store();
-                }
-                fenced += 1;
-            }
-            Ok(Settled::Refused(r)) => return refusal(sale, r),
-            Ok(Settled::NotSent) => return response::unavailable().via_store(),
-            // Sent, and no verdict came back in time: it may have won.
-            Ok(Settled::Failed) | Err(_) => return settle_unknown(shared, sale, user).await,
-        }
-    }
-    response::unavailable().via_store()
-}
-
-/// A commit whose verdict never came back (store timeout, reply lost) may
-/// have recorded the win. One bounded lookup of the buyer's ticket settles
-/// it when the store answers; otherwise the buyer is told the outcome is
-/// unknown (DESIGN §3), never a plain "nothing was taken".
-async fn settle_unknown(shared: &Shared, sale: &Sale, user: UserId) -> Reply {
-    if let Some((issued, warehouse)) = sale.winner(&user) {
-        return ticket(shared, sale, user, issued, Some(warehouse), false).via_store();
-    }
-    match tokio::time::timeout(SETTLE_GRACE, shared.store.winner(&sale.id, &user)).await {
-        Ok(Ok(Some(rec))) => {
-            let issued = rec.issued();
-            sale.remember_winner(user, issued, rec.warehouse);
-            ticket(shared, sale, user, issued, Some(rec.warehouse), false).via_store()
-        }
-        _ => response::outcome_unknown().via_store(),
-    }
-}
-
-/// The sold-out answer, after making sure the buyer did not win elsewhere.
-async fn sold_out(shared: &Shared, sale: &Sale, user: UserId) -> Reply {
-    if sale.replica_complete(shared.clock.now_ms()) && !sale.may_have_won(&user) {
-        return response::sold_out();
-    }
-    match shared.store.winner(&sale.id, &user).await {
-        Ok(Some(rec)) => {
-            let issued = rec.issued();
-            sale.remember_winner(user, issued, rec.warehouse);
-            ticket(shared, sale, user, issued, Some(rec.warehouse), true).via_store()
-        }
-        Ok(None) => response::sold_out().via_store(),
-        Err(_) => response::unavailable().via_store(),
+    fn pace(&self, user: &UserId) -> Result<(), Turned> {
+        self.shared
+            .limits
+            .check_user(user)
+            .map_err(|wait| Turned::RateLimited {
+                retry_after_s: retry_after_secs(wait),
+            })
     }
 }
 
 /// `GET /v1/sales/{sale}/tickets/mine`: the buyer's own ticket, before,
 /// during and after the window, so a buyer whose answer got lost can
-/// always learn the outcome. A miss that the winners replica proves is
-/// answered from memory; a ticket's state comes from Redis.
+/// always learn the outcome.
 pub async fn mine<B: RequestBody>(
     shared: &Arc<Shared>,
     sale_id: SaleId,
     req: Request<B>,
     peer: IpAddr,
 ) -> Reply {
-    let Some(live) = shared.sales.get(&sale_id) else {
+    let Some(admission) = shared.sales.get(&sale_id) else {
         return response::unknown_sale();
     };
-    let sale = &live.sale;
-    let now = shared.clock.now_ms();
-    let user = match buyer(shared, req.headers(), peer, now) {
-        Ok(user) => user,
-        Err(why) => return why.reply(),
+    let door = BuyerDoor {
+        shared,
+        headers: req.headers(),
+        peer,
     };
-    if let Err(wait) = shared.limits.check_user(&user) {
-        return response::rate_limited(retry_after_secs(wait));
-    }
-    if !sale.may_have_won(&user) && sale.replica_complete(now) {
-        return response::no_ticket();
-    }
-    Box::pin(async move {
-        match shared.store.winner(&sale.id, &user).await {
-            Ok(Some(rec)) => {
-                let issued = rec.issued();
-                sale.remember_winner(user, issued, rec.warehouse);
-                let body = ticket_body(
-                    shared,
-                    sale,
-                    user,
-                    issued,
-                    Some(rec.warehouse),
-                    rec.state.as_str(),
-                    false,
-                );
-                Reply::new(response::json(StatusCode::OK, body), "ok").via_store()
-            }
-            Ok(None) => response::no_ticket().via_store(),
-            Err(_) => response::unavailable().via_store(),
+    let answer = admission.mine(&door).await;
+    let r = match answer.outcome {
+        Mine::Ticket(t, state) => {
+            let body = ticket_body(&shared.ticket_keys, sale_id, t, state.as_str(), false);
+            Reply::new(response::json(StatusCode::OK, body), "ok")
         }
-    })
-    .await
+        Mine::NoTicket => response::no_ticket(),
+        Mine::Unavailable => response::unavailable(),
+        Mine::Turned(t) => turned(t),
+    };
+    if answer.asked_store {
+        r.via_store()
+    } else {
+        r
+    }
 }
 
-fn refusal(sale: &Sale, r: Refusal) -> Reply {
-    match r {
-        Refusal::UnknownSale => response::unknown_sale(),
-        Refusal::NotStarted => response::not_started(sale.starts_at_ms()),
-        Refusal::Ended | Refusal::Closed => response::ended(),
+/// The door's refusals, on either buyer route.
+fn turned(t: Turned) -> Reply {
+    match t {
+        Turned::RateLimited { retry_after_s } => response::rate_limited(retry_after_s),
+        Turned::InvalidSession => response::invalid_session(),
     }
-    .via_store()
 }
 
 /// 201 for a new win, 200 with `"replay":true` for a repeat.
-fn ticket(
-    shared: &Shared,
-    sale: &Sale,
-    user: UserId,
-    issued: Issued,
-    warehouse: Option<WarehouseId>,
-    replay: bool,
-) -> Reply {
-    let body = ticket_body(shared, sale, user, issued, warehouse, "", replay);
-    let (status, outcome) = if replay {
-        (StatusCode::OK, "replay")
+fn ticket(keys: &KeyRing, sale: SaleId, t: Ticket, replay: bool) -> Reply {
+    let body = ticket_body(keys, sale, t, "", replay);
+    let status = if replay {
+        StatusCode::OK
     } else {
-        (StatusCode::CREATED, "won")
+        StatusCode::CREATED
     };
-    Reply::new(response::json(status, body), outcome)
+    Reply::new(response::json(status, body), "won")
 }
 
 /// The win body of DESIGN §3, with `"state"` when `state` is not empty
-/// and `"warehouse"` (DESIGN §7) when known.
-fn ticket_body(
-    shared: &Shared,
-    sale: &Sale,
-    user: UserId,
-    issued: Issued,
-    warehouse: Option<WarehouseId>,
-    state: &str,
-    replay: bool,
-) -> String {
-    let token = shared.ticket_keys.sign_ticket(&TicketClaims {
-        sale: sale.id,
-        ticket: issued.ticket,
-        user,
-        expires_at_ms: issued.expires_at_ms,
+/// and `"warehouse"` (DESIGN §7).
+fn ticket_body(keys: &KeyRing, sale: SaleId, t: Ticket, state: &str, replay: bool) -> String {
+    let token = keys.sign_ticket(&TicketClaims {
+        sale,
+        ticket: t.issued.ticket,
+        user: t.user,
+        expires_at_ms: t.issued.expires_at_ms,
     });
     // Ids, tokens and states are of a JSON-safe alphabet: no escaping needed.
     format!(
-        "{{\"outcome\":\"won\",\"sale\":\"{}\",\"ticket\":\"{}\",\"token\":\"{}\",\"expires_at_ms\":{}{}{}{}{}{}{}{}}}",
-        sale.id,
-        issued.ticket,
+        "{{\"outcome\":\"won\",\"sale\":\"{}\",\"ticket\":\"{}\",\"token\":\"{}\",\"expires_at_ms\":{},\"warehouse\":\"{}\"{}{}{}{}}}",
+        sale,
+        t.issued.ticket,
         token,
-        issued.expires_at_ms,
-        if warehouse.is_some() { ",\"warehouse\":\"" } else { "" },
-        warehouse.as_ref().map_or("", |w| w.as_str()),
-        if warehouse.is_some() { "\"" } else { "" },
+        t.issued.expires_at_ms,
+        t.warehouse.as_str(),
         if replay { ",\"replay\":true" } else { "" },
         if state.is_empty() { "" } else { ",\"state\":\"" },
         state,
@@ -411,10 +255,10 @@ fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_forwarded: bool) -> IpAddr
 
 /// `GET /v1/sales/{sale}` from this node's view (at most one refresh old).
 pub fn status(shared: &Shared, sale_id: SaleId) -> Reply {
-    let Some(live) = shared.sales.get(&sale_id) else {
+    let Some(admission) = shared.sales.get(&sale_id) else {
         return response::unknown_sale();
     };
-    let s = &live.sale;
+    let s = admission.sale();
     let body = format!(
         "{{\"sale\":\"{}\",\"state\":\"{}\",\"starts_at_ms\":{},\"ends_at_ms\":{},\"stock_total\":{},\"remaining_hint\":{}}}",
         s.id,
@@ -433,6 +277,43 @@ pub fn status(shared: &Shared, sale_id: SaleId) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_outcome_answers_its_contract_status_under_a_counted_label() {
+        let keys = KeyRing::generate("t1").0;
+        let sale = SaleId::parse("s").expect("an id");
+        let t = Ticket::sample("u");
+        let cases = [
+            (Outcome::Won(t), 201),
+            (Outcome::Replay(t), 200),
+            (Outcome::SoldOut, 410),
+            (Outcome::NotEligible, 403),
+            (Outcome::Ended, 410),
+            (Outcome::NotStarted { starts_at_ms: 5 }, 425),
+            (Outcome::Unknown, 503),
+            (Outcome::Unavailable, 503),
+            (Outcome::NoSale, 404),
+            (
+                Outcome::Turned(Turned::RateLimited { retry_after_s: 3 }),
+                429,
+            ),
+            (Outcome::Turned(Turned::InvalidSession), 401),
+        ];
+        for (outcome, status) in cases {
+            let answer = Answer {
+                outcome,
+                asked_store: true,
+            };
+            let r = reply(&keys, sale, answer);
+            assert_eq!(r.resp.status().as_u16(), status, "{outcome:?}");
+            assert_eq!(r.outcome, outcome.label());
+            assert!(!r.from_memory);
+            assert!(
+                response::slot(status, r.outcome) < crate::metrics::ANSWER_SLOTS - 1,
+                "{outcome:?} has a request counter of its own"
+            );
+        }
+    }
 
     #[test]
     fn the_client_address_is_the_peer_unless_the_balancer_is_trusted() {

@@ -19,6 +19,7 @@ pub mod cors;
 mod deadline;
 pub mod response;
 mod router;
+mod shared;
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
@@ -35,8 +36,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Shared;
+use crate::metrics::Route;
 use response::Body;
+
+pub use shared::{Health, Shared};
 
 /// Serves HTTP on `listener` until `shutdown`, then drains.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -157,7 +160,7 @@ pub async fn handle<B: RequestBody>(
         .then(|| cors::allowed_origin(&shared.config.cors_origins, req.headers()));
     // Probes and metrics are never shed: an overloaded node must still say
     // so, and still be measured.
-    let exempt = route == router::PROBE || route == router::METRICS;
+    let exempt = matches!(route, Route::Probe | Route::Metrics);
     let mut reply = if held.count > shared.config.max_inflight && !exempt {
         m.shed.increment(1);
         response::unavailable()
@@ -167,7 +170,7 @@ pub async fn handle<B: RequestBody>(
         // unknown outcome from one never tried, DESIGN §3); this outer
         // deadline only backstops it.
         let limit = match target {
-            router::Target::Take(_) => limit + buyer::SETTLE_GRACE,
+            router::Target::Take(_) => limit + crate::admission::take::SETTLE_GRACE,
             _ => limit,
         };
         match within(limit, router::dispatch(&shared, req, peer, target)).await {

@@ -7,18 +7,10 @@ use super::RequestBody;
 use hyper::{Method, Request};
 
 use super::response::{self, Reply};
+use super::Shared;
 use super::{admin, backend, buyer, cors};
-use crate::app::Shared;
 use crate::id::{SaleId, TicketId};
-
-pub const TAKE: usize = 0;
-pub const SALE_STATUS: usize = 1;
-pub const ADMIN: usize = 2;
-pub const BACKEND: usize = 3;
-pub const PROBE: usize = 4;
-pub const METRICS: usize = 5;
-pub const UNKNOWN: usize = 6;
-pub const MINE: usize = 7;
+use crate::metrics::Route;
 
 /// Where a request goes, parsed from the path into copyable values so the
 /// request itself can then be moved into its handler.
@@ -42,17 +34,17 @@ impl Target {
         matches!(self, Target::Take(_) | Target::Mine(_) | Target::Status(_))
     }
 
-    /// The metrics route (index into `metrics::ROUTES`).
-    pub fn route(&self) -> usize {
+    /// The metrics route.
+    pub fn route(&self) -> Route {
         match self {
-            Target::Take(_) => TAKE,
-            Target::Mine(_) => MINE,
-            Target::Status(_) => SALE_STATUS,
-            Target::Ticket(..) => BACKEND,
-            Target::Admin(..) => ADMIN,
-            Target::Healthz | Target::Readyz => PROBE,
-            Target::Metrics => METRICS,
-            Target::NotFound => UNKNOWN,
+            Target::Take(_) => Route::Take,
+            Target::Mine(_) => Route::Mine,
+            Target::Status(_) => Route::SaleStatus,
+            Target::Ticket(..) => Route::Backend,
+            Target::Admin(..) => Route::Admin,
+            Target::Healthz | Target::Readyz => Route::Probe,
+            Target::Metrics => Route::Metrics,
+            Target::NotFound => Route::Unknown,
         }
     }
 }
@@ -221,14 +213,14 @@ mod tests {
     #[test]
     fn paths_map_to_their_metric_routes() {
         let route = |p: &str| target(p).route();
-        assert_eq!(route("/v1/sales/s/tickets"), TAKE);
-        assert_eq!(route("/v1/sales/s"), SALE_STATUS);
-        assert_eq!(route("/v1/sales/s/tickets/mine"), MINE);
-        assert_eq!(route("/v1/sales/s/tickets/t/confirm"), BACKEND);
-        assert_eq!(route("/v1/admin/sales/s/stock"), ADMIN);
-        assert_eq!(route("/readyz"), PROBE);
-        assert_eq!(route("/metrics"), METRICS);
-        assert_eq!(route("/nope"), UNKNOWN);
-        assert_eq!(route("/v1/sales/s/tickets/t/confirm/extra"), UNKNOWN);
+        assert_eq!(route("/v1/sales/s/tickets"), Route::Take);
+        assert_eq!(route("/v1/sales/s"), Route::SaleStatus);
+        assert_eq!(route("/v1/sales/s/tickets/mine"), Route::Mine);
+        assert_eq!(route("/v1/sales/s/tickets/t/confirm"), Route::Backend);
+        assert_eq!(route("/v1/admin/sales/s/stock"), Route::Admin);
+        assert_eq!(route("/readyz"), Route::Probe);
+        assert_eq!(route("/metrics"), Route::Metrics);
+        assert_eq!(route("/nope"), Route::Unknown);
+        assert_eq!(route("/v1/sales/s/tickets/t/confirm/extra"), Route::Unknown);
     }
 }

@@ -147,10 +147,7 @@ impl RedisStore {
         let r = tokio::time::timeout(self.timeout, fut).await;
         let failed = !matches!(r, Ok(Ok(_)));
         if let Some(m) = &self.metrics {
-            m.store_latency[op as usize].record(start.elapsed().as_secs_f64());
-            if failed {
-                m.store_errors[op as usize].increment(1);
-            }
+            m.store_call(op, start.elapsed().as_secs_f64(), failed);
         }
         match r {
             Err(_) => Err(StoreError::Timeout(self.timeout)),

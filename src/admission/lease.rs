@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::stock::{Epoch, QuietPoint, Sale, Window};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::stock::{Epoch, QuietPoint, Sale, Window};
 use crate::store::{LeaseReply, Refusal, RenewReply, ReturnReply, Store};
 
 /// Share of the pool one lease takes at most (1/8): with up to eight busy
@@ -89,6 +89,7 @@ pub async fn refill(ctx: &Arc<LeaseCtx>, sale: &Arc<Sale>) -> Refill {
 /// Starts a background refill when the lease runs low.
 pub fn maybe_prefetch(ctx: &Arc<LeaseCtx>, sale: &Arc<Sale>) {
     let units = u64::from(sale.stock.units());
+    // Relaxed: a sizing hint; a stale one prefetches a little early or late.
     let low = sale.last_grant.load(Relaxed) / 4;
     if units <= low && !sale.is_sold_out() && sale.available_hint() > 0 {
         if let Some(lead) = RefillLead::begin(sale) {
@@ -132,15 +133,23 @@ async fn lease_once(ctx: &LeaseCtx, sale: &Sale) -> Refill {
             ..
         }) => {
             sale.observe_pool(available, leased, orders_enqueued, read_at_ms);
+            let Some(epoch) = epoch_of(epoch) else {
+                // Never in practice (see `epoch_of`); the lease's units are
+                // left to expire and be reclaimed.
+                m.leases.error.increment(1);
+                tracing::error!(sale = %sale.id, epoch, "lease epoch beyond 32 bits; not used");
+                return Refill::Failed;
+            };
             if granted > 0 {
-                m.leases[0].increment(1);
+                m.leases.granted.increment(1);
                 m.lease_units.increment(granted);
-                sale.stock.grant(epoch_of(epoch), units_of(granted));
+                sale.stock.grant(epoch, units_of(granted));
+                // Relaxed: see `maybe_prefetch`.
                 sale.last_grant.store(granted, Relaxed);
                 sale.gauges.local_units.set(f64::from(sale.stock.units()));
                 Refill::Ready
             } else {
-                m.leases[1].increment(1);
+                m.leases.empty.increment(1);
                 if sale.stock.units() > 0 {
                     Refill::Ready
                 } else if epoch > 0 && lease_units > 0 {
@@ -158,7 +167,7 @@ async fn lease_once(ctx: &LeaseCtx, sale: &Sale) -> Refill {
         }
         Ok(LeaseReply::Refused(r)) => Refill::Refused(r),
         Err(e) => {
-            m.leases[2].increment(1);
+            m.leases.error.increment(1);
             tracing::warn!(sale = %sale.id, error = %e, "lease failed");
             Refill::Failed
         }
@@ -170,8 +179,8 @@ async fn lease_once(ctx: &LeaseCtx, sale: &Sale) -> Refill {
 /// reply was lost) replaces the dead one; the units of the known lease are
 /// raised only when no commit moved since `q`, else the commits in flight
 /// may spend them and the buyer simply tries again.
-async fn adopt(sale: &Sale, q: Option<QuietPoint>, epoch: u64, lease_units: u64) {
-    let (epoch, units) = (epoch_of(epoch), units_of(lease_units));
+async fn adopt(sale: &Sale, q: Option<QuietPoint>, epoch: Epoch, lease_units: u64) {
+    let units = units_of(lease_units);
     if sale.stock.epoch() != epoch {
         if sale.inflight() == 0 {
             sale.stock.grant(epoch, units);
@@ -183,11 +192,12 @@ async fn adopt(sale: &Sale, q: Option<QuietPoint>, epoch: u64, lease_units: u64)
     tokio::time::sleep(Duration::from_millis(5)).await;
 }
 
-/// A lease epoch as the local counter keeps it. Redis counts a sale's
-/// leases from 1; 2^32 of them would take a century at one new lease a
-/// second, so saturating never bites in practice.
-fn epoch_of(epoch: u64) -> Epoch {
-    epoch.min(u64::from(u32::MAX)) as Epoch
+/// A lease epoch as the local counter keeps it (32 bits beside the units
+/// in one word), or `None` past that. Redis counts a sale's leases from 1;
+/// 2^32 of them would take a century at one new lease a second. Checked,
+/// not saturated: two epochs past the limit must never look like one.
+fn epoch_of(epoch: u64) -> Option<Epoch> {
+    Epoch::try_from(epoch).ok()
 }
 
 /// Units as the local counter keeps them (saturating).
@@ -211,6 +221,7 @@ pub async fn keep(ctx: Arc<LeaseCtx>, sale: Arc<Sale>, stop: CancellationToken) 
             continue;
         }
         let now = ctx.clock.now_ms();
+        // Relaxed: an idleness hint; returning also waits for no flight.
         let idle = now.saturating_sub(sale.last_take_ms.load(Relaxed)) > ctx.ttl_ms;
         let over = sale.window(now) == Window::Ended;
         if (idle || over) && sale.inflight() == 0 {
@@ -298,5 +309,12 @@ mod tests {
         assert_eq!(lease_size(800, 512), 100);
         assert_eq!(lease_size(7, 512), 1);
         assert_eq!(lease_size(0, 512), 1);
+    }
+
+    #[test]
+    fn an_epoch_beyond_32_bits_is_refused_rather_than_squeezed() {
+        assert_eq!(epoch_of(7), Some(7));
+        assert_eq!(epoch_of(u64::from(u32::MAX)), Some(u32::MAX));
+        assert_eq!(epoch_of(u64::from(u32::MAX) + 1), None);
     }
 }

@@ -19,7 +19,7 @@
 //! publishes (Release) the in-flight count made just before it, so the
 //! lease reconciliation that reads the word (Acquire) and finds the unit
 //! gone also finds it in flight, and never raises the balance over a unit
-//! that is on its way to Redis (see [`Sale::reconcile`]).
+//! that is on its way to Redis (see `Sale::reconcile`).
 //!
 //! # Replicas
 //!
@@ -79,6 +79,7 @@ impl LocalStock {
     /// Takes one unit; returns the epoch it belongs to, or `None` when empty.
     #[inline]
     pub fn take(&self) -> Option<Epoch> {
+        // Relaxed: only a first guess; the CAS below checks it.
         let mut cur = self.word.load(Relaxed);
         loop {
             let (epoch, units) = unpack(cur);
@@ -128,10 +129,12 @@ impl LocalStock {
     }
 
     pub fn units(&self) -> u32 {
+        // Relaxed: a reading for decisions a CAS or Redis checks again.
         unpack(self.word.load(Relaxed)).1
     }
 
     pub fn epoch(&self) -> Epoch {
+        // Relaxed: as in `units`; a stale epoch is fenced by Redis.
         unpack(self.word.load(Relaxed)).0
     }
 
@@ -145,6 +148,8 @@ impl LocalStock {
 
     /// Replaces the word if it is still `expected`.
     fn replace(&self, expected: u64, next: u64) -> bool {
+        // Relaxed: the caller read `expected` with Acquire; any take since
+        // changed the word and fails this CAS.
         self.word
             .compare_exchange(expected, next, Relaxed, Relaxed)
             .is_ok()
@@ -152,6 +157,8 @@ impl LocalStock {
 
     /// CAS loop applying `f(epoch, units) -> Some(new word)`; `None` aborts.
     fn update(&self, f: impl Fn(Epoch, u32) -> Option<u64>) -> bool {
+        // Relaxed (load and CAS): grants, give-backs and clears publish
+        // nothing but the word itself, whose modification order is total.
         let mut cur = self.word.load(Relaxed);
         loop {
             let (e, u) = unpack(cur);
@@ -176,7 +183,7 @@ pub struct Taken<'a> {
 
 impl Taken<'_> {
     /// Hands the unit to a commit: from here the commit job owns its
-    /// flight and must call [`Sale::settle_one`] exactly once.
+    /// flight and must call `Sale::settle_one` exactly once.
     pub fn hand_over(mut self) -> Epoch {
         self.spent = true;
         self.epoch
@@ -192,7 +199,7 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// See [`Sale::quiet_point`].
+/// See `Sale::quiet_point`.
 #[derive(Debug, Clone, Copy)]
 pub struct QuietPoint {
     word: u64,
@@ -217,18 +224,18 @@ struct Mirror {
 /// Everything one node knows about one sale.
 pub struct Sale {
     pub id: SaleId,
-    pub stock: LocalStock,
+    pub(super) stock: LocalStock,
     mirror: Mirror,
     /// Set when the pool was empty and the local lease spent; cleared when a
     /// refresh sees units back in the pool.
     sold_out: AtomicBool,
     /// Single flight for lease refills.
     refilling: AtomicBool,
-    pub refilled: Notify,
+    pub(super) refilled: Notify,
     /// Units the last lease granted (to decide when to prefetch the next).
-    pub last_grant: AtomicU64,
+    pub(super) last_grant: AtomicU64,
     /// Local time of the last unit taken (an idle node returns its lease).
-    pub last_take_ms: AtomicU64,
+    pub(super) last_take_ms: AtomicU64,
     /// Units taken and not yet settled by a commit reply. Counted *before*
     /// the unit leaves the counter (see [`Sale::take_unit`]), so a
     /// reconciliation that sees the unit gone also sees it in flight.
@@ -241,7 +248,7 @@ pub struct Sale {
     proof_at_ms: AtomicU64,
     /// Set while the sale is over and settled: its upkeep tasks sleep.
     retired: AtomicBool,
-    pub revived: Notify,
+    pub(super) revived: Notify,
     /// The ticket cache (see the module docs), with where each ships from.
     winners: SkipMap<UserId, (Issued, WarehouseId)>,
     /// The digest set (see the module docs).
@@ -256,7 +263,7 @@ pub struct Sale {
     /// The eligibility version seen at the previous refresh (see
     /// [`Sale::eligibility_stale`]).
     eligible_seen: AtomicU64,
-    pub gauges: SaleGauges,
+    pub(super) gauges: SaleGauges,
 }
 
 impl std::fmt::Debug for Sale {
@@ -274,7 +281,7 @@ pub enum Window {
 }
 
 impl Sale {
-    pub fn new(id: SaleId, snap: &Snapshot, gauges: SaleGauges) -> Self {
+    pub(super) fn new(id: SaleId, snap: &Snapshot, gauges: SaleGauges) -> Self {
         let sale = Sale {
             id,
             stock: LocalStock::new(),
@@ -303,7 +310,10 @@ impl Sale {
     }
 
     /// Takes in a fresh snapshot from Redis.
-    pub fn apply(&self, s: &Snapshot) {
+    pub(super) fn apply(&self, s: &Snapshot) {
+        // Relaxed: each mirrored value is a hint on its own, at most one
+        // refresh old; Redis decides every admission again, and no reader
+        // needs two of them from the same snapshot.
         let m = &self.mirror;
         m.starts_at_ms.store(s.starts_at_ms, Relaxed);
         m.ends_at_ms.store(s.ends_at_ms, Relaxed);
@@ -317,7 +327,8 @@ impl Sale {
         m.orders_enqueued.store(s.orders_enqueued, Relaxed);
         if s.available > 0 {
             // Units came back (release, reclaim, added stock): buyers may
-            // lease again.
+            // lease again. Relaxed: the flag is a hint the lease call
+            // checks; a stale value costs one lease call or one lookup.
             self.sold_out.store(false, Relaxed);
         }
         let g = &self.gauges;
@@ -399,16 +410,25 @@ impl Sale {
     /// `read_at_ms` (node clock) or later: a lease reply, or the tailer's
     /// pool read. When it shows no unit anywhere, it proves the winners
     /// replica complete once the replica holds `orders_enqueued` wins.
-    pub fn observe_pool(&self, available: u64, leased: u64, orders_enqueued: u64, read_at_ms: u64) {
+    pub(super) fn observe_pool(
+        &self,
+        available: u64,
+        leased: u64,
+        orders_enqueued: u64,
+        read_at_ms: u64,
+    ) {
+        // Relaxed: hints, as in `apply`.
         let m = &self.mirror;
         m.available.store(available, Relaxed);
         m.leased.store(leased, Relaxed);
         m.orders_enqueued.store(orders_enqueued, Relaxed);
         if available > 0 {
             // A unit came back (release, sweep, reclaim): buyers may lease.
+            // Relaxed: a hint, as in `apply`.
             self.sold_out.store(false, Relaxed);
         }
         if available == 0 && leased == 0 {
+            // Relaxed: published by the Release of `proof_at_ms` just after.
             self.proof_enqueued.fetch_max(orders_enqueued, Relaxed);
             // Release: pairs with the Acquire in `replica_complete`; a reader
             // of this time also reads the count proven with it.
@@ -417,10 +437,13 @@ impl Sale {
     }
 
     pub fn is_sold_out(&self) -> bool {
+        // Relaxed: a hint; a sold-out answer from memory also needs the
+        // proof, read with Acquire in `replica_complete`.
         self.sold_out.load(Relaxed)
     }
 
-    pub fn mark_sold_out(&self) {
+    pub(super) fn mark_sold_out(&self) {
+        // Relaxed: as in `is_sold_out`.
         self.sold_out.store(true, Relaxed);
     }
 
@@ -436,6 +459,7 @@ impl Sale {
         let at = self.proof_at_ms.load(Acquire);
         at > 0
             && now_ms.saturating_sub(at) <= PROOF_FRESH_MS
+            // Relaxed: ordered after the Acquire of `proof_at_ms` above.
             && self.winners_known() >= self.proof_enqueued.load(Relaxed)
     }
 
@@ -451,11 +475,14 @@ impl Sale {
     }
 
     pub fn is_retired(&self) -> bool {
+        // Relaxed: the flag publishes nothing; waking is the Notify's job.
         self.retired.load(Relaxed)
     }
 
     /// Retires or revives the sale's upkeep. Returns true on a change.
-    pub fn set_retired(&self, retired: bool) -> bool {
+    pub(super) fn set_retired(&self, retired: bool) -> bool {
+        // Relaxed: see `is_retired`; `while_retired` re-checks the flag
+        // after registering with the Notify, so no wake-up is lost.
         let changed = self.retired.swap(retired, Relaxed) != retired;
         if changed && !retired {
             self.revived.notify_waiters();
@@ -484,7 +511,8 @@ impl Sale {
     /// in flight first, then taken; it stays in flight until the returned
     /// [`Taken`] is settled or dropped, whatever happens to the buyer.
     #[inline]
-    pub fn take_unit(&self) -> Option<Taken<'_>> {
+    pub(super) fn take_unit(&self) -> Option<Taken<'_>> {
+        // Relaxed: published by the Release of the take's CAS that follows.
         self.inflight.fetch_add(1, Relaxed);
         match self.stock.take() {
             Some(epoch) => Some(Taken {
@@ -493,6 +521,8 @@ impl Sale {
                 spent: false,
             }),
             None => {
+                // Relaxed: no unit left the counter, so no reconciler relied
+                // on this count; one that saw it merely waited a round.
                 self.inflight.fetch_sub(1, Relaxed);
                 None
             }
@@ -501,11 +531,14 @@ impl Sale {
 
     /// Units taken and not yet settled.
     pub fn inflight(&self) -> u64 {
+        // Relaxed: a reading for the lease keeper's choices; reconciling
+        // re-reads it with Acquire (`quiet_point`, `reconcile`).
         self.inflight.load(Relaxed)
     }
 
     /// A commit ended (whatever its verdict): the unit is no longer in flight.
-    pub fn settle_one(&self) {
+    pub(super) fn settle_one(&self) {
+        // Relaxed: published by the Release of `inflight` just after.
         self.settled.fetch_add(1, Relaxed);
         // Release: pairs with the Acquire in `quiet_point`; a reconciler that
         // sees the count drop also sees `settled` moved, so it cannot mistake
@@ -516,7 +549,7 @@ impl Sale {
     /// Where the lease stands before asking Redis for this node's balance,
     /// or `None` while commits are in flight (the balance Redis reports
     /// would count their units, which have already left the counter).
-    pub fn quiet_point(&self) -> Option<QuietPoint> {
+    pub(super) fn quiet_point(&self) -> Option<QuietPoint> {
         let word = self.stock.word();
         // Acquire: pairs with the Release of `settle_one`.
         if self.inflight.load(Acquire) != 0 {
@@ -524,6 +557,7 @@ impl Sale {
         }
         Some(QuietPoint {
             word,
+            // Relaxed: ordered after the Acquire of `inflight` above.
             settled: self.settled.load(Relaxed),
         })
     }
@@ -533,7 +567,9 @@ impl Sale {
     /// taken (the counter word is unchanged), none in flight, none settled.
     /// A unit taken in between would otherwise be counted twice, once in
     /// flight and once again in the raised balance.
-    pub fn reconcile(&self, q: QuietPoint, epoch: Epoch, lease_units: u32) -> bool {
+    pub(super) fn reconcile(&self, q: QuietPoint, epoch: Epoch, lease_units: u32) -> bool {
+        // Acquire: as in `quiet_point`; `settled` (Relaxed) is read after
+        // it, so a settle that ended a flight is seen in both.
         if self.inflight.load(Acquire) != 0 || self.settled.load(Relaxed) != q.settled {
             return false;
         }
@@ -542,7 +578,7 @@ impl Sale {
     }
 
     /// Starts a refill if none is running; `true` means the caller leads it.
-    pub fn begin_refill(&self) -> bool {
+    pub(super) fn begin_refill(&self) -> bool {
         // Relaxed: the flag guards no memory (the lease state it leads to
         // is itself atomic); it only keeps lease calls to one at a time.
         self.refilling
@@ -550,7 +586,9 @@ impl Sale {
             .is_ok()
     }
 
-    pub fn end_refill(&self) {
+    pub(super) fn end_refill(&self) {
+        // Relaxed: as in `begin_refill`; the waiters learn of the end from
+        // the Notify, which orders itself.
         self.refilling.store(false, Relaxed);
         self.refilled.notify_waiters();
     }
@@ -567,7 +605,7 @@ impl Sale {
     }
 
     /// Records a win (from a commit or a lookup).
-    pub fn remember_winner(&self, user: UserId, issued: Issued, warehouse: WarehouseId) {
+    pub(super) fn remember_winner(&self, user: UserId, issued: Issued, warehouse: WarehouseId) {
         self.winners.get_or_insert(user, (issued, warehouse));
         self.digests.insert(user.digest());
     }
@@ -579,7 +617,7 @@ impl Sale {
 
     /// Takes in bytes of the winners digest read at `offset` (whole 8-byte
     /// digests only); returns where to read next.
-    pub fn read_digests(&self, offset: u64, bytes: &[u8]) -> u64 {
+    pub(super) fn read_digests(&self, offset: u64, bytes: &[u8]) -> u64 {
         let mut end = offset;
         for d in bytes.chunks_exact(8) {
             let mut b = [0u8; 8];
@@ -596,11 +634,12 @@ impl Sale {
     /// knew everything before them, it now knows everything up to `len`
     /// without waiting for the tailer. (Their digests are in the set
     /// already: `remember_winner` ran for each.)
-    pub fn appended_digests(&self, wins: u64, len: u64) {
+    pub(super) fn appended_digests(&self, wins: u64, len: u64) {
         let start = len.saturating_sub(8 * wins);
         // Release: as in `read_digests`.
         let _ = self
             .digests_known
+            // Relaxed on failure: nothing is read then.
             .compare_exchange(start, len, Release, Relaxed);
     }
 
@@ -619,16 +658,19 @@ impl Sale {
     /// reloading after every chunk would rescan the whole set each time.
     /// Waiting until two refreshes in a row see the same version loads it
     /// once, one refresh interval after the upload ends.
-    pub fn eligibility_stale(&self) -> Option<u64> {
+    pub(super) fn eligibility_stale(&self) -> Option<u64> {
+        // Relaxed: versions only pick when to reload; readers of the list
+        // ask the skip set itself, which is safe to read while it grows.
         let want = self.mirror.eligibility_version.load(Relaxed);
         let previous = self.eligible_seen.swap(want, Relaxed);
         (want != self.eligible_loaded.load(Relaxed) && want == previous).then_some(want)
     }
 
-    pub fn load_eligible(&self, version: u64, users: impl IntoIterator<Item = UserId>) {
+    pub(super) fn load_eligible(&self, version: u64, users: impl IntoIterator<Item = UserId>) {
         for u in users {
             self.eligible.insert(u);
         }
+        // Relaxed: see `eligibility_stale`.
         self.eligible_loaded.store(version, Relaxed);
     }
 

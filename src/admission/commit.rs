@@ -18,10 +18,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::stock::{Epoch, Sale, Taken};
 use crate::id::{RegionId, TicketId, UserId};
 use crate::metrics::Metrics;
 use crate::sale::Placement;
-use crate::stock::{Epoch, Sale, Taken};
 use crate::store::{AdmitReply, Candidate, Refusal, Store, Verdict};
 
 /// Jobs waiting for a batch; beyond this buyers get 503 at once.
@@ -40,7 +40,7 @@ pub enum Settled {
 }
 
 /// One buyer's unit on its way to Redis. The job owns the unit's flight
-/// (see [`Sale::take_unit`]): it ends exactly once, when the job is
+/// (see `Sale::take_unit`): it ends exactly once, when the job is
 /// settled or, failing that, dropped. The buyer may be gone by then (hung
 /// up, timed out); the job does not depend on it.
 pub struct Job {
@@ -221,7 +221,7 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
             for (job, v) in jobs.into_iter().zip(verdicts) {
                 match v {
                     Verdict::Won(_) | Verdict::WonAt(..) => {
-                        m[0].increment(1);
+                        m.won.increment(1);
                         if let Verdict::WonAt(_, p) = v {
                             tally_warehouse(&mut by_warehouse, p);
                         }
@@ -230,22 +230,22 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
                         }
                     }
                     Verdict::Replay(_) | Verdict::ReplayAt(..) => {
-                        m[1].increment(1);
+                        m.replay.increment(1);
                         sale.stock.give_back(epoch);
                         if let Some((issued, p, _)) = v.ticket() {
                             sale.remember_winner(job.user, issued, p.warehouse);
                         }
                     }
                     Verdict::NotEligible => {
-                        m[2].increment(1);
+                        m.not_eligible.increment(1);
                         sale.stock.give_back(epoch);
                     }
                     Verdict::Fenced => {
-                        m[3].increment(1);
+                        m.fenced.increment(1);
                         sale.stock.clear(epoch);
                     }
                     Verdict::NoUnits => {
-                        m[4].increment(1);
+                        m.no_units.increment(1);
                         sale.stock.clear(epoch);
                     }
                 }
@@ -261,13 +261,13 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         }
         Ok(AdmitReply::Judged { .. }) => {
             // A reply that does not match the batch is a protocol fault.
-            m[6].increment(jobs.len() as u64);
+            m.error.increment(jobs.len() as u64);
             for job in jobs {
                 job.settle(Settled::Failed);
             }
         }
         Ok(AdmitReply::Refused(r)) => {
-            m[5].increment(jobs.len() as u64);
+            m.closed.increment(jobs.len() as u64);
             for job in jobs {
                 sale.stock.give_back(epoch);
                 job.settle(Settled::Refused(r));
@@ -275,7 +275,7 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         }
         Err(e) => {
             tracing::warn!(sale = %sale.id, error = %e, buyers = jobs.len(), "commit failed");
-            m[6].increment(jobs.len() as u64);
+            m.error.increment(jobs.len() as u64);
             let applied = e.maybe_applied();
             for job in jobs {
                 if applied {

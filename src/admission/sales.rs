@@ -16,12 +16,14 @@ use crossbeam_skiplist::SkipMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::commit::{CommitCtx, Committer};
+use super::commit::{CommitCtx, Committer};
+use super::lease::{self, LeaseCtx};
+use super::stock::Sale;
+use super::Admission;
+use crate::clock::Clock;
 use crate::id::SaleId;
-use crate::lease::{self, LeaseCtx};
 use crate::lifecycle;
 use crate::sale::SaleState;
-use crate::stock::Sale;
 use crate::store::{Store, StoreError};
 
 /// Bytes of the winners digest read per call (8 per win).
@@ -41,12 +43,6 @@ const RETIRED_PERIOD: Duration = Duration::from_secs(30);
 /// How often the list of sales is re-read.
 const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 
-/// A sale being served, with its committer.
-pub struct LiveSale {
-    pub sale: Arc<Sale>,
-    pub committer: Committer,
-}
-
 /// Everything the per-sale tasks need.
 #[derive(Clone)]
 pub struct SalesCtx {
@@ -61,7 +57,7 @@ pub struct SalesCtx {
 
 /// The node's sales.
 pub struct Sales {
-    map: SkipMap<SaleId, Arc<LiveSale>>,
+    map: SkipMap<SaleId, Arc<Admission>>,
     ctx: SalesCtx,
 }
 
@@ -74,7 +70,7 @@ impl Sales {
     }
 
     #[inline]
-    pub fn get(&self, id: &SaleId) -> Option<Arc<LiveSale>> {
+    pub fn get(&self, id: &SaleId) -> Option<Arc<Admission>> {
         self.map.get(id).map(|e| e.value().clone())
     }
 
@@ -103,7 +99,7 @@ impl Sales {
     }
 
     /// Starts serving `id` if Redis knows it (idempotent).
-    pub async fn load(&self, id: SaleId) -> Result<Option<Arc<LiveSale>>, StoreError> {
+    pub async fn load(&self, id: SaleId) -> Result<Option<Arc<Admission>>, StoreError> {
         if let Some(live) = self.get(&id) {
             return Ok(Some(live));
         }
@@ -126,10 +122,7 @@ impl Sales {
             ctx.stop.clone(),
             &ctx.tasks,
         );
-        let live = Arc::new(LiveSale {
-            sale: sale.clone(),
-            committer,
-        });
+        let live = Arc::new(Admission::new(sale.clone(), committer, ctx.lease.clone()));
         let entry = self.map.get_or_insert(id, live);
         if !Arc::ptr_eq(&entry.value().sale, &sale) {
             // Another caller won the race; its tasks serve the sale.
@@ -138,11 +131,17 @@ impl Sales {
         let t = &ctx.tasks;
         t.spawn(refresh_loop(
             ctx.store.clone(),
+            ctx.lease.clock.clone(),
             sale.clone(),
             ctx.refresh,
             ctx.stop.clone(),
         ));
-        t.spawn(tail_loop(ctx.store.clone(), sale.clone(), ctx.stop.clone()));
+        t.spawn(tail_loop(
+            ctx.store.clone(),
+            ctx.lease.clock.clone(),
+            sale.clone(),
+            ctx.stop.clone(),
+        ));
         t.spawn(lease::keep(
             ctx.lease.clone(),
             sale.clone(),
@@ -181,6 +180,7 @@ impl Sales {
 /// Applies a fresh snapshot of `sale` every `period`.
 async fn refresh_loop(
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     sale: Arc<Sale>,
     period: Duration,
     stop: CancellationToken,
@@ -190,7 +190,7 @@ async fn refresh_loop(
         round += 1;
         let wait = if sale.is_retired() {
             RETIRED_PERIOD
-        } else if ended(&sale) {
+        } else if ended(&sale, &*clock) {
             ENDED_PERIOD
         } else {
             period
@@ -208,15 +208,15 @@ async fn refresh_loop(
 }
 
 /// True when the sale no longer admits buyers (by this node's clock).
-fn ended(sale: &Sale) -> bool {
-    sale.window(crate::clock::unix_ms()) == crate::stock::Window::Ended
+fn ended(sale: &Sale, clock: &dyn Clock) -> bool {
+    sale.window(clock.now_ms()) == super::stock::Window::Ended
 }
 
 /// One refresh: settings, accounting, and the eligibility list if it
 /// changed. It also retires a sale that is over and settled (window past,
 /// no unit in any lease, no pending ticket, every win in the replica): its
 /// tailer, lease keeper, reclaimer and sweeper then sleep, and only this
-/// refresh runs, every [`RETIRED_PERIOD`], so old sales cost the store
+/// refresh runs, every `RETIRED_PERIOD`, so old sales cost the store
 /// next to nothing. A refresh that finds it open again (its window moved)
 /// revives them.
 pub async fn refresh(store: &dyn Store, sale: &Sale) -> Result<(), StoreError> {
@@ -272,11 +272,16 @@ pub async fn reload_eligible(store: &dyn Store, sale: &Sale) -> Result<(), Store
 /// `HMGET`), then the digest: a pool with no unit anywhere, plus every win
 /// counted with it read, proves a miss is a loser (see
 /// [`Sale::replica_complete`]).
-async fn tail_loop(store: Arc<dyn Store>, sale: Arc<Sale>, stop: CancellationToken) {
+async fn tail_loop(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    sale: Arc<Sale>,
+    stop: CancellationToken,
+) {
     loop {
         sale.while_retired(&stop).await;
         let poll = async {
-            let read_at_ms = crate::clock::unix_ms();
+            let read_at_ms = clock.now_ms();
             let pool = if sale.may_be_sold_out() {
                 store.pool(&sale.id).await?
             } else {
@@ -299,7 +304,7 @@ async fn tail_loop(store: Arc<dyn Store>, sale: Arc<Sale>, stop: CancellationTok
                 }
                 if full {
                     Duration::ZERO
-                } else if ended(&sale) {
+                } else if ended(&sale, &*clock) {
                     ENDED_PERIOD
                 } else {
                     TAIL_IDLE

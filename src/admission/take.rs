@@ -1,0 +1,272 @@
+//! One buyer's take: DESIGN §3's checks, then take → refill → commit.
+//!
+//! Everything up to the sold-out answer is decided from memory: the sale
+//! window, the door (rate limits, session), the eligibility and winners
+//! replicas and the sold-out flag. Only a buyer holding a local unit (or a
+//! sold-out miss while the winners replica may still be behind, or a digest
+//! hit for a ticket this node has not seen) reaches the store.
+//!
+//! Every wait is bounded by the request's deadline; a commit still
+//! unsettled at the deadline is settled by one lookup within
+//! [`SETTLE_GRACE`], or answered as unknown, never as "nothing was taken".
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::check::{check, Buyer, Facts, Step, Ticket};
+use super::commit::Settled;
+use super::lease::{self, Refill};
+use super::{Admission, Answer, Door, Outcome};
+use crate::id::{RegionId, UserId};
+use crate::store::{Refusal, Verdict};
+
+/// Commits a buyer may see fenced or short of units (a lease moved under
+/// it) before giving up with 503.
+const FENCED_ATTEMPTS: usize = 4;
+/// Refills a buyer may wait through while others take the new units first.
+/// Each costs a Redis round trip, so this bounds the time as well; the
+/// per-request timeout bounds it too.
+const REFILL_ROUNDS: usize = 64;
+
+/// How long a buyer whose commit outlived the request deadline may wait
+/// for one lookup that settles it (won, or still unknown). The outer
+/// request timeout allows for it.
+pub const SETTLE_GRACE: Duration = Duration::from_millis(500);
+
+/// How one round of the take loop ended.
+// Large only by the ticket it may carry; returned once, never stored, so
+// boxing would only add an allocation per answer.
+#[allow(clippy::large_enum_variant)]
+enum Round {
+    Answered(Answer),
+    /// The commit found its lease fenced or short of units: try again.
+    Fenced,
+    /// A refill ran (or was waited for): take again.
+    Refilled,
+    /// The refill found the pool empty and the lease spent.
+    SoldOut,
+}
+
+impl Admission {
+    /// The sale as this request sees it, before anyone is identified.
+    fn facts(&self, now_ms: u64) -> Facts {
+        let s = &self.sale;
+        let mut f = Facts {
+            now_ms,
+            starts_at_ms: s.starts_at_ms(),
+            ends_at_ms: s.ends_at_ms(),
+            closed: s.closed(),
+            list_only: s.list_only(),
+            ..Facts::default()
+        };
+        self.observe_sold_out(&mut f, now_ms);
+        f
+    }
+
+    fn observe_sold_out(&self, f: &mut Facts, now_ms: u64) {
+        f.sold_out = self.sale.is_sold_out() && self.sale.stock.units() == 0;
+        f.replica_complete = self.sale.replica_complete(now_ms);
+    }
+
+    /// What this node knows about `user`.
+    fn buyer(&self, user: UserId) -> Buyer {
+        let s = &self.sale;
+        Buyer {
+            user,
+            eligible: !s.list_only() || s.is_eligible(&user),
+            paced: false,
+            ticket: s.winner(&user).map(|(issued, warehouse)| Ticket {
+                user,
+                issued,
+                warehouse,
+            }),
+            may_have_won: s.may_have_won(&user),
+            looked_up: false,
+        }
+    }
+
+    /// Takes a ticket for the buyer `door` identifies, shipping to
+    /// `ship_to` (DESIGN §7), within `deadline`.
+    pub async fn take(
+        &self,
+        door: &impl Door,
+        ship_to: Option<RegionId>,
+        deadline: Instant,
+    ) -> Answer {
+        let now = self.clock().now_ms();
+        let mut f = self.facts(now);
+        // Set once a lease call reached the store and found it sold out.
+        let mut leased = false;
+        let (mut fenced, mut refills) = (0, 0);
+        loop {
+            match check(&f) {
+                Step::NotStarted { starts_at_ms } => {
+                    return Answer::memory(Outcome::NotStarted { starts_at_ms })
+                }
+                Step::Ended => return Answer::memory(Outcome::Ended),
+                Step::Identify => match door.identify(now) {
+                    Ok(user) => f.buyer = Some(self.buyer(user)),
+                    Err(t) => return Answer::memory(t),
+                },
+                Step::NotEligible => return Answer::memory(Outcome::NotEligible),
+                Step::Pace(user) => match door.pace(&user) {
+                    Ok(()) => set(&mut f, |b| b.paced = true),
+                    Err(t) => return Answer::memory(t),
+                },
+                Step::Replay(t) => return Answer::memory(Outcome::Replay(t)),
+                // Boxed: the store paths' state stays off the rejected
+                // path's future.
+                Step::LookUp(user) => match Box::pin(self.won_elsewhere(user, deadline)).await {
+                    Some(a) => return a,
+                    None => set(&mut f, |b| b.looked_up = true),
+                },
+                Step::SoldOut if leased => return Answer::store(Outcome::SoldOut),
+                Step::SoldOut => return Answer::memory(Outcome::SoldOut),
+                Step::ProveSoldOut(user) => return Box::pin(self.prove_sold_out(user)).await,
+                Step::Acquire(user) => {
+                    let round = Box::pin(self.round(user, ship_to, now, deadline)).await;
+                    match round {
+                        Round::Answered(a) => return a,
+                        Round::Fenced => fenced += 1,
+                        Round::Refilled => refills += 1,
+                        Round::SoldOut => {
+                            // Answered now, whatever the rounds left: this
+                            // buyer's request made the lease call.
+                            leased = true;
+                            f.sold_out = true;
+                            f.replica_complete = self.sale.replica_complete(self.clock().now_ms());
+                            continue;
+                        }
+                    }
+                    if fenced >= FENCED_ATTEMPTS || refills >= REFILL_ROUNDS {
+                        return Answer::store(Outcome::Unavailable);
+                    }
+                    self.observe_sold_out(&mut f, self.clock().now_ms());
+                }
+            }
+        }
+    }
+
+    /// A buyer whose digest is in the winners replica but whose ticket this
+    /// node has not seen (won on another node): one lookup, then the ticket
+    /// is remembered here. `None`: no ticket (a digest collision); the
+    /// buyer buys on.
+    async fn won_elsewhere(&self, user: UserId, deadline: Instant) -> Option<Answer> {
+        match tokio::time::timeout_at(deadline, self.look_up(user)).await {
+            Ok(Ok(Some(rec))) => Some(Answer::store(Outcome::Replay(Ticket {
+                user,
+                issued: rec.issued(),
+                warehouse: rec.warehouse,
+            }))),
+            Ok(Ok(None)) => None,
+            Ok(Err(_)) | Err(_) => Some(Answer::store(Outcome::Unavailable)),
+        }
+    }
+
+    /// The sold-out answer when the replica cannot prove the buyer lost:
+    /// the store says whether they won elsewhere.
+    async fn prove_sold_out(&self, user: UserId) -> Answer {
+        match self.look_up(user).await {
+            Ok(Some(rec)) => Answer::store(Outcome::Replay(Ticket {
+                user,
+                issued: rec.issued(),
+                warehouse: rec.warehouse,
+            })),
+            Ok(None) => Answer::store(Outcome::SoldOut),
+            Err(_) => Answer::store(Outcome::Unavailable),
+        }
+    }
+
+    /// One round: take a unit and commit it, or refill the lease.
+    async fn round(
+        &self,
+        user: UserId,
+        ship_to: Option<RegionId>,
+        now: u64,
+        deadline: Instant,
+    ) -> Round {
+        let sale = &self.sale;
+        let Some(unit) = sale.take_unit() else {
+            return match tokio::time::timeout_at(deadline, lease::refill(&self.lease, sale)).await {
+                Ok(Refill::Ready) => Round::Refilled,
+                Ok(Refill::SoldOut) => Round::SoldOut,
+                Ok(Refill::Refused(r)) => Round::Answered(self.refusal(r)),
+                // Nothing was taken: a plain 503.
+                Ok(Refill::Failed) | Err(_) => Round::Answered(Answer::store(Outcome::Unavailable)),
+            };
+        };
+        // Relaxed: an idleness hint for the lease keeper, read on its own.
+        sale.last_take_ms.store(now, Relaxed);
+        lease::maybe_prefetch(&self.lease, sale);
+        let settled =
+            tokio::time::timeout_at(deadline, self.committer.commit(sale, user, ship_to, unit))
+                .await;
+        match settled {
+            Ok(Settled::Judged(Verdict::NotEligible)) => {
+                Round::Answered(Answer::store(Outcome::NotEligible))
+            }
+            Ok(Settled::Judged(Verdict::Fenced | Verdict::NoUnits)) => Round::Fenced,
+            // Every other verdict is a win or a replay.
+            Ok(Settled::Judged(v)) => match v.ticket() {
+                Some((issued, placement, replay)) => {
+                    let t = Ticket {
+                        user,
+                        issued,
+                        warehouse: placement.warehouse,
+                    };
+                    Round::Answered(Answer::store(if replay {
+                        Outcome::Replay(t)
+                    } else {
+                        Outcome::Won(t)
+                    }))
+                }
+                None => Round::Fenced,
+            },
+            Ok(Settled::Refused(r)) => Round::Answered(self.refusal(r)),
+            Ok(Settled::NotSent) => Round::Answered(Answer::store(Outcome::Unavailable)),
+            // Sent, and no verdict came back in time: it may have won.
+            Ok(Settled::Failed) | Err(_) => Round::Answered(self.settle_unknown(user).await),
+        }
+    }
+
+    /// A commit whose verdict never came back (store timeout, reply lost)
+    /// may have recorded the win. One bounded lookup of the buyer's ticket
+    /// settles it when the store answers; otherwise the buyer is told the
+    /// outcome is unknown (DESIGN §3), never a plain "nothing was taken".
+    async fn settle_unknown(&self, user: UserId) -> Answer {
+        if let Some((issued, warehouse)) = self.sale.winner(&user) {
+            return Answer::store(Outcome::Won(Ticket {
+                user,
+                issued,
+                warehouse,
+            }));
+        }
+        match tokio::time::timeout(SETTLE_GRACE, self.look_up(user)).await {
+            Ok(Ok(Some(rec))) => Answer::store(Outcome::Won(Ticket {
+                user,
+                issued: rec.issued(),
+                warehouse: rec.warehouse,
+            })),
+            _ => Answer::store(Outcome::Unknown),
+        }
+    }
+
+    fn refusal(&self, r: Refusal) -> Answer {
+        Answer::store(match r {
+            Refusal::UnknownSale => Outcome::NoSale,
+            Refusal::NotStarted => Outcome::NotStarted {
+                starts_at_ms: self.sale.starts_at_ms(),
+            },
+            Refusal::Ended | Refusal::Closed => Outcome::Ended,
+        })
+    }
+}
+
+/// Records what a step learnt about the buyer.
+fn set(f: &mut Facts, learn: impl FnOnce(&mut Buyer)) {
+    if let Some(b) = f.buyer.as_mut() {
+        learn(b);
+    }
+}

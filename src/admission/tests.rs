@@ -1,0 +1,493 @@
+//! Node-local admission logic on a manual clock and paused tokio time.
+//!
+//! The store here is a small in-process double of the [`Store`] trait that
+//! keeps one node's pool, lease and winners: enough for what these tests
+//! are about (the lease counter, single-flight refills, the sold-out
+//! proof, the ticket cache, batching and settling of commits). What Redis
+//! itself decides is tested against a real redis-server in `tests/`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::commit::{CommitCtx, Committer};
+use super::lease::LeaseCtx;
+use super::stock::{Sale, PROOF_FRESH_MS};
+use super::{Admission, Answer, Door, Outcome, Turned};
+use crate::clock::{Clock, ManualClock};
+use crate::id::{SaleId, TicketId, UserId};
+use crate::metrics::Metrics;
+use crate::sale::{
+    Placement, Pool, PutOutcome, SaleSpec, Snapshot, StockChange, TicketRecord, TicketState,
+    Transition,
+};
+use crate::store::{
+    AdmitReply, Candidate, LeaseReply, RenewReply, ReturnReply, SafetyReport, Store, StoreError,
+    Verdict,
+};
+
+const START_MS: u64 = 1_000_000;
+const TTL_MS: u64 = 60_000;
+
+/// One node's view of a sale's records, kept in memory.
+#[derive(Default)]
+struct Books {
+    pool: u64,
+    /// This node's lease balance (epoch 1 once leased).
+    lease_units: u64,
+    wins: HashMap<UserId, TicketRecord>,
+    lease_calls: usize,
+    winner_calls: usize,
+    /// Candidates per `admit` call, in call order.
+    batches: Vec<usize>,
+}
+
+/// The in-process store double (see the module docs).
+struct Fake {
+    books: Mutex<Books>,
+    /// `admit` waits until this is true before judging (a slow store).
+    admit_gate: watch::Sender<bool>,
+    /// `admit` records the wins and then never answers (a lost reply).
+    lose_admit_replies: AtomicBool,
+    admits_started: AtomicUsize,
+}
+
+impl Fake {
+    fn with_pool(units: u64) -> Arc<Fake> {
+        let f = Fake {
+            books: Mutex::new(Books {
+                pool: units,
+                ..Books::default()
+            }),
+            admit_gate: watch::Sender::new(true),
+            lose_admit_replies: AtomicBool::new(false),
+            admits_started: AtomicUsize::new(0),
+        };
+        Arc::new(f)
+    }
+
+    fn hold_admit(&self, hold: bool) {
+        self.admit_gate.send_replace(!hold);
+    }
+
+    fn books(&self) -> parking_lot::MutexGuard<'_, Books> {
+        self.books.lock()
+    }
+}
+
+fn not_here() -> StoreError {
+    StoreError::Protocol {
+        script: "double",
+        detail: "not used by admission".into(),
+    }
+}
+
+#[async_trait]
+impl Store for Fake {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn safety(&self) -> Result<SafetyReport, StoreError> {
+        Err(not_here())
+    }
+    async fn sales(&self) -> Result<Vec<SaleId>, StoreError> {
+        Err(not_here())
+    }
+    async fn put_sale(&self, _: &SaleId, _: &SaleSpec) -> Result<PutOutcome, StoreError> {
+        Err(not_here())
+    }
+    async fn add_stock(&self, _: &SaleId, _: i64) -> Result<StockChange, StoreError> {
+        Err(not_here())
+    }
+    async fn add_eligible(&self, _: &SaleId, _: &[UserId]) -> Result<Option<u64>, StoreError> {
+        Err(not_here())
+    }
+    async fn close(&self, _: &SaleId) -> Result<bool, StoreError> {
+        Err(not_here())
+    }
+    async fn snapshot(&self, _: &SaleId) -> Result<Option<Snapshot>, StoreError> {
+        Err(not_here())
+    }
+    async fn eligible_users(&self, _: &SaleId) -> Result<Vec<UserId>, StoreError> {
+        Err(not_here())
+    }
+
+    async fn lease(
+        &self,
+        _: &SaleId,
+        _: &str,
+        want: u64,
+        _: u64,
+    ) -> Result<LeaseReply, StoreError> {
+        // A round trip: other buyers run meanwhile.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let mut b = self.books();
+        b.lease_calls += 1;
+        let granted = want.min(b.pool);
+        b.pool -= granted;
+        b.lease_units += granted;
+        Ok(LeaseReply::Granted {
+            granted,
+            epoch: 1,
+            lease_units: b.lease_units,
+            expires_at_ms: u64::MAX,
+            available: b.pool,
+            leased: b.lease_units,
+            orders_enqueued: b.wins.len() as u64,
+        })
+    }
+    async fn renew(&self, _: &SaleId, _: &str, _: u64, _: u64) -> Result<RenewReply, StoreError> {
+        Err(not_here())
+    }
+    async fn return_lease(&self, _: &SaleId, _: &str, _: u64) -> Result<ReturnReply, StoreError> {
+        Err(not_here())
+    }
+    async fn reclaim(&self, _: &SaleId) -> Result<(u64, u64), StoreError> {
+        Err(not_here())
+    }
+
+    async fn admit(
+        &self,
+        _: &SaleId,
+        _: &str,
+        _: u64,
+        batch: &[Candidate],
+    ) -> Result<AdmitReply, StoreError> {
+        self.admits_started.fetch_add(1, SeqCst);
+        let mut gate = self.admit_gate.subscribe();
+        if gate.wait_for(|open| *open).await.is_err() {
+            return Err(not_here());
+        }
+        let verdicts = {
+            let mut b = self.books();
+            b.batches.push(batch.len());
+            batch
+                .iter()
+                .map(|c| {
+                    if let Some(rec) = b.wins.get(&c.user) {
+                        return Verdict::Replay(rec.issued());
+                    }
+                    if b.lease_units == 0 {
+                        return Verdict::NoUnits;
+                    }
+                    b.lease_units -= 1;
+                    let rec = TicketRecord {
+                        ticket: c.ticket,
+                        user: c.user,
+                        state: TicketState::Pending,
+                        issued_at_ms: START_MS,
+                        expires_at_ms: START_MS + TTL_MS,
+                        warehouse: Placement::default_warehouse().warehouse,
+                    };
+                    b.wins.insert(c.user, rec);
+                    Verdict::Won(rec.issued())
+                })
+                .collect::<Vec<_>>()
+        };
+        if self.lose_admit_replies.load(SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let digests_len = 8 * self.books().wins.len() as u64;
+        Ok(AdmitReply::Judged {
+            lease_units_left: self.books().lease_units,
+            digests_len,
+            verdicts,
+        })
+    }
+
+    async fn winner(&self, _: &SaleId, user: &UserId) -> Result<Option<TicketRecord>, StoreError> {
+        let mut b = self.books();
+        b.winner_calls += 1;
+        Ok(b.wins.get(user).copied())
+    }
+    async fn ticket(&self, _: &SaleId, _: &TicketId) -> Result<Option<TicketRecord>, StoreError> {
+        Err(not_here())
+    }
+    async fn confirm(&self, _: &SaleId, _: &TicketId) -> Result<Transition, StoreError> {
+        Err(not_here())
+    }
+    async fn release(&self, _: &SaleId, _: &TicketId) -> Result<Transition, StoreError> {
+        Err(not_here())
+    }
+    async fn sweep(&self, _: &SaleId, _: u64) -> Result<u64, StoreError> {
+        Err(not_here())
+    }
+    async fn read_digests(&self, _: &SaleId, _: u64, _: u64) -> Result<Vec<u8>, StoreError> {
+        Err(not_here())
+    }
+    async fn pool(&self, _: &SaleId) -> Result<Option<Pool>, StoreError> {
+        Err(not_here())
+    }
+}
+
+/// A buyer the door always lets in.
+struct Let(UserId);
+
+impl Door for Let {
+    fn identify(&self, _: u64) -> Result<UserId, Turned> {
+        Ok(self.0)
+    }
+    fn pace(&self, _: &UserId) -> Result<(), Turned> {
+        Ok(())
+    }
+}
+
+fn user(i: usize) -> Let {
+    Let(UserId::parse(&format!("u{i}")).expect("an id"))
+}
+
+/// One sale on one node, on a manual clock, with `units` in the pool.
+struct Rig {
+    admission: Arc<Admission>,
+    store: Arc<Fake>,
+    clock: ManualClock,
+    stop: CancellationToken,
+}
+
+impl Rig {
+    fn new(units: u64, lease_max: u64, commit_concurrency: usize) -> Rig {
+        let store = Fake::with_pool(units);
+        let clock = ManualClock::new(START_MS);
+        let metrics = Metrics::new("test");
+        let id = SaleId::parse("s").expect("an id");
+        let snap = Snapshot {
+            now_ms: START_MS,
+            starts_at_ms: START_MS - 1,
+            ends_at_ms: START_MS + 3_600_000,
+            ticket_ttl_ms: TTL_MS,
+            stock_total: units,
+            available: units,
+            ..Snapshot::default()
+        };
+        let sale = Arc::new(Sale::new(id, &snap, metrics.sale_gauges("s")));
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let node: Arc<str> = "n1".into();
+        let stop = CancellationToken::new();
+        let committer = Committer::spawn(
+            CommitCtx {
+                store: dyn_store.clone(),
+                node: node.clone(),
+                metrics: metrics.clone(),
+                batch: 64,
+                concurrency: commit_concurrency,
+            },
+            sale.clone(),
+            stop.clone(),
+            &TaskTracker::new(),
+        );
+        let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+        let lease = Arc::new(LeaseCtx {
+            store: dyn_store,
+            node,
+            metrics,
+            clock: clock_dyn,
+            ttl_ms: TTL_MS,
+            lease_max,
+        });
+        Rig {
+            admission: Arc::new(Admission::new(sale, committer, lease)),
+            store,
+            clock,
+            stop,
+        }
+    }
+
+    async fn take(&self, who: usize) -> Answer {
+        self.take_within(who, Duration::from_secs(5)).await
+    }
+
+    async fn take_within(&self, who: usize, limit: Duration) -> Answer {
+        self.admission
+            .take(&user(who), None, Instant::now() + limit)
+            .await
+    }
+
+    fn spawn_take(&self, who: usize) -> tokio::task::JoinHandle<Answer> {
+        let a = self.admission.clone();
+        tokio::spawn(async move {
+            a.take(&user(who), None, Instant::now() + Duration::from_secs(5))
+                .await
+        })
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Lets the other tasks run until `done` holds (bounded).
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn won(a: &Answer) -> bool {
+    matches!(a.outcome, Outcome::Won(_))
+}
+
+#[tokio::test(start_paused = true)]
+async fn buyers_take_the_lease_until_the_pool_is_empty_then_hear_sold_out() {
+    let rig = Rig::new(4, 1, 4);
+    for who in 0..4 {
+        let a = rig.take(who).await;
+        assert!(won(&a), "buyer {who}: {a:?}");
+        assert!(a.asked_store);
+    }
+    assert_eq!(rig.admission.sale().stock.units(), 0);
+    let last = rig.take(4).await;
+    assert_eq!(last.outcome, Outcome::SoldOut);
+    assert!(last.asked_store, "the lease call that found the pool empty");
+    let b = rig.store.books();
+    assert_eq!((b.pool, b.lease_units, b.wins.len()), (0, 0, 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn buyers_arriving_at_an_empty_lease_share_one_refill() {
+    let rig = Rig::new(800, 100, 4);
+    let buyers: Vec<_> = (0..5).map(|who| rig.spawn_take(who)).collect();
+    for b in buyers {
+        let a = b.await.expect("the buyer's task");
+        assert!(won(&a), "{a:?}");
+    }
+    assert_eq!(
+        rig.store.books().lease_calls,
+        1,
+        "one lease call for all five"
+    );
+    // The lease was an eighth of the pool: 100 units, 5 spent.
+    assert_eq!(rig.admission.sale().stock.units(), 95);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_winner_asking_again_is_answered_from_the_ticket_cache() {
+    let rig = Rig::new(10, 5, 4);
+    let first = rig.take(1).await;
+    let Outcome::Won(ticket) = first.outcome else {
+        panic!("{first:?}")
+    };
+    let again = rig.take(1).await;
+    assert_eq!(again.outcome, Outcome::Replay(ticket));
+    assert!(!again.asked_store);
+    assert_eq!(rig.store.books().batches, vec![1], "no second commit");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loser_after_sell_out_is_refused_from_memory_only_while_the_proof_is_fresh() {
+    let rig = Rig::new(0, 5, 4);
+    // The lease call finds the pool empty: a proof read at START_MS.
+    let first = rig.take(1).await;
+    assert_eq!(first.outcome, Outcome::SoldOut);
+    assert!(first.asked_store);
+    let calls = rig.store.books().lease_calls;
+
+    rig.clock.advance_ms(PROOF_FRESH_MS);
+    let fresh = rig.take(2).await;
+    assert_eq!(fresh.outcome, Outcome::SoldOut);
+    assert!(!fresh.asked_store, "a fresh proof answers from memory");
+    assert_eq!(rig.store.books().winner_calls, 0);
+
+    rig.clock.advance_ms(1);
+    let stale = rig.take(3).await;
+    assert_eq!(stale.outcome, Outcome::SoldOut);
+    assert!(stale.asked_store, "a stale proof asks the store");
+    assert_eq!(rig.store.books().winner_calls, 1);
+    assert_eq!(
+        rig.store.books().lease_calls,
+        calls,
+        "no lease call either way"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn buyers_queued_behind_a_commit_in_flight_share_the_next_admit_call() {
+    let rig = Rig::new(100, 50, 1);
+    rig.store.hold_admit(true);
+    let first = rig.spawn_take(0);
+    until("the first admit call", || {
+        rig.store.admits_started.load(SeqCst) == 1
+    })
+    .await;
+    let queued: Vec<_> = (1..4).map(|who| rig.spawn_take(who)).collect();
+    until("three units taken behind it", || {
+        rig.admission.sale().inflight() == 4
+    })
+    .await;
+    rig.store.hold_admit(false);
+    assert!(won(&first.await.expect("the first buyer")));
+    for q in queued {
+        assert!(won(&q.await.expect("a queued buyer")));
+    }
+    assert_eq!(rig.store.books().batches, vec![1, 3]);
+    assert_eq!(rig.admission.sale().inflight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_whose_reply_is_lost_is_settled_by_one_lookup() {
+    let rig = Rig::new(10, 5, 4);
+    rig.store.lose_admit_replies.store(true, SeqCst);
+    let a = rig.take_within(1, Duration::from_millis(200)).await;
+    let Outcome::Won(t) = a.outcome else {
+        panic!("the win was recorded; the lookup finds it: {a:?}")
+    };
+    assert_eq!(
+        Some(t.issued),
+        rig.store.books().wins.values().next().map(|r| r.issued())
+    );
+    assert_eq!(rig.store.books().winner_calls, 1);
+    // The unit is still in flight (its job waits for a reply), so the
+    // lease is not reconciled under it.
+    assert_eq!(rig.admission.sale().inflight(), 1);
+    assert!(rig.admission.sale().quiet_point().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_neither_answered_nor_recorded_is_unknown_to_the_buyer() {
+    let rig = Rig::new(10, 5, 4);
+    rig.store.hold_admit(true);
+    let a = rig.take_within(1, Duration::from_millis(200)).await;
+    assert_eq!(a.outcome, Outcome::Unknown);
+    assert!(a.asked_store);
+    assert_eq!(rig.store.books().winner_calls, 1, "one settling lookup");
+}
+
+#[test]
+fn no_two_outcomes_share_a_metric_label() {
+    let t = super::Ticket::sample("u");
+    let labels: Vec<_> = [
+        Outcome::Won(t),
+        Outcome::Replay(t),
+        Outcome::SoldOut,
+        Outcome::NotEligible,
+        Outcome::Ended,
+        Outcome::NotStarted { starts_at_ms: 0 },
+        Outcome::Unknown,
+        Outcome::Unavailable,
+        Outcome::NoSale,
+        Outcome::Turned(Turned::RateLimited { retry_after_s: 1 }),
+        Outcome::Turned(Turned::InvalidSession),
+    ]
+    .iter()
+    .map(Outcome::label)
+    .collect();
+    let mut unique = labels.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), labels.len(), "two outcomes share a label");
+}
