@@ -20,15 +20,27 @@ pub async fn call(
     sale: &SaleId,
     ticket: &TicketId,
 ) -> Result<Transition, StoreError> {
+    settle(&DEF, s, sale, ticket).await
+}
+
+/// One ticket's move to a final state, through `confirm.lua` or
+/// `release.lua`: both take the same keys and argument and answer
+/// `{"unknown"}` or `{state, changed}`.
+pub(super) async fn settle(
+    def: &'static Def,
+    s: &RedisStore,
+    sale: &SaleId,
+    ticket: &TicketId,
+) -> Result<Transition, StoreError> {
     let k = s.keys();
-    let mut inv = DEF.script().prepare_invoke();
+    let mut inv = def.script().prepare_invoke();
     inv.key(k.tickets(sale))
         .key(k.acct(sale))
         .key(k.expiry(sale))
         .key(k.stockw(sale));
     inv.arg(ticket.as_str());
-    let items = s.invoke(&DEF, &inv).await?;
-    let mut r = Reply::new(&DEF, &items);
+    let items = s.invoke(def, &inv).await?;
+    let mut r = Reply::new(def, &items);
     let state = match r.str()? {
         "unknown" => return Ok(None),
         "confirmed" => TicketState::Confirmed,

@@ -2,9 +2,9 @@
 //!
 //! Idempotent: a repeat finds the ticket in its final state.
 
-use super::{Def, Op, Reply};
+use super::{Def, Op};
 use crate::id::{SaleId, TicketId};
-use crate::sale::{TicketState, Transition};
+use crate::sale::Transition;
 use crate::store::redis::RedisStore;
 use crate::store::StoreError;
 
@@ -20,20 +20,5 @@ pub async fn call(
     sale: &SaleId,
     ticket: &TicketId,
 ) -> Result<Transition, StoreError> {
-    let k = s.keys();
-    let mut inv = DEF.script().prepare_invoke();
-    inv.key(k.tickets(sale))
-        .key(k.acct(sale))
-        .key(k.expiry(sale))
-        .key(k.stockw(sale));
-    inv.arg(ticket.as_str());
-    let items = s.invoke(&DEF, &inv).await?;
-    let mut r = Reply::new(&DEF, &items);
-    let state = match r.str()? {
-        "unknown" => return Ok(None),
-        "confirmed" => TicketState::Confirmed,
-        "released" => TicketState::Released,
-        other => return Err(r.protocol(format!("unknown state {other:?}"))),
-    };
-    Ok(Some((state, r.u64()? == 1)))
+    super::confirm::settle(&DEF, s, sale, ticket).await
 }
