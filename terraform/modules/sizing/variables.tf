@@ -206,7 +206,7 @@ variable "store_memory_fill" {
 variable "store_cpu_us_per_winner" {
   description = "Redis CPU one committed winner costs with a fleet of one node, in microseconds: the fan-out fit's cost at zero nodes from `loadtest/run --fan-out` (or \"Redis CPU per winner\" of `--vs-naive`). Measured on the deployed store's instance class when possible: a faster core lowers it."
   type        = number
-  default     = 24.4
+  default     = 18.8
 
   validation {
     condition     = var.store_cpu_us_per_winner > 0 && var.store_cpu_us_per_winner <= 10000
@@ -217,7 +217,7 @@ variable "store_cpu_us_per_winner" {
 variable "store_cpu_us_per_winner_per_node" {
   description = "Redis CPU each further node adds to every winner, in microseconds (each node reads 8 bytes of the winners digest per winner): the slope of the fan-out fit of `loadtest/run --fan-out`."
   type        = number
-  default     = 0.014
+  default     = 0.04
 
   validation {
     condition     = var.store_cpu_us_per_winner_per_node >= 0 && var.store_cpu_us_per_winner_per_node <= 1000
@@ -228,7 +228,7 @@ variable "store_cpu_us_per_winner_per_node" {
 variable "store_cpu_us_per_node_second" {
   description = "Redis CPU an idle node costs per hot sale and second, in microseconds (views of the sale, lease upkeep, winners-digest reads): \"idle fleet: Redis CPU per node-second\" of `loadtest/run --fan-out`."
   type        = number
-  default     = 774
+  default     = 927
 
   validation {
     condition     = var.store_cpu_us_per_node_second >= 0 && var.store_cpu_us_per_node_second <= 100000
