@@ -78,6 +78,11 @@ impl Deadlines {
     }
 
     fn now(&self) -> u64 {
+        // Relaxed, here and for the connection words: each word and the
+        // clock are values on their own, read independently. A stale read
+        // moves an expiry by at most one sweep tick, which the deadline
+        // already allows (expiry = deadline + one tick); no other memory is
+        // published through them.
         self.now_ms.load(Relaxed)
     }
 

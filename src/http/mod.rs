@@ -210,6 +210,9 @@ struct InFlight<'a> {
 
 impl<'a> InFlight<'a> {
     fn enter(shared: &'a Shared) -> Self {
+        // Relaxed: the count is a gauge read for shedding and `/readyz`; no
+        // other memory is published through it, and a stale read sheds one
+        // request early or late, nothing worse.
         let count = shared.inflight.fetch_add(1, Relaxed) + 1;
         InFlight {
             shared,

@@ -50,6 +50,8 @@ pub struct Health {
 
 impl Health {
     pub fn can_recover(&self) -> bool {
+        // Relaxed for both flags: each is its own message to the probes;
+        // nothing else is read or written in an order that depends on them.
         !self.store_lost.load(Relaxed)
     }
 
