@@ -58,6 +58,9 @@ struct Fake {
     /// `admit` records the wins and then never answers (a lost reply).
     lose_admit_replies: AtomicBool,
     admits_started: AtomicUsize,
+    /// What `sales` lists and `snapshot` answers per sale; a sale listed
+    /// without a snapshot cannot be read (its `snapshot` fails).
+    listed: Mutex<Vec<(SaleId, Option<Snapshot>)>>,
 }
 
 impl Fake {
@@ -70,6 +73,7 @@ impl Fake {
             admit_gate: watch::Sender::new(true),
             lose_admit_replies: AtomicBool::new(false),
             admits_started: AtomicUsize::new(0),
+            listed: Mutex::new(Vec::new()),
         };
         Arc::new(f)
     }
@@ -99,7 +103,7 @@ impl Store for Fake {
         Err(not_here())
     }
     async fn sales(&self) -> Result<Vec<SaleId>, StoreError> {
-        Err(not_here())
+        Ok(self.listed.lock().iter().map(|(id, _)| *id).collect())
     }
     async fn put_sale(&self, _: &SaleId, _: &SaleSpec) -> Result<PutOutcome, StoreError> {
         Err(not_here())
@@ -113,8 +117,12 @@ impl Store for Fake {
     async fn close(&self, _: &SaleId) -> Result<bool, StoreError> {
         Err(not_here())
     }
-    async fn snapshot(&self, _: &SaleId) -> Result<Option<Snapshot>, StoreError> {
-        Err(not_here())
+    async fn snapshot(&self, sale: &SaleId) -> Result<Option<Snapshot>, StoreError> {
+        match self.listed.lock().iter().find(|(id, _)| id == sale) {
+            Some((_, Some(snap))) => Ok(Some(*snap)),
+            Some((_, None)) => Err(not_here()),
+            None => Ok(None),
+        }
     }
     async fn eligible_users(&self, _: &SaleId) -> Result<Vec<UserId>, StoreError> {
         Err(not_here())
@@ -490,4 +498,127 @@ fn no_two_outcomes_share_a_metric_label() {
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), labels.len(), "two outcomes share a label");
+}
+
+/// The settings and counters of sale `s` at `now`: a window around
+/// `START_MS` of `open_ms` either side, `units` in the pool.
+fn snapshot_at(now: u64, open_ms: u64, units: u64) -> Snapshot {
+    Snapshot {
+        now_ms: now,
+        starts_at_ms: START_MS - open_ms,
+        ends_at_ms: START_MS + open_ms,
+        ticket_ttl_ms: TTL_MS,
+        stock_total: units,
+        available: units,
+        ..Snapshot::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sale_over_and_settled_retires_and_revives_when_a_unit_or_a_win_is_still_open_or_its_window_moves(
+) {
+    let rig = Rig::new(0, 4, 1);
+    let id = SaleId::parse("s").expect("an id");
+    let sale = rig.admission.sale();
+    let after = START_MS + 10;
+    // Over (the window ended), nothing leased or pending, every win known.
+    let over = snapshot_at(after, 5, 0);
+    rig.store.listed.lock().push((id, Some(over)));
+    super::sales::refresh(&*rig.store, sale)
+        .await
+        .expect("refresh");
+    assert!(sale.is_retired(), "an ended, settled sale sleeps");
+    // Each of these alone keeps the upkeep awake: a pending ticket (still
+    // to be confirmed, released or swept), a unit in a lease, a win this
+    // node has not learnt yet.
+    let mut pending = over;
+    pending.pending = 1;
+    let mut leased = over;
+    leased.leased = 1;
+    let mut unknown_win = over;
+    unknown_win.orders_enqueued = 1;
+    for (what, snap) in [
+        ("a pending ticket", pending),
+        ("a leased unit", leased),
+        ("an unknown win", unknown_win),
+    ] {
+        rig.store.listed.lock()[0].1 = Some(snap);
+        super::sales::refresh(&*rig.store, sale)
+            .await
+            .expect("refresh");
+        assert!(!sale.is_retired(), "{what} keeps the upkeep awake");
+        rig.store.listed.lock()[0].1 = Some(over);
+        super::sales::refresh(&*rig.store, sale)
+            .await
+            .expect("refresh");
+        assert!(sale.is_retired());
+    }
+    super::sales::refresh(&*rig.store, sale)
+        .await
+        .expect("refresh");
+    assert!(sale.is_retired());
+    // The operator moved the window: the sale is open again.
+    rig.store.listed.lock()[0].1 = Some(snapshot_at(after, 60_000, 0));
+    super::sales::refresh(&*rig.store, sale)
+        .await
+        .expect("refresh");
+    assert!(
+        !sale.is_retired(),
+        "a sale whose window moved is served again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_serves_every_readable_sale_once_and_skips_one_it_cannot_read() {
+    let store = Fake::with_pool(10);
+    let metrics = Metrics::new("test");
+    let node: Arc<str> = "n1".into();
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let stop = CancellationToken::new();
+    let sales = super::sales::Sales::new(super::sales::SalesCtx {
+        store: dyn_store.clone(),
+        lease: Arc::new(LeaseCtx {
+            store: dyn_store.clone(),
+            node: node.clone(),
+            metrics: metrics.clone(),
+            clock: Arc::new(ManualClock::new(START_MS)),
+            ttl_ms: TTL_MS,
+            lease_max: 4,
+        }),
+        commit: CommitCtx {
+            store: dyn_store,
+            node,
+            metrics,
+            batch: 64,
+            concurrency: 1,
+        },
+        refresh: Duration::from_millis(200),
+        sweep: Duration::from_secs(1),
+        stop: stop.clone(),
+        tasks: TaskTracker::new(),
+    });
+    let (a, b, broken) = (
+        SaleId::parse("a").expect("an id"),
+        SaleId::parse("b").expect("an id"),
+        SaleId::parse("broken").expect("an id"),
+    );
+    store.listed.lock().extend([
+        (a, Some(snapshot_at(START_MS, 60_000, 10))),
+        (broken, None),
+        (b, Some(snapshot_at(START_MS, 60_000, 10))),
+    ]);
+    assert_eq!(sales.discover().await.expect("discovery"), 2);
+    let mut served = sales.ids();
+    served.sort_by_key(|id| id.as_str().to_owned());
+    assert_eq!(served, vec![a, b]);
+    assert!(sales.get(&broken).is_none());
+    // Once served, a sale is not loaded again.
+    assert_eq!(sales.discover().await.expect("discovery"), 0);
+    let first = sales.get(&a).expect("served");
+    let again = sales.load(a).await.expect("load").expect("known");
+    assert!(Arc::ptr_eq(&first, &again));
+    // A sale the store does not know is not served.
+    let unknown = SaleId::parse("nope").expect("an id");
+    assert!(sales.load(unknown).await.expect("load").is_none());
+    stop.cancel();
 }
