@@ -57,27 +57,9 @@ function response(status, headers, body)
    end
 end
 
-local function json_object(t)
-   local keys = {}
-   for k in pairs(t) do keys[#keys + 1] = k end
-   table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-   local parts = {}
-   for _, k in ipairs(keys) do
-      local v = t[k]
-      local s
-      if type(v) == "table" then
-         s = json_object(v)
-      elseif type(v) == "number" and v == math.floor(v) and math.abs(v) < 2^53 then
-         s = string.format("%d", v)
-      elseif type(v) == "number" then
-         s = string.format("%.3f", v)
-      else
-         s = string.format("%q", tostring(v))
-      end
-      parts[#parts + 1] = string.format("%q:%s", tostring(k), s)
-   end
-   return "{" .. table.concat(parts, ",") .. "}"
-end
+-- The shared encoder, from this script's own folder (wrk runs scripts
+-- from any working directory).
+local json_object = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "json.lua")
 
 function done(summary, latency, requests)
    local total, ok = {}, 0
