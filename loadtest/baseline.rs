@@ -29,51 +29,19 @@ use tokio::net::TcpListener;
 
 const BODY: &[u8] = br#"{"outcome":"sold_out"}"#;
 
-const USAGE: &str = "usage: baseline [--listen ADDR] [--threads N]\n\
-  --listen ADDR   address to bind (default 127.0.0.1:9090; port 0 picks a free one)\n\
-  --threads N     tokio worker threads (default: one per CPU)";
-
+/// The flags (`--help` lists them).
+#[derive(clap::Parser)]
+#[command(
+    name = "baseline",
+    about = "The cheapest answer hyper can give: 410 to every request"
+)]
 struct Args {
+    /// Address to bind; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:9090")]
     listen: SocketAddr,
-    threads: Option<usize>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut listen: SocketAddr = "127.0.0.1:9090".parse().expect("static address");
-    let mut threads = None;
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let mut value = |flag: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match name.as_str() {
-            "--listen" => {
-                let v = value("--listen")?;
-                listen = v.parse().map_err(|e| format!("--listen {v}: {e}"))?;
-            }
-            "--threads" => {
-                let v = value("--threads")?;
-                let n: usize = v.parse().map_err(|e| format!("--threads {v}: {e}"))?;
-                if n == 0 {
-                    return Err("--threads must be at least 1".into());
-                }
-                threads = Some(n);
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(Args { listen, threads })
+    /// Tokio worker threads (default: one per CPU).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
 async fn answer(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -116,17 +84,11 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("baseline: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(n) = args.threads {
-        builder.worker_threads(n);
+        builder.worker_threads(usize::from(n));
     }
     let runtime = match builder.build() {
         Ok(rt) => rt,

@@ -75,82 +75,29 @@ return 1
 /// is measured as slow rather than as failed requests.
 const STORE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-const USAGE: &str = "usage: naive --redis URL --sale ID --stock N [--listen ADDR] [--ticket-ttl-ms MS] [--threads N]\n\
-  --redis URL         the store (redis://HOST:PORT/)\n\
-  --sale ID           the one sale this peer serves\n\
-  --stock N           units of the sale (the stock counter is set at start)\n\
-  --listen ADDR       address to bind (default 127.0.0.1:9091; port 0 picks a free one)\n\
-  --ticket-ttl-ms MS  written into each winner's expires_at_ms (default 900000)\n\
-  --threads N         tokio worker threads (default: one per CPU)\n\
-  Session keys come from BIGTAP_SESSION_KEYS (KID:BASE64KEY[,...]), as for bigtap serve.";
-
+/// The flags (`--help` lists them). Session keys come from
+/// `BIGTAP_SESSION_KEYS` (`KID:BASE64KEY[,...]`), as for `bigtap serve`.
+#[derive(clap::Parser)]
+#[command(name = "naive", about = "The naive design: one EVALSHA per request")]
 struct Args {
+    /// Address to bind; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:9091")]
     listen: SocketAddr,
+    /// The store (redis://HOST:PORT/).
+    #[arg(long)]
     redis: String,
+    /// The one sale this peer serves.
+    #[arg(long, value_parser = |v: &str| SaleId::parse(v).map_err(|e| e.to_string()))]
     sale: SaleId,
+    /// Units of the sale (the stock counter is set at start).
+    #[arg(long)]
     stock: u64,
+    /// Written into each winner's expires_at_ms.
+    #[arg(long, default_value_t = 900_000)]
     ticket_ttl_ms: u64,
-    threads: Option<usize>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut listen: SocketAddr = "127.0.0.1:9091".parse().expect("static address");
-    let (mut redis, mut sale, mut stock) = (None, None, None);
-    let mut ticket_ttl_ms = 900_000;
-    let mut threads = None;
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let mut value = |flag: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match name.as_str() {
-            "--listen" => {
-                let v = value("--listen")?;
-                listen = v.parse().map_err(|e| format!("--listen {v}: {e}"))?;
-            }
-            "--redis" => redis = Some(value("--redis")?),
-            "--sale" => {
-                let v = value("--sale")?;
-                sale = Some(SaleId::parse(&v).map_err(|e| format!("--sale {v}: {e}"))?);
-            }
-            "--stock" => {
-                let v = value("--stock")?;
-                stock = Some(v.parse().map_err(|e| format!("--stock {v}: {e}"))?);
-            }
-            "--ticket-ttl-ms" => {
-                let v = value("--ticket-ttl-ms")?;
-                ticket_ttl_ms = v.parse().map_err(|e| format!("--ticket-ttl-ms {v}: {e}"))?;
-            }
-            "--threads" => {
-                let v = value("--threads")?;
-                let n: usize = v.parse().map_err(|e| format!("--threads {v}: {e}"))?;
-                if n == 0 {
-                    return Err("--threads must be at least 1".into());
-                }
-                threads = Some(n);
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(Args {
-        listen,
-        redis: redis.ok_or("--redis is required")?,
-        sale: sale.ok_or("--sale is required")?,
-        stock: stock.ok_or("--stock is required")?,
-        ticket_ttl_ms,
-        threads,
-    })
+    /// Tokio worker threads (default: one per CPU).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
 /// What every request handler shares; read only after start.
@@ -347,13 +294,7 @@ async fn run(args: Args, sessions: KeyRing) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("naive: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     let sessions = match std::env::var("BIGTAP_SESSION_KEYS")
         .map_err(|_| "BIGTAP_SESSION_KEYS is not set".to_string())
         .and_then(|spec| KeyRing::parse(&spec).map_err(|e| format!("BIGTAP_SESSION_KEYS: {e}")))
@@ -367,7 +308,7 @@ fn main() -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(n) = args.threads {
-        builder.worker_threads(n);
+        builder.worker_threads(usize::from(n));
     }
     match builder.build() {
         Ok(rt) => rt.block_on(run(args, sessions)),
