@@ -53,9 +53,10 @@ fn admit(c: &mut Criterion) {
                         let cands: Vec<Candidate> = (0..batch)
                             .map(|_| {
                                 n += 1;
+                                let user = UserId::parse(&format!("u{n}")).unwrap();
                                 Candidate {
-                                    user: UserId::parse(&format!("u{n}")).unwrap(),
-                                    ticket: TicketId::random(),
+                                    user,
+                                    ticket: TicketId::for_user(&user),
                                     ship_to: None,
                                 }
                             })

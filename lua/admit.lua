@@ -4,9 +4,9 @@
 -- KEYS[1] cfg       hash    sale settings (starts, ends, closed, ttl, elig)
 -- KEYS[2] acct      hash    counters
 -- KEYS[3] leases    hash    node -> "units:expires_at_ms:epoch"
--- KEYS[4] winners   hash    user -> ticket
--- KEYS[5] tickets   hash    ticket -> "state:user:issued_at_ms:expires_at_ms:warehouse", state p|c|r
---                           (records from before warehouses have no 5th field: `default`)
+-- KEYS[4] winners   hash    user -> record "p:tag:issued_at_ms:expires_at_ms:warehouse"
+--                           (records.lua; an older win's entry is its bare ticket)
+-- KEYS[5] tickets   hash    records of tickets minted before records moved (read only)
 -- KEYS[6] eligible  set     users allowed when elig = list
 -- KEYS[7] orders    stream  one entry per win (contract fields)
 -- KEYS[8] wh        hash    per-warehouse counters "<w>:total", "<w>:sold", "<w>:conf"
@@ -16,25 +16,35 @@
 -- ARGV[2] node id
 -- ARGV[3] epoch     lease epoch the units were taken under
 -- ARGV[4] n         number of candidates, 1..1000
--- ARGV[5..4+3n]     n triples: user, proposed ticket id, ship_to region ("" for none)
+-- ARGV[5..4+3n]     n triples: user, tag (16 lowercase hex, the node's random part of
+--                   the ticket `<tag>-<user>`), ship_to region ("" for none)
 -- ARGV[5+3n]        the candidates' digests, 8 bytes each, in order (the
 --                   node computes them: no hashing in Redis)
 --
 -- Replies:
 --   {"unknown_sale"} | {"not_started"} | {"ended"} | {"closed"}   (no write)
---   {"ok", lease_units_left, digests_len, then per candidate:
---     code, ticket, issued_at_ms, expires_at_ms, warehouse, cross}
+--   {"ok", lease_units_left, digests_len, issued_at_ms, expires_at_ms, warehouse,
+--    then one string per candidate, in order}
 --     digests_len: the winners digest's length in bytes after this call (the
 --     batch's wins are its last 8 x wins bytes)
---     warehouse "" and cross 0 unless won/replay; cross = 1 when a won
---     unit ships from a warehouse other than the buyer's first choice.
---     code "won"          new ticket recorded, pending, entry appended to the stream
---     code "replay"       the user already holds `ticket` (nothing written)
---     code "not_eligible" the sale has a list and the user is not on it
---     code "fenced"       the node's lease of this epoch is gone or expired
---     code "no_units"     the lease has no unit left for this candidate (or, against
---                         the invariant, no warehouse has an unsold unit)
---   For codes other than won/replay, ticket is "" and the times are 0.
+--     issued_at_ms, expires_at_ms: the times of every win of this call
+--     warehouse: where every win of this call ships from when the sale has one
+--     warehouse, else ""
+--   Per candidate (one string each, so a batch's reply costs Redis one
+--   element per buyer; a win, the common case, is one character):
+--     "w"                                  won: ticket `<tag>-<user>`, times
+--                                          and warehouse from the header, cross 0
+--     "w:<warehouse>:<cross>"              won, sale with several warehouses;
+--                                          cross = 1 when the unit ships from a
+--                                          warehouse other than the buyer's first
+--     "r:<ticket>:<issued>:<expires>:<warehouse>"
+--                                          replay: the user already holds this
+--                                          ticket (nothing written)
+--     "not_eligible"                       the sale has a list and the user is not on it
+--     "fenced"                             the node's lease of this epoch is gone or expired
+--     "no_units"                           the lease has no unit left for this candidate
+--                                          (or, against the invariant, no warehouse
+--                                          has an unsold unit)
 --
 -- Checks come before writes: the window and the argument shape are checked
 -- for the whole batch, then each candidate is judged before it is written.
@@ -52,6 +62,12 @@ if not sale or sale == '' or not node or node == '' or not epoch or not n
   return redis.error_reply('ERR admit: bad arguments')
 end
 local digests = ARGV[5 + 3 * n]
+for i = 0, n - 1 do
+  local tag = ARGV[6 + 3 * i]
+  if #tag ~= 16 or not string.find(tag, '^%x+$') then
+    return redis.error_reply('ERR admit: bad arguments')
+  end
+end
 -- Every sale's cfg has starts, ends and ttl (put_sale.lua): no starts, no sale.
 local c = redis.call('HMGET', KEYS[1], 'starts', 'ends', 'closed', 'ttl', 'elig')
 if not c[1] then return {'unknown_sale'} end
@@ -120,53 +136,57 @@ local function assign(region)
   return best, (best and #o > 0) and 1 or 0
 end
 
--- Per winner the script makes one call, its XADD. The winners hash (the
--- "one ticket per user" check) is read for the whole batch in one HMGET
--- and written with one HSET, as are the ticket records and, for a sale
--- with a list, the eligibility (SMISMEMBER); everything a batch shares
--- (times, record suffix, stream values as strings) is built once. There is
--- no expiry index: the order stream is in issue order, so the sweeper
--- walks it (sweep.lua).
+-- Per winner the script makes one call, its XADD, and writes one record.
+-- The winners hash holds the record under the user (records.lua), so the
+-- "one ticket per user" check is one HMGET for the whole batch and the
+-- records one HSET; a sale with a list reads it with one SMISMEMBER;
+-- everything a batch shares (times, record tail, stream values as strings)
+-- is built once. There is no expiry index: the order stream is in issue
+-- order, so the sweeper walks it (sweep.lua).
 local exp = now + ttl
 local now_s, exp_s = tostring(now), tostring(exp)
 local times = ':' .. now_s .. ':' .. exp_s .. ':'
+-- A one-warehouse sale's records share their whole tail.
+local tail = single and (times .. wtxt) or nil
 local users = {}
 for i = 0, n - 1 do users[i + 1] = ARGV[5 + 3 * i] end
 local held_by = redis.call('HMGET', KEYS[4], unpack(users))
 local allowed = list_only and redis.call('SMISMEMBER', KEYS[6], unpack(users)) or nil
-local out, o = {'ok', 0, 0}, 3
+local out, o = {'ok', 0, 0, now, exp, single and wtxt or ''}, 6
 local wins = 0
-local won_digests, wfields, tfields, f = {}, {}, {}, 0
+local won_at, wfields, f = {}, {}, 0
 -- A user twice in one batch: the second is a replay of the first's win.
 local won_here = {}
 local function refuse(code)
-  out[o + 1] = code; out[o + 2] = ''; out[o + 3] = 0; out[o + 4] = 0
-  out[o + 5] = ''; out[o + 6] = 0
-  o = o + 6
+  o = o + 1; out[o] = code
 end
-local function replay(held)
+-- `held`: the user's winners entry (a record, or an older bare ticket),
+-- or the ticket this batch just gave them.
+local function replay(user, held)
   local here = won_here[held]
-  local issued, hexp, hw
-  if here then
-    issued, hexp, hw = now, exp, here
-  else
-    local rec = redis.call('HGET', KEYS[5], held) or ''
-    local _
-    _, _, issued, hexp, hw = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+):?([%w_-]*)$')
+  local ticket, issued, hexp, hw = held, now, exp, here
+  if not here then
+    local _, tag
+    _, tag, issued, hexp, hw = winner_record(held)
+    if tag then
+      ticket = tag .. '-' .. user
+    else
+      local rec = redis.call('HGET', KEYS[5], held) or ''
+      _, _, issued, hexp, hw = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+):?([%w_-]*)$')
+    end
   end
-  out[o + 1] = 'replay'; out[o + 2] = held
-  out[o + 3] = tonumber(issued) or 0; out[o + 4] = tonumber(hexp) or 0
-  out[o + 5] = (hw ~= nil and hw ~= '' and hw) or 'default'; out[o + 6] = 0
-  o = o + 6
+  o = o + 1
+  out[o] = 'r:' .. ticket .. ':' .. (tonumber(issued) or 0) .. ':' .. (tonumber(hexp) or 0)
+    .. ':' .. ((hw ~= nil and hw ~= '' and hw) or 'default')
 end
 local won_by = {}
 for i = 0, n - 1 do
-  local user, proposed, ship_to = users[i + 1], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
+  local user, tag, ship_to = users[i + 1], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
   -- The order of DESIGN §3: a held ticket answers before eligibility and
   -- stock.
   local held = held_by[i + 1] or won_by[user]
   if held then
-    replay(held)
+    replay(user, held)
   elseif allowed and allowed[i + 1] == 0 then
     refuse('not_eligible')
   elseif units < 0 then
@@ -183,30 +203,38 @@ for i = 0, n - 1 do
       wins = wins + 1
       if not single then unsold[w] = unsold[w] - 1 end
       taken[w] = (taken[w] or 0) + 1
-      won_by[user], won_here[proposed] = proposed, w
-      wfields[f + 1] = user; wfields[f + 2] = proposed
-      tfields[f + 1] = proposed; tfields[f + 2] = 'p:' .. user .. times .. w
+      local ticket = tag .. '-' .. user
+      won_by[user], won_here[ticket] = ticket, w
+      wfields[f + 1] = user; wfields[f + 2] = 'p:' .. tag .. (tail or (times .. w))
       f = f + 2
-      redis.call('XADD', KEYS[7], '*', 'ticket', proposed, 'sale', sale, 'user', user,
+      redis.call('XADD', KEYS[7], '*', 'ticket', ticket, 'sale', sale, 'user', user,
         'issued_at_ms', now_s, 'expires_at_ms', exp_s, 'node', node, 'warehouse', w)
-      won_digests[wins] = string.sub(digests, 8 * i + 1, 8 * i + 8)
-      out[o + 1] = 'won'; out[o + 2] = proposed; out[o + 3] = now; out[o + 4] = exp
-      out[o + 5] = w; out[o + 6] = cross
-      o = o + 6
+      won_at[wins] = i
+      o = o + 1
+      if single then out[o] = 'w' else out[o] = 'w:' .. w .. ':' .. cross end
     end
   end
 end
 if wins > 0 then
   redis.call('HSET', KEYS[4], unpack(wfields))
-  redis.call('HSET', KEYS[5], unpack(tfields))
   redis.call('HSET', KEYS[3], node, units .. ':' .. lease_exp .. ':' .. epoch)
   redis.call('HINCRBY', KEYS[2], 'leased', -wins)
   redis.call('HINCRBY', KEYS[2], 'pending', wins)
   redis.call('HINCRBY', KEYS[2], 'enqueued', wins)
   -- Per-warehouse counters: one write per warehouse used by this batch.
   for w, k in pairs(taken) do redis.call('HINCRBY', KEYS[8], w .. ':sold', k) end
-  -- One append per batch: the digest grows with 'enqueued', in step.
-  out[3] = redis.call('APPEND', KEYS[10], table.concat(won_digests))
+  -- One append per batch: the digest grows with 'enqueued', in step. When
+  -- every candidate won (the common case) their digests are the argument
+  -- as sent.
+  local d = digests
+  if wins < n then
+    local parts = {}
+    for j = 1, wins do
+      parts[j] = string.sub(digests, 8 * won_at[j] + 1, 8 * won_at[j] + 8)
+    end
+    d = table.concat(parts)
+  end
+  out[3] = redis.call('APPEND', KEYS[10], d)
 else
   out[3] = redis.call('STRLEN', KEYS[10])
 end

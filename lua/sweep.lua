@@ -1,14 +1,14 @@
 -- sweep: release pending tickets whose TTL has passed; their units return
 -- to the pool.
 --
--- KEYS[1] tickets  hash    ticket -> "state:user:issued_at_ms:expires_at_ms[:warehouse]"
+-- KEYS[1] tickets  hash    records of tickets minted before records moved (records.lua)
 -- KEYS[2] acct     hash    counters
 -- KEYS[3] expiry   zset    pending ticket -> expires_at_ms, from before the
 --                          cursor (admit no longer writes it; drained here)
 -- KEYS[4] wh       hash    per-warehouse counters; the unit returns to its own warehouse
---                          (the record's 5th field; a record without one is of `default`)
 -- KEYS[5] orders   stream  the order stream, in issue order
 -- KEYS[6] swept    string  the sweep cursor: id of the last entry passed
+-- KEYS[7] winners  hash    user -> record (or, for an older ticket, the ticket)
 -- ARGV[1] limit    most stream entries judged (and tickets released) by one call, 1..10000
 --
 -- Replies: released_count
@@ -32,14 +32,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n, back = 0, {}
 
-local function release(ticket, rec)
-  local state, user, issued, exp, w = string.match(rec, '^(%a):([%w_-]+):(%d+):(%d+):?([%w_-]*)$')
-  if state ~= 'p' then return true end
-  if tonumber(exp) > now then return false end
-  local wsuffix = (w ~= '' and (':' .. w)) or ''
-  if w == '' then w = 'default' end
-  redis.call('HSET', KEYS[1], ticket, 'r:' .. user .. ':' .. issued .. ':' .. exp .. wsuffix)
-  back[w] = (back[w] or 0) + 1
+-- Releases the ticket if it is pending and due. False when it is pending
+-- and not yet due (the walk stops there); true otherwise, a ticket without
+-- a readable record included (nothing to release, nothing to wait for).
+local function release(ticket)
+  local rec = find_ticket(KEYS[7], KEYS[1], ticket)
+  if not rec or rec.state ~= 'p' then return true end
+  if tonumber(rec.exp) > now then return false end
+  rec.put('r')
+  back[rec.w] = (back[rec.w] or 0) + 1
   n = n + 1
   return true
 end
@@ -48,7 +49,7 @@ end
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
 for _, ticket in ipairs(due) do
   redis.call('ZREM', KEYS[3], ticket)
-  release(ticket, redis.call('HGET', KEYS[1], ticket) or '')
+  release(ticket)
 end
 
 -- The walk.
@@ -62,8 +63,7 @@ while not stop and judged < limit do
     for i = 1, #f, 2 do
       if f[i] == 'ticket' then ticket = f[i + 1]; break end
     end
-    local rec = ticket and redis.call('HGET', KEYS[1], ticket)
-    if rec and not release(ticket, rec) then stop = true; break end
+    if ticket and not release(ticket) then stop = true; break end
     cursor, moved, judged = e[1], true, judged + 1
   end
   chunk = 100

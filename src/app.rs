@@ -190,6 +190,7 @@ impl App {
                 metrics: metrics.clone(),
                 batch: config.commit_batch,
                 concurrency: config.commit_concurrency,
+                overlap_after: Duration::from_millis(config.commit_overlap_ms),
             },
             refresh: Duration::from_millis(config.refresh_ms.max(10)),
             sweep: Duration::from_millis(config.sweep_ms.max(10)),

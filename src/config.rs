@@ -110,6 +110,13 @@ pub struct ServeConfig {
     #[arg(long, env = "BIGTAP_COMMIT_CONCURRENCY", default_value_t = 2)]
     pub commit_concurrency: usize,
 
+    /// While a sale's commit batch is out, the next one keeps filling and
+    /// leaves when that batch returns, when it is full, or after this many
+    /// milliseconds, whichever comes first (0: at once, up to
+    /// --commit-concurrency batches out).
+    #[arg(long, env = "BIGTAP_COMMIT_OVERLAP_MS", default_value_t = 2)]
+    pub commit_overlap_ms: u64,
+
     /// Time allowed for one Redis call before the buyer gets 503.
     #[arg(long, env = "BIGTAP_REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,
@@ -245,7 +252,7 @@ impl ServeConfig {
             ));
         }
         if let Some(n) = &self.node_id {
-            if crate::id::Id::parse(n).is_err() {
+            if <crate::id::Id>::parse(n).is_err() {
                 return Err(ConfigError::Invalid(
                     "--node-id must be 1-64 characters of [A-Za-z0-9_-]",
                 ));
@@ -279,6 +286,7 @@ mod tests {
         assert_eq!((d.lease_ttl_ms, d.lease_max), (3000, 512));
         assert_eq!((d.user_rate, d.address_rate), (2, 0));
         assert_eq!((d.commit_batch, d.commit_concurrency), (128, 2));
+        assert_eq!(d.commit_overlap_ms, 2);
         assert_eq!(
             (d.redis_timeout_ms, d.refresh_ms, d.sweep_ms),
             (1000, 200, 1000)

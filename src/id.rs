@@ -22,14 +22,22 @@ pub enum IdError {
     BadCharacter,
 }
 
-/// An id of 1–64 characters of `[A-Za-z0-9_-]`, stored inline.
+/// Longest ticket id: a 16-hex tag, `-` and the buyer's id (see
+/// [`TicketId::for_user`]).
+pub const MAX_TICKET_LEN: usize = TAG_LEN + 1 + MAX_ID_LEN;
+
+/// Hex digits of a ticket's random tag.
+const TAG_LEN: usize = 16;
+
+/// An id of 1–`N` characters of `[A-Za-z0-9_-]` (64 unless said otherwise),
+/// stored inline.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Id {
+pub struct Id<const N: usize = MAX_ID_LEN> {
     len: u8,
-    bytes: [u8; MAX_ID_LEN],
+    bytes: [u8; N],
 }
 
-impl Id {
+impl<const N: usize> Id<N> {
     /// Parses an id, checking length and alphabet.
     pub fn parse(s: &str) -> Result<Self, IdError> {
         Self::parse_bytes(s.as_bytes())
@@ -40,13 +48,13 @@ impl Id {
         if b.is_empty() {
             return Err(IdError::Empty);
         }
-        if b.len() > MAX_ID_LEN {
+        if b.len() > N {
             return Err(IdError::TooLong);
         }
         if !b.iter().all(|&c| is_id_byte(c)) {
             return Err(IdError::BadCharacter);
         }
-        let mut bytes = [0u8; MAX_ID_LEN];
+        let mut bytes = [0u8; N];
         bytes[..b.len()].copy_from_slice(b);
         Ok(Id {
             len: b.len() as u8,
@@ -66,13 +74,13 @@ pub fn is_id_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
 }
 
-impl fmt::Debug for Id {
+impl<const N: usize> fmt::Debug for Id<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
-impl fmt::Display for Id {
+impl<const N: usize> fmt::Display for Id<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -80,9 +88,12 @@ impl fmt::Display for Id {
 
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident) => {
+        id_newtype!($(#[$doc])* $name, MAX_ID_LEN);
+    };
+    ($(#[$doc:meta])* $name:ident, $cap:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(pub Id);
+        pub struct $name(pub Id<{ $cap }>);
 
         impl $name {
             pub fn parse(s: &str) -> Result<Self, IdError> {
@@ -126,10 +137,13 @@ id_newtype!(
     UserId
 );
 id_newtype!(
-    /// A purchase ticket: 32 lowercase hex characters minted by the node that
-    /// committed the win, globally unique, so the order backend can use it as
-    /// an idempotency key across sales.
-    TicketId
+    /// A purchase ticket, minted by the node that committed the win, globally
+    /// unique, so the order backend can use it as an idempotency key across
+    /// sales: `<16 lowercase hex>-<user>` (see [`TicketId::for_user`]), or
+    /// 32 lowercase hex for tickets minted before records moved to the
+    /// winners hash. Up to [`MAX_TICKET_LEN`] characters of the id alphabet.
+    TicketId,
+    MAX_TICKET_LEN
 );
 
 impl UserId {
@@ -157,24 +171,61 @@ id_newtype!(
 );
 
 impl TicketId {
-    /// A fresh random ticket id (128 random bits in hex).
+    /// A fresh ticket for `user`: 64 random bits in hex, `-`, the user.
+    ///
+    /// The ticket names its holder, so the store keeps one record per win,
+    /// under the user (the one-ticket-per-user check), and finds it from
+    /// the ticket alone (the order backend's calls) without a second index.
+    /// A user holds at most one ticket per sale, so 64 random bits keep the
+    /// ids of one user's tickets in different sales apart.
+    pub fn for_user(user: &UserId) -> Self {
+        let mut buf = [0u8; MAX_TICKET_LEN];
+        hex_into(rand::random::<u64>().into(), &mut buf[..TAG_LEN]);
+        buf[TAG_LEN] = b'-';
+        let u = user.as_str().as_bytes();
+        buf[TAG_LEN + 1..TAG_LEN + 1 + u.len()].copy_from_slice(u);
+        // Hex, '-' and a user id are in the alphabet, and fit by MAX_TICKET_LEN.
+        TicketId(
+            Id::parse_bytes(&buf[..TAG_LEN + 1 + u.len()]).unwrap_or_else(|_| unreachable_id()),
+        )
+    }
+
+    /// A random ticket id of the older form (128 random bits in hex), still
+    /// used where an id names no buyer (e.g. a stock move's id).
     pub fn random() -> Self {
-        let n: u128 = rand::random();
         let mut buf = [0u8; 32];
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
-        }
+        hex_into(rand::random(), &mut buf);
         // Hex digits are in the id alphabet and 32 <= 64.
         TicketId(Id::parse_bytes(&buf).unwrap_or_else(|_| unreachable_id()))
+    }
+
+    /// The tag and holder of a ticket of the form `<16 hex>-<user>`; `None`
+    /// for the older 32-hex form (which has no `-`).
+    pub fn holder(&self) -> Option<(&str, UserId)> {
+        let s = self.as_str();
+        let (tag, user) = (s.get(..TAG_LEN)?, s.get(TAG_LEN + 1..)?);
+        let is_hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+        if s.as_bytes().get(TAG_LEN) != Some(&b'-') || !tag.bytes().all(is_hex) {
+            return None;
+        }
+        Some((tag, UserId::parse(user).ok()?))
+    }
+}
+
+/// Writes the low `4 * out.len()` bits of `n` as lowercase hex.
+fn hex_into(n: u128, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let len = out.len();
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((n >> (4 * (len - 1 - i))) & 0xf) as usize];
     }
 }
 
 #[cold]
-fn unreachable_id() -> Id {
+fn unreachable_id<const N: usize>() -> Id<N> {
     Id {
         len: 1,
-        bytes: [b'0'; MAX_ID_LEN],
+        bytes: [b'0'; N],
     }
 }
 
@@ -184,16 +235,55 @@ mod tests {
 
     #[test]
     fn an_id_accepts_the_contract_alphabet() {
-        assert_eq!(Id::parse("Phone_X-2").unwrap().as_str(), "Phone_X-2");
-        assert!(Id::parse(&"a".repeat(64)).is_ok());
+        assert_eq!(<Id>::parse("Phone_X-2").unwrap().as_str(), "Phone_X-2");
+        assert!(<Id>::parse(&"a".repeat(64)).is_ok());
     }
 
     #[test]
     fn an_id_rejects_empty_long_and_foreign_characters() {
-        assert_eq!(Id::parse(""), Err(IdError::Empty));
-        assert_eq!(Id::parse(&"a".repeat(65)), Err(IdError::TooLong));
+        assert_eq!(<Id>::parse(""), Err(IdError::Empty));
+        assert_eq!(<Id>::parse(&"a".repeat(65)), Err(IdError::TooLong));
         for bad in ["a.b", "a:b", "a b", "é", "a/b", "{a}"] {
-            assert_eq!(Id::parse(bad), Err(IdError::BadCharacter), "{bad}");
+            assert_eq!(<Id>::parse(bad), Err(IdError::BadCharacter), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_ticket_for_a_user_names_its_holder_after_a_random_tag() {
+        let alice = UserId::parse("alice_01-x").unwrap();
+        let (a, b) = (TicketId::for_user(&alice), TicketId::for_user(&alice));
+        assert_ne!(a, b);
+        let (tag, holder) = a.holder().expect("a tagged ticket");
+        assert_eq!(holder, alice);
+        assert_eq!(tag.len(), 16);
+        assert!(tag.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a.as_str(), format!("{tag}-alice_01-x"));
+    }
+
+    #[test]
+    fn the_longest_user_still_fits_in_a_ticket() {
+        let long = UserId::parse(&"u".repeat(MAX_ID_LEN)).unwrap();
+        let t = TicketId::for_user(&long);
+        assert_eq!(t.as_str().len(), MAX_TICKET_LEN);
+        assert_eq!(t.holder().map(|(_, u)| u), Some(long));
+        assert_eq!(
+            TicketId::parse(&"a".repeat(MAX_TICKET_LEN + 1)),
+            Err(IdError::TooLong)
+        );
+    }
+
+    #[test]
+    fn older_and_foreign_tickets_name_no_holder() {
+        assert_eq!(TicketId::random().holder(), None);
+        for id in [
+            "0123456789abcdef0123456789abcdef",
+            "0123456789abcdeF-u",
+            "0123456789abcde-u",
+            "0123456789abcdef-",
+            "0123456789abcdef_u",
+        ] {
+            let t = TicketId::parse(id).unwrap();
+            assert_eq!(t.holder(), None, "{id}");
         }
     }
 

@@ -10,6 +10,7 @@ use bigtap::store::redis::RedisStore;
 use bigtap::store::{AdmitReply, Candidate, LeaseReply, Store, Verdict};
 use bigtap::{SaleId, TicketId, UserId};
 use futures::stream::{self, StreamExt};
+use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::*;
@@ -232,6 +233,142 @@ async fn a_delivered_order_stays_in_the_stream_until_the_sweeper_passes_it_and_i
     assert_eq!(store.sweep(&sale, 100).await.unwrap(), 0);
 }
 
+/// Writes a win the way releases before one-record-per-win did: the record
+/// in `:tickets` under a 32-hex ticket, the bare ticket in `:winners`, its
+/// stream entry, and the counters moved as `admit` moves them.
+async fn win_recorded_the_older_way(
+    redis_url: &str,
+    sale: &str,
+    user: &str,
+    expires_at_ms: u64,
+) -> String {
+    let mut con = redis_con(redis_url).await;
+    let key = |s: &str| format!("bigtap:{{{sale}}}:{s}");
+    let ticket = TicketId::random().to_string();
+    let issued = now_ms();
+    redis::pipe()
+        .atomic()
+        .hset(
+            key("tickets"),
+            &ticket,
+            format!("p:{user}:{issued}:{expires_at_ms}"),
+        )
+        .hset(key("winners"), user, &ticket)
+        .cmd("XADD")
+        .arg(key("orders"))
+        .arg("*")
+        .arg(&[("ticket", ticket.as_str()), ("sale", sale), ("user", user)])
+        .arg(&[("issued_at_ms", issued), ("expires_at_ms", expires_at_ms)])
+        .hincr(key("acct"), "avail", -1)
+        .hincr(key("acct"), "pending", 1)
+        .hincr(key("acct"), "enqueued", 1)
+        .hincr(key("wh"), "default:sold", 1)
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    ticket
+}
+
+#[tokio::test]
+async fn a_win_is_one_record_under_its_buyer_and_wins_recorded_the_older_way_still_replay_settle_and_sweep(
+) {
+    let redis = redis();
+    // The node's own sweeper is off: this test sweeps by hand.
+    let n = spawn_node(&redis.url(), |c| c.sweep_ms = 600_000).await;
+    let now = now_ms();
+    n.admin(Method::PUT, "mixed", Some(json!({"stock": 4, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "ticket_ttl_ms": 60_000})))
+        .await;
+    let bobs = win_recorded_the_older_way(&redis.url(), "mixed", "bob", now - 1).await;
+    let carols = win_recorded_the_older_way(&redis.url(), "mixed", "carol", now + 60_000).await;
+
+    // A new win: one record, under the buyer, named by the ticket.
+    let alices = n.ticket("mixed", "alice").await;
+    let tag = alices.strip_suffix("-alice").unwrap_or_default();
+    assert_eq!(tag.len(), 16, "{alices}");
+    let mut con = redis_con(&redis.url()).await;
+    let entry: String = con.hget("bigtap:{mixed}:winners", "alice").await.unwrap();
+    assert!(entry.starts_with(&format!("p:{tag}:")), "{entry}");
+    assert!(entry.ends_with(":default"), "{entry}");
+    let older: u64 = con.hlen("bigtap:{mixed}:tickets").await.unwrap();
+    assert_eq!(older, 2, "the win wrote nothing to the tickets hash");
+
+    // An older winner asking again gets the older ticket back.
+    let carol = n.take("mixed", "carol").await;
+    assert_eq!(carol.status, StatusCode::OK, "{:?}", carol.body);
+    assert_eq!(carol.body["ticket"], carols.as_str());
+
+    // The order backend settles both kinds by ticket.
+    let backend = |t: String, action: &'static str| {
+        let n = &n;
+        async move {
+            n.backend(Method::POST, "mixed", &format!("{t}/{action}"))
+                .await
+        }
+    };
+    assert_eq!(
+        backend(carols.clone(), "confirm").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        backend(alices.clone(), "release").await.status,
+        StatusCode::OK
+    );
+    for (t, state) in [
+        (&carols, "confirmed"),
+        (&alices, "released"),
+        (&bobs, "pending"),
+    ] {
+        let got = n.backend(Method::GET, "mixed", t).await;
+        assert_eq!(got.body["state"], state, "{t}: {:?}", got.body);
+    }
+    let entry: String = con.hget("bigtap:{mixed}:winners", "alice").await.unwrap();
+    assert!(entry.starts_with(&format!("r:{tag}:")), "{entry}");
+    // A ticket naming alice with another tag is not hers.
+    let forged = format!("{}-alice", "0".repeat(16));
+    assert_eq!(
+        n.backend(Method::GET, "mixed", &forged).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // The sweeper walks the stream and releases the older ticket that is due.
+    let store = RedisStore::open(&redis.url(), "bigtap", Duration::from_secs(2), None).unwrap();
+    let sale = SaleId::parse("mixed").unwrap();
+    assert_eq!(store.sweep(&sale, 100).await.unwrap(), 1);
+    assert_eq!(
+        n.backend(Method::GET, "mixed", &bobs).await.body["state"],
+        "released"
+    );
+    let acct = n.accounting("mixed").await;
+    assert_eq!(
+        (
+            acct["pending"].as_u64(),
+            acct["confirmed"].as_u64(),
+            acct["released_total"].as_u64()
+        ),
+        (Some(0), Some(1), Some(2))
+    );
+    assert_eq!(acct["balanced"], true);
+
+    // A commit must propose a ticket that names its buyer.
+    let LeaseReply::Granted { epoch, .. } = store.lease(&sale, "other", 1, 10_000).await.unwrap()
+    else {
+        panic!("lease refused")
+    };
+    let dave = UserId::parse("dave").unwrap();
+    let unnamed = [Candidate {
+        user: dave,
+        ticket: TicketId::random(),
+        ship_to: None,
+    }];
+    assert!(store.admit(&sale, "other", epoch, &unnamed).await.is_err());
+    let elses = [Candidate {
+        user: dave,
+        ticket: TicketId::for_user(&UserId::parse("erin").unwrap()),
+        ship_to: None,
+    }];
+    assert!(store.admit(&sale, "other", epoch, &elses).await.is_err());
+}
+
 #[tokio::test]
 async fn a_confirm_after_the_ticket_expired_is_refused_even_before_the_sweeper_runs() {
     let redis = redis();
@@ -279,10 +416,13 @@ async fn one_commit_batch_judges_repeats_holders_the_list_and_the_lease_in_the_c
     assert_eq!(granted, 2);
     let batch: Vec<Candidate> = ["alice", "alice", "bob", "mallory", "carol", "dave"]
         .iter()
-        .map(|u| Candidate {
-            user: UserId::parse(u).unwrap(),
-            ticket: TicketId::random(),
-            ship_to: None,
+        .map(|u| {
+            let user = UserId::parse(u).unwrap();
+            Candidate {
+                user,
+                ticket: TicketId::for_user(&user),
+                ship_to: None,
+            }
         })
         .collect();
     let AdmitReply::Judged {
@@ -355,7 +495,7 @@ async fn a_node_that_stops_renewing_loses_its_lease_and_its_late_commit_is_refus
             epoch,
             &[Candidate {
                 user: UserId::parse("mallory").unwrap(),
-                ticket: TicketId::random(),
+                ticket: TicketId::for_user(&UserId::parse("mallory").unwrap()),
                 ship_to: None,
             }],
         )

@@ -263,7 +263,18 @@ struct Rig {
 }
 
 impl Rig {
+    /// Batches never wait for one another (up to `commit_concurrency` out).
     fn new(units: u64, lease_max: u64, commit_concurrency: usize) -> Rig {
+        Rig::overlapping_after(units, lease_max, commit_concurrency, Duration::ZERO)
+    }
+
+    /// The next batch waits up to `overlap_after` for the one out.
+    fn overlapping_after(
+        units: u64,
+        lease_max: u64,
+        commit_concurrency: usize,
+        overlap_after: Duration,
+    ) -> Rig {
         let store = Fake::with_pool(units);
         let clock = ManualClock::new(START_MS);
         let metrics = Metrics::new("test");
@@ -288,6 +299,7 @@ impl Rig {
                 metrics: metrics.clone(),
                 batch: 64,
                 concurrency: commit_concurrency,
+                overlap_after,
             },
             sale.clone(),
             stop.clone(),
@@ -446,6 +458,76 @@ async fn buyers_queued_behind_a_commit_in_flight_share_the_next_admit_call() {
     assert_eq!(rig.admission.sale().inflight(), 0);
 }
 
+/// Holds the store, starts buyer 0's commit, then queues buyers 1..=3
+/// behind it; returns all four buyers' tasks.
+async fn one_commit_out_and_three_buyers_behind_it(
+    rig: &Rig,
+) -> Vec<tokio::task::JoinHandle<Answer>> {
+    rig.store.hold_admit(true);
+    let mut buyers = vec![rig.spawn_take(0)];
+    until("the first admit call", || {
+        rig.store.admits_started.load(SeqCst) == 1
+    })
+    .await;
+    buyers.extend((1..4).map(|who| rig.spawn_take(who)));
+    until("three units taken behind it", || {
+        rig.admission.sale().inflight() == 4
+    })
+    .await;
+    buyers
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_batch_may_leave_at_once_when_batches_do_not_wait() {
+    let rig = Rig::new(100, 50, 2);
+    let buyers = one_commit_out_and_three_buyers_behind_it(&rig).await;
+    until("a second admit call beside the first", || {
+        rig.store.admits_started.load(SeqCst) == 2
+    })
+    .await;
+    rig.store.hold_admit(false);
+    for b in buyers {
+        assert!(won(&b.await.expect("a buyer")));
+    }
+    assert_eq!(rig.store.books().batches.iter().sum::<usize>(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_batch_fills_while_a_healthy_commit_is_out_and_leaves_when_it_returns() {
+    let rig = Rig::overlapping_after(100, 50, 2, Duration::from_millis(2));
+    let buyers = one_commit_out_and_three_buyers_behind_it(&rig).await;
+    for _ in 0..1_000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        rig.store.admits_started.load(SeqCst),
+        1,
+        "a free permit alone does not send the next batch"
+    );
+    rig.store.hold_admit(false);
+    for b in buyers {
+        assert!(won(&b.await.expect("a buyer")));
+    }
+    assert_eq!(rig.store.books().batches, vec![1, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_overlap_deadline_the_next_batch_leaves_beside_a_slow_commit() {
+    let rig = Rig::overlapping_after(100, 50, 2, Duration::from_millis(2));
+    let buyers = one_commit_out_and_three_buyers_behind_it(&rig).await;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    until("a second admit call beside the slow one", || {
+        rig.store.admits_started.load(SeqCst) == 2
+    })
+    .await;
+    rig.store.hold_admit(false);
+    for b in buyers {
+        assert!(won(&b.await.expect("a buyer")));
+    }
+    assert_eq!(rig.store.books().batches.iter().sum::<usize>(), 4);
+    assert_eq!(rig.admission.sale().inflight(), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_commit_whose_reply_is_lost_is_settled_by_one_lookup() {
     let rig = Rig::new(10, 5, 4);
@@ -591,6 +673,7 @@ async fn discovery_serves_every_readable_sale_once_and_skips_one_it_cannot_read(
             metrics,
             batch: 64,
             concurrency: 1,
+            overlap_after: Duration::ZERO,
         },
         refresh: Duration::from_millis(200),
         sweep: Duration::from_secs(1),

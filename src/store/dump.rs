@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ::redis::Value;
 
-use super::record::StreamEntry;
+use super::record::{parse_winner, ticket_form, StreamEntry, WinnerEntry};
 use super::redis::{pairs, stream_entries, text, RedisStore};
 use super::StoreError;
-use crate::id::SaleId;
+use crate::id::{SaleId, UserId};
 
 /// The raw records of one sale: counters, ticket records, winners, leases,
 /// the pending-ticket index of older sales, the order stream and the sweep
@@ -15,8 +15,10 @@ use crate::id::SaleId;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SaleRecords {
     pub acct: BTreeMap<String, String>,
-    /// ticket → record, unparsed (the audit reports unreadable ones).
+    /// ticket → record, unparsed (the audit reports unreadable ones), every
+    /// record in the `:tickets` form (see `one_form`).
     pub tickets: Vec<(String, String)>,
+    /// user → ticket.
     pub winners: BTreeMap<String, String>,
     pub leases: Vec<(String, String)>,
     pub expiry: BTreeSet<String>,
@@ -92,10 +94,14 @@ impl RedisStore {
             Value::Array(items) => items.iter().filter_map(text).collect(),
             other => return Err(bad("ZRANGE", other)),
         };
+        let (tickets, winners) = one_form(
+            hash("HGETALL tickets", tickets)?,
+            hash("HGETALL winners", winners)?,
+        );
         Ok(Some(SaleRecords {
             acct: hash("HGETALL acct", acct)?.into_iter().collect(),
-            tickets: hash("HGETALL tickets", tickets)?,
-            winners: hash("HGETALL winners", winners)?.into_iter().collect(),
+            tickets,
+            winners,
             leases: hash("HGETALL leases", leases)?,
             expiry,
             stream: stream_entries("XRANGE", stream)?,
@@ -107,4 +113,31 @@ impl RedisStore {
             warehouse_spec: hash("HGETALL wcfg", wcfg)?.into_iter().collect(),
         }))
     }
+}
+
+/// Puts every record in the older two-hash form: a record kept under its
+/// user in `:winners` (lua/records.lua) becomes a `:tickets` entry, and the
+/// user's winners entry its ticket. Entries that are not records stay as
+/// they are, for the audit to name.
+fn one_form(
+    mut tickets: Vec<(String, String)>,
+    winners: Vec<(String, String)>,
+) -> (Vec<(String, String)>, BTreeMap<String, String>) {
+    let winners = winners
+        .into_iter()
+        .map(|(user, entry)| {
+            let parsed = UserId::parse(&user)
+                .ok()
+                .and_then(|u| parse_winner(u, &entry));
+            match parsed {
+                Some(WinnerEntry::Record(rec)) => {
+                    let ticket = rec.ticket.as_str().to_owned();
+                    tickets.push((ticket.clone(), ticket_form(&rec)));
+                    (user, ticket)
+                }
+                _ => (user, entry),
+            }
+        })
+        .collect();
+    (tickets, winners)
 }

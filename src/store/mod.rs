@@ -124,7 +124,8 @@ pub enum ReturnReply {
     Fenced,
 }
 
-/// A buyer holding a locally taken unit, with the ticket id proposed for it.
+/// A buyer holding a locally taken unit, with the ticket id proposed for it
+/// (one that names the buyer: [`TicketId::for_user`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {
     pub user: UserId,

@@ -1,5 +1,7 @@
-//! The two record formats the scripts write, each parsed here and only
-//! here: the ticket record (`:tickets` hash) and the order-stream entry.
+//! The record formats the scripts write, each parsed here and only here:
+//! a win's record (`:winners` hash, or `:tickets` for tickets minted
+//! before records moved; `lua/records.lua` says which) and the order-stream
+//! entry.
 
 use std::collections::BTreeMap;
 
@@ -9,18 +11,14 @@ use crate::id::{SaleId, TicketId, UserId, WarehouseId};
 use crate::inventory::DEFAULT_WAREHOUSE;
 use crate::sale::{Issued, TicketRecord, TicketState};
 
-/// Parses a ticket record `state:user:issued_at_ms:expires_at_ms[:warehouse]`
-/// (state `p`, `c` or `r`), as `admit.lua` writes it; a record written
+/// Parses an older ticket's record in `:tickets`,
+/// `state:user:issued_at_ms:expires_at_ms[:warehouse]` (state `p`, `c` or
+/// `r`); a record written
 /// before warehouses existed has none and ships from `default`. Anything
 /// else is `None`.
 pub fn parse_ticket(ticket: TicketId, rec: &str) -> Option<TicketRecord> {
     let mut it = rec.split(':');
-    let state = match it.next()? {
-        "p" => TicketState::Pending,
-        "c" => TicketState::Confirmed,
-        "r" => TicketState::Released,
-        _ => return None,
-    };
+    let state = parse_state(it.next()?)?;
     let user = UserId::parse(it.next()?).ok()?;
     let issued_at_ms = it.next()?.parse().ok()?;
     let expires_at_ms = it.next()?.parse().ok()?;
@@ -36,6 +34,68 @@ pub fn parse_ticket(ticket: TicketId, rec: &str) -> Option<TicketRecord> {
         expires_at_ms,
         warehouse,
     })
+}
+
+/// What a user's entry in the winners hash holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WinnerEntry {
+    /// The win's record itself (tickets `<tag>-<user>`).
+    Record(TicketRecord),
+    /// The bare ticket of an older win, whose record is in `:tickets`.
+    Ticket(TicketId),
+}
+
+/// Parses `user`'s winners entry: a record
+/// `state:tag:issued_at_ms:expires_at_ms:warehouse` (the ticket is
+/// `<tag>-<user>`), or a bare older ticket. Anything else is `None`.
+pub fn parse_winner(user: UserId, raw: &str) -> Option<WinnerEntry> {
+    let Some((state, rest)) = raw.split_once(':') else {
+        return TicketId::parse(raw).ok().map(WinnerEntry::Ticket);
+    };
+    let mut it = rest.split(':');
+    let tag = it.next()?;
+    let ticket = TicketId::parse(&format!("{tag}-{user}")).ok()?;
+    if ticket.holder().map(|(t, _)| t) != Some(tag) {
+        return None;
+    }
+    let issued_at_ms = it.next()?.parse().ok()?;
+    let expires_at_ms = it.next()?.parse().ok()?;
+    let warehouse = WarehouseId::parse(it.next()?).ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some(WinnerEntry::Record(TicketRecord {
+        ticket,
+        user,
+        state: parse_state(state)?,
+        issued_at_ms,
+        expires_at_ms,
+        warehouse,
+    }))
+}
+
+/// `rec` in the `:tickets` form `state:user:issued_at_ms:expires_at_ms:warehouse`
+/// ([`parse_ticket`] reads it back), so readers of whole sales (the audit)
+/// see every record in one form.
+pub fn ticket_form(rec: &TicketRecord) -> String {
+    let state = match rec.state {
+        TicketState::Pending => "p",
+        TicketState::Confirmed => "c",
+        TicketState::Released => "r",
+    };
+    format!(
+        "{state}:{}:{}:{}:{}",
+        rec.user, rec.issued_at_ms, rec.expires_at_ms, rec.warehouse
+    )
+}
+
+fn parse_state(s: &str) -> Option<TicketState> {
+    match s {
+        "p" => Some(TicketState::Pending),
+        "c" => Some(TicketState::Confirmed),
+        "r" => Some(TicketState::Released),
+        _ => None,
+    }
 }
 
 /// One raw stream entry: its id and fields (values that are not UTF-8 are
@@ -165,6 +225,37 @@ mod tests {
         let r = parse_ticket(t, "c:alice:1:2:berlin-1").unwrap();
         assert_eq!(r.warehouse.as_str(), "berlin-1");
         assert!(parse_ticket(t, "p::1:2").is_none());
+    }
+
+    #[test]
+    fn a_winners_entry_is_a_record_naming_its_ticket_or_an_older_bare_ticket() {
+        let alice = UserId::parse("alice").unwrap();
+        let Some(WinnerEntry::Record(r)) =
+            parse_winner(alice, "c:0123456789abcdef:100:200:berlin-1")
+        else {
+            panic!("a record")
+        };
+        assert_eq!(r.ticket.as_str(), "0123456789abcdef-alice");
+        assert_eq!((r.user, r.state), (alice, TicketState::Confirmed));
+        assert_eq!((r.issued_at_ms, r.expires_at_ms), (100, 200));
+        assert_eq!(r.warehouse.as_str(), "berlin-1");
+        assert_eq!(parse_ticket(r.ticket, &ticket_form(&r)), Some(r));
+        let old = "00112233445566778899aabbccddeeff";
+        assert_eq!(
+            parse_winner(alice, old),
+            Some(WinnerEntry::Ticket(TicketId::parse(old).unwrap()))
+        );
+        for bad in [
+            "p:0123456789abcdef:1:2",
+            "p:0123456789abcdef:1:2:w:x",
+            "x:0123456789abcdef:1:2:w",
+            "p:0123456789abcde:1:2:w",
+            "p:0123456789ABCDEF:1:2:w",
+            "p:0123456789abcdef:one:2:w",
+            "a.b",
+        ] {
+            assert_eq!(parse_winner(alice, bad), None, "{bad}");
+        }
     }
 
     #[test]

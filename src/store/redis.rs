@@ -27,7 +27,7 @@ use async_trait::async_trait;
 
 use super::conn::{may_resend, resend_pause, Con, MAX_RESENDS};
 use super::keys::Keys;
-use super::record::{parse_ticket, StreamEntry};
+use super::record::{parse_ticket, parse_winner, StreamEntry, WinnerEntry};
 use super::scripts::{self, Def, Op};
 use super::url::StoreUrl;
 use super::*;
@@ -47,6 +47,23 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
+    /// The record of a ticket minted before records moved, in `:tickets`.
+    async fn older_ticket(
+        &self,
+        sale: &SaleId,
+        ticket: &TicketId,
+    ) -> Result<Option<TicketRecord>, StoreError> {
+        let mut cmd = ::redis::cmd("HGET");
+        cmd.arg(self.keys.tickets(sale)).arg(ticket.as_str());
+        let rec: Option<String> = self.query(Op::Command, true, &cmd).await?;
+        match rec {
+            None => Ok(None),
+            Some(rec) => parse_ticket(*ticket, &rec)
+                .map(Some)
+                .ok_or_else(|| unreadable(&rec)),
+        }
+    }
+
     /// Connects lazily: the first call (or [`RedisStore::wait_ready`])
     /// dials. `url` is `redis://`, `rediss://`, `redis+cluster://` or
     /// `rediss+cluster://`. Must be called within a Tokio runtime.
@@ -497,11 +514,15 @@ impl Store for RedisStore {
     ) -> Result<Option<TicketRecord>, StoreError> {
         let mut cmd = ::redis::cmd("HGET");
         cmd.arg(self.keys.winners(sale)).arg(user.as_str());
-        let ticket: Option<String> = self.query(Op::Command, true, &cmd).await?;
-        let Some(ticket) = ticket.and_then(|t| TicketId::parse(&t).ok()) else {
+        let entry: Option<String> = self.query(Op::Command, true, &cmd).await?;
+        let Some(entry) = entry else {
             return Ok(None);
         };
-        self.ticket(sale, &ticket).await
+        match parse_winner(*user, &entry) {
+            Some(WinnerEntry::Record(rec)) => Ok(Some(rec)),
+            Some(WinnerEntry::Ticket(older)) => self.older_ticket(sale, &older).await,
+            None => Err(unreadable(&entry)),
+        }
     }
 
     async fn ticket(
@@ -509,20 +530,19 @@ impl Store for RedisStore {
         sale: &SaleId,
         ticket: &TicketId,
     ) -> Result<Option<TicketRecord>, StoreError> {
-        let mut cmd = ::redis::cmd("HGET");
-        cmd.arg(self.keys.tickets(sale)).arg(ticket.as_str());
-        let rec: Option<String> = self.query(Op::Command, true, &cmd).await?;
-        match rec {
-            None => Ok(None),
-            Some(rec) => {
-                parse_ticket(*ticket, &rec)
-                    .map(Some)
-                    .ok_or_else(|| StoreError::Protocol {
-                        script: Op::Command.name(),
-                        detail: format!("unreadable ticket record {rec:?}"),
-                    })
+        // A ticket that names its holder has its record under them
+        // (lua/records.lua); it is theirs only if the tags agree.
+        if let Some((_, holder)) = ticket.holder() {
+            let mut cmd = ::redis::cmd("HGET");
+            cmd.arg(self.keys.winners(sale)).arg(holder.as_str());
+            let entry: Option<String> = self.query(Op::Command, true, &cmd).await?;
+            if let Some(WinnerEntry::Record(rec)) = entry.and_then(|e| parse_winner(holder, &e)) {
+                if rec.ticket == *ticket {
+                    return Ok(Some(rec));
+                }
             }
         }
+        self.older_ticket(sale, ticket).await
     }
 
     async fn confirm(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError> {
@@ -568,5 +588,12 @@ impl Store for RedisStore {
             }),
             _ => None,
         })
+    }
+}
+
+fn unreadable(rec: &str) -> StoreError {
+    StoreError::Protocol {
+        script: Op::Command.name(),
+        detail: format!("unreadable ticket record {rec:?}"),
     }
 }

@@ -33,8 +33,7 @@ impl RedisView {
         let mut con = client.get_multiplexed_async_connection().await?;
         let key = |s: &str| format!("bigtap:{{{sale}}}:{s}");
         let acct: HashMap<String, String> = con.hgetall(key("acct")).await?;
-        let raw: HashMap<String, String> = con.hgetall(key("tickets")).await?;
-        let winners: HashMap<String, String> = con.hgetall(key("winners")).await?;
+        let (raw, winners) = records(&mut con, sale).await?;
         let entries: redis::streams::StreamRangeReply = con.xrange_all(key("orders")).await?;
         let get = |k: &str| acct.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
         let tickets = raw
@@ -71,6 +70,38 @@ impl RedisView {
     }
 }
 
+/// Every win's record as `ticket -> "state:user:issued:expires:warehouse"`,
+/// and `user -> ticket`, read from the two places records live: under the
+/// user in `:winners` (`state:tag:issued:expires:warehouse`, ticket
+/// `<tag>-<user>`), or, for older tickets, in `:tickets` with the bare
+/// ticket in `:winners`. Read here on its own, not through the library, so
+/// the check does not share the code it checks.
+async fn records(
+    con: &mut redis::aio::MultiplexedConnection,
+    sale: &str,
+) -> redis::RedisResult<(HashMap<String, String>, HashMap<String, String>)> {
+    let key = |s: &str| format!("bigtap:{{{sale}}}:{s}");
+    let mut tickets: HashMap<String, String> = con.hgetall(key("tickets")).await?;
+    let raw: HashMap<String, String> = con.hgetall(key("winners")).await?;
+    let mut winners = HashMap::new();
+    for (user, entry) in raw {
+        let f: Vec<&str> = entry.split(':').collect();
+        let ticket = match f[..] {
+            [state, tag, issued, expires, w] => {
+                let ticket = format!("{tag}-{user}");
+                tickets.insert(
+                    ticket.clone(),
+                    format!("{state}:{user}:{issued}:{expires}:{w}"),
+                );
+                ticket
+            }
+            _ => entry,
+        };
+        winners.insert(user, ticket);
+    }
+    Ok((tickets, winners))
+}
+
 /// A sale's accounting per warehouse as the admin route reports it
 /// (DESIGN §7), next to what the ticket records say.
 #[derive(Debug, Clone, Default)]
@@ -101,8 +132,7 @@ impl WarehouseView {
         }
         let client = redis::Client::open(redis_url)?;
         let mut con = client.get_multiplexed_async_connection().await?;
-        let raw: HashMap<String, String> =
-            con.hgetall(format!("bigtap:{{{sale}}}:tickets")).await?;
+        let (raw, _) = records(&mut con, sale).await?;
         for rec in raw.values() {
             let f: Vec<&str> = rec.split(':').collect();
             if matches!(f.first(), Some(&"p") | Some(&"c")) {

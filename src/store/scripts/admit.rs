@@ -4,7 +4,7 @@
 //! of the first run (the state is the same, the buyer would be told wrong).
 
 use super::{refusal, Def, Op, Reply};
-use crate::id::{SaleId, WarehouseId};
+use crate::id::{SaleId, TicketId, WarehouseId};
 use crate::sale::{Issued, Placement};
 use crate::store::redis::RedisStore;
 use crate::store::{AdmitReply, Candidate, StoreError, Verdict};
@@ -13,7 +13,10 @@ pub static DEF: Def = Def::new(
     "admit",
     Op::Admit,
     false,
-    include_str!("../../../lua/admit.lua"),
+    concat!(
+        include_str!("../../../lua/records.lua"),
+        include_str!("../../../lua/admit.lua")
+    ),
 );
 
 pub async fn call(
@@ -38,8 +41,19 @@ pub async fn call(
     inv.arg(sale.as_str()).arg(node).arg(epoch).arg(batch.len());
     let mut digests = Vec::with_capacity(8 * batch.len());
     for c in batch {
+        // The script keeps the record under the user and rebuilds the
+        // ticket from its tag (records.lua), so a ticket must name its user.
+        let tag = match c.ticket.holder() {
+            Some((tag, holder)) if holder == c.user => tag,
+            _ => {
+                return Err(super::protocol(
+                    &DEF,
+                    format!("ticket {} does not name user {}", c.ticket, c.user),
+                ))
+            }
+        };
         inv.arg(c.user.as_str())
-            .arg(c.ticket.as_str())
+            .arg(tag)
             .arg(c.ship_to.as_ref().map_or("", |r| r.as_str()));
         digests.extend_from_slice(&c.user.digest().to_be_bytes());
     }
@@ -52,39 +66,73 @@ pub async fn call(
     }
     let lease_units_left = r.u64()?;
     let digests_len = r.u64()?;
+    let issued_at_ms = r.u64()?;
+    let expires_at_ms = r.u64()?;
+    let single = match r.str()? {
+        "" => None,
+        w => Some(warehouse(&r, w)?),
+    };
     let mut verdicts = Vec::with_capacity(batch.len());
-    for _ in batch {
-        let code = r.str()?;
-        let verdict = match code {
-            "won" | "replay" => {
-                let issued = Issued {
-                    ticket: r.ticket()?,
-                    issued_at_ms: r.u64()?,
-                    expires_at_ms: r.u64()?,
-                };
-                let w = r.str()?;
-                let placement = Placement {
-                    warehouse: WarehouseId::parse(w)
-                        .map_err(|_| r.protocol(format!("bad warehouse {w:?}")))?,
-                    cross: r.u64()? == 1,
-                };
-                if code == "won" {
-                    Verdict::WonAt(issued, placement)
-                } else {
-                    Verdict::ReplayAt(issued, placement)
+    for c in batch {
+        let item = r.str()?;
+        let verdict = match item.split_once(':') {
+            None => match item {
+                "w" => {
+                    let warehouse = single.ok_or_else(|| {
+                        r.protocol("a bare win from a sale of several warehouses".into())
+                    })?;
+                    let issued = Issued {
+                        ticket: c.ticket,
+                        issued_at_ms,
+                        expires_at_ms,
+                    };
+                    Verdict::WonAt(
+                        issued,
+                        Placement {
+                            warehouse,
+                            cross: false,
+                        },
+                    )
                 }
-            }
-            other => {
-                let v = match other {
-                    "not_eligible" => Verdict::NotEligible,
-                    "fenced" => Verdict::Fenced,
-                    "no_units" => Verdict::NoUnits,
-                    _ => return Err(r.protocol(format!("unknown verdict {other:?}"))),
+                "not_eligible" => Verdict::NotEligible,
+                "fenced" => Verdict::Fenced,
+                "no_units" => Verdict::NoUnits,
+                other => return Err(r.protocol(format!("unknown verdict {other:?}"))),
+            },
+            Some(("w", rest)) => {
+                let (w, cross) = rest
+                    .split_once(':')
+                    .ok_or_else(|| r.protocol(format!("bad win {item:?}")))?;
+                let issued = Issued {
+                    ticket: c.ticket,
+                    issued_at_ms,
+                    expires_at_ms,
                 };
-                // ticket "", times 0, warehouse "", cross 0
-                r.skip(5);
-                v
+                let placement = Placement {
+                    warehouse: warehouse(&r, w)?,
+                    cross: cross == "1",
+                };
+                Verdict::WonAt(issued, placement)
             }
+            Some(("r", rest)) => {
+                let bad = || r.protocol(format!("bad replay {item:?}"));
+                let mut f = rest.splitn(4, ':');
+                let (Some(t), Some(i), Some(e), Some(w)) = (f.next(), f.next(), f.next(), f.next())
+                else {
+                    return Err(bad());
+                };
+                let issued = Issued {
+                    ticket: TicketId::parse(t).map_err(|_| bad())?,
+                    issued_at_ms: i.parse().map_err(|_| bad())?,
+                    expires_at_ms: e.parse().map_err(|_| bad())?,
+                };
+                let placement = Placement {
+                    warehouse: warehouse(&r, w)?,
+                    cross: false,
+                };
+                Verdict::ReplayAt(issued, placement)
+            }
+            Some(_) => return Err(r.protocol(format!("unknown verdict {item:?}"))),
         };
         verdicts.push(verdict);
     }
@@ -93,4 +141,8 @@ pub async fn call(
         digests_len,
         verdicts,
     })
+}
+
+fn warehouse(r: &Reply<'_>, w: &str) -> Result<WarehouseId, StoreError> {
+    WarehouseId::parse(w).map_err(|_| r.protocol(format!("bad warehouse {w:?}")))
 }

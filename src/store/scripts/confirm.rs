@@ -12,7 +12,10 @@ pub static DEF: Def = Def::new(
     "confirm",
     Op::Confirm,
     true,
-    include_str!("../../../lua/confirm.lua"),
+    concat!(
+        include_str!("../../../lua/records.lua"),
+        include_str!("../../../lua/confirm.lua")
+    ),
 );
 
 pub async fn call(
@@ -37,7 +40,8 @@ pub(super) async fn settle(
     inv.key(k.tickets(sale))
         .key(k.acct(sale))
         .key(k.expiry(sale))
-        .key(k.stockw(sale));
+        .key(k.stockw(sale))
+        .key(k.winners(sale));
     inv.arg(ticket.as_str());
     let items = s.invoke(def, &inv).await?;
     let mut r = Reply::new(def, &items);

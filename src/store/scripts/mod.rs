@@ -16,7 +16,6 @@ use std::sync::OnceLock;
 use ::redis::{Script, Value};
 
 use super::StoreError;
-use crate::id::TicketId;
 
 pub mod account;
 pub mod add_eligible;
@@ -209,11 +208,6 @@ impl<'a> Reply<'a> {
                 format!("expected a non-negative integer, got {other:?}"),
             )),
         }
-    }
-
-    pub fn ticket(&mut self) -> Result<TicketId, StoreError> {
-        let s = self.str()?;
-        TicketId::parse(s).map_err(|_| protocol(self.def, format!("bad ticket id {s:?}")))
     }
 }
 

@@ -12,7 +12,10 @@ pub static DEF: Def = Def::new(
     "release",
     Op::Release,
     true,
-    include_str!("../../../lua/release.lua"),
+    concat!(
+        include_str!("../../../lua/records.lua"),
+        include_str!("../../../lua/release.lua")
+    ),
 );
 
 pub async fn call(

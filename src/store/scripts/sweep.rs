@@ -12,7 +12,10 @@ pub static DEF: Def = Def::new(
     "sweep",
     Op::Sweep,
     true,
-    include_str!("../../../lua/sweep.lua"),
+    concat!(
+        include_str!("../../../lua/records.lua"),
+        include_str!("../../../lua/sweep.lua")
+    ),
 );
 
 pub async fn call(s: &RedisStore, sale: &SaleId, limit: u64) -> Result<u64, StoreError> {
@@ -23,7 +26,8 @@ pub async fn call(s: &RedisStore, sale: &SaleId, limit: u64) -> Result<u64, Stor
         .key(k.expiry(sale))
         .key(k.stockw(sale))
         .key(k.orders(sale))
-        .key(k.swept(sale));
+        .key(k.swept(sale))
+        .key(k.winners(sale));
     inv.arg(limit);
     let items = s.invoke(&DEF, &inv).await?;
     Reply::new(&DEF, &items).u64()
