@@ -13,10 +13,14 @@
 //! whichever is first. A store call has a fixed price (its arguments, its
 //! reads of the sale's settings and lease, its counter writes, and with
 //! `appendfsync always` an fsync per event-loop pass), so one batch of 2k
-//! costs Redis less than two of k, and in a healthy round trip the buyers
-//! of the second batch would have waited for a permit-free slot no longer
-//! than they wait here. The deadline keeps a slow or stalled call from
-//! holding the next batch back: past it, batches overlap as before.
+//! costs Redis less than two of k; with buyers arriving all the time, a
+//! second batch sent at once would only be smaller, not earlier in the
+//! store's queue (`loadtest/run --vs-naive`: about a quarter less Redis CPU
+//! per winner at the same winners/s). The deadline keeps a slow or stalled call from
+//! holding the next batch back: past it, batches overlap as before. A
+//! batch gives its slot back the moment the store answers, before its
+//! buyers are told: telling them takes the node longer than the store takes
+//! for the next batch, which would otherwise wait for it.
 //!
 //! Settling a job keeps the local counter honest: units of buyers who were
 //! not admitted for their own reasons (replay, not eligible) go back; units
@@ -26,14 +30,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::stock::{Epoch, Sale, Taken};
 use crate::id::{RegionId, TicketId, UserId};
 use crate::metrics::Metrics;
 use crate::sale::Placement;
-use crate::store::{AdmitReply, Candidate, Refusal, Store, Verdict};
+use crate::store::{AdmitReply, Candidate, Refusal, Store, StoreError, Verdict};
 
 /// Jobs waiting for a batch; beyond this buyers get 503 at once.
 const QUEUE_DEPTH: usize = 16 * 1024;
@@ -202,12 +206,11 @@ async fn run(
         }
         let ctx = ctx.clone();
         let sale = sale.clone();
-        let returned = returned.clone();
-        tokio::spawn(async move {
-            commit_batch(&ctx, &sale, jobs).await;
-            drop(permit);
-            returned.notify_waiters();
-        });
+        let back = Back {
+            permit,
+            returned: returned.clone(),
+        };
+        tokio::spawn(async move { commit_batch(&ctx, &sale, jobs, back).await });
     }
     // Stopping: answer whatever is still queued rather than leave buyers
     // hanging (they get 503; their units are given back).
@@ -228,18 +231,49 @@ fn drain(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>, batch: usize) {
     }
 }
 
-async fn commit_batch(ctx: &CommitCtx, sale: &Sale, mut jobs: Vec<Job>) {
+/// A batch's slot: held while its store call is out, given back (waking
+/// the committer) the moment the store answers.
+struct Back {
+    permit: OwnedSemaphorePermit,
+    returned: Arc<Notify>,
+}
+
+impl Back {
+    /// The store has answered: the next batch may leave while this one's
+    /// buyers are told. Telling them (signing, answering, a task wake-up
+    /// each) takes the node longer than the store takes for a batch, and
+    /// done first it would leave the store idle in between.
+    fn give_back(self) {
+        let Back { permit, returned } = self;
+        drop(permit);
+        returned.notify_waiters();
+    }
+}
+
+async fn commit_batch(ctx: &CommitCtx, sale: &Sale, mut jobs: Vec<Job>, back: Back) {
+    let mut back = Some(back);
     // Units of different epochs cannot share a call (the lease is checked
     // once per call); a batch spanning a lease change is rare, so split it.
     while !jobs.is_empty() {
         let epoch = jobs[0].epoch;
         let (now, later): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.epoch == epoch);
         jobs = later;
-        commit_group(ctx, sale, epoch, now).await;
+        let reply = send_group(ctx, sale, epoch, &now).await;
+        if jobs.is_empty() {
+            if let Some(b) = back.take() {
+                b.give_back();
+            }
+        }
+        settle_group(ctx, sale, epoch, now, reply);
     }
 }
 
-async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>) {
+async fn send_group(
+    ctx: &CommitCtx,
+    sale: &Sale,
+    epoch: Epoch,
+    jobs: &[Job],
+) -> Result<AdmitReply, StoreError> {
     let candidates: Vec<Candidate> = jobs
         .iter()
         .map(|j| Candidate {
@@ -249,12 +283,20 @@ async fn commit_group(ctx: &CommitCtx, sale: &Sale, epoch: Epoch, jobs: Vec<Job>
         })
         .collect();
     ctx.metrics.commit_batch.record(jobs.len() as f64);
-    let m = &sale.gauges.commits;
-    match ctx
-        .store
+    ctx.store
         .admit(&sale.id, &ctx.node, u64::from(epoch), &candidates)
         .await
-    {
+}
+
+fn settle_group(
+    ctx: &CommitCtx,
+    sale: &Sale,
+    epoch: Epoch,
+    jobs: Vec<Job>,
+    reply: Result<AdmitReply, StoreError>,
+) {
+    let m = &sale.gauges.commits;
+    match reply {
         Ok(AdmitReply::Judged {
             verdicts,
             digests_len,

@@ -477,6 +477,18 @@ async fn one_commit_out_and_three_buyers_behind_it(
     buyers
 }
 
+/// Opens the store and expects every buyer of
+/// [`one_commit_out_and_three_buyers_behind_it`] to win.
+async fn all_four_win_once_the_store_answers(
+    rig: &Rig,
+    buyers: Vec<tokio::task::JoinHandle<Answer>>,
+) {
+    rig.store.hold_admit(false);
+    for b in buyers {
+        assert!(won(&b.await.expect("a buyer")));
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_second_batch_may_leave_at_once_when_batches_do_not_wait() {
     let rig = Rig::new(100, 50, 2);
@@ -485,10 +497,7 @@ async fn a_second_batch_may_leave_at_once_when_batches_do_not_wait() {
         rig.store.admits_started.load(SeqCst) == 2
     })
     .await;
-    rig.store.hold_admit(false);
-    for b in buyers {
-        assert!(won(&b.await.expect("a buyer")));
-    }
+    all_four_win_once_the_store_answers(&rig, buyers).await;
     assert_eq!(rig.store.books().batches.iter().sum::<usize>(), 4);
 }
 
@@ -504,10 +513,7 @@ async fn the_next_batch_fills_while_a_healthy_commit_is_out_and_leaves_when_it_r
         1,
         "a free permit alone does not send the next batch"
     );
-    rig.store.hold_admit(false);
-    for b in buyers {
-        assert!(won(&b.await.expect("a buyer")));
-    }
+    all_four_win_once_the_store_answers(&rig, buyers).await;
     assert_eq!(rig.store.books().batches, vec![1, 3]);
 }
 
@@ -520,10 +526,7 @@ async fn past_the_overlap_deadline_the_next_batch_leaves_beside_a_slow_commit() 
         rig.store.admits_started.load(SeqCst) == 2
     })
     .await;
-    rig.store.hold_admit(false);
-    for b in buyers {
-        assert!(won(&b.await.expect("a buyer")));
-    }
+    all_four_win_once_the_store_answers(&rig, buyers).await;
     assert_eq!(rig.store.books().batches.iter().sum::<usize>(), 4);
     assert_eq!(rig.admission.sale().inflight(), 0);
 }

@@ -47,16 +47,20 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
+    /// One field of a hash (idempotent: resent on a lost connection).
+    async fn hget(&self, key: String, field: &str) -> Result<Option<String>, StoreError> {
+        let mut cmd = ::redis::cmd("HGET");
+        cmd.arg(key).arg(field);
+        self.query(Op::Command, true, &cmd).await
+    }
+
     /// The record of a ticket minted before records moved, in `:tickets`.
     async fn older_ticket(
         &self,
         sale: &SaleId,
         ticket: &TicketId,
     ) -> Result<Option<TicketRecord>, StoreError> {
-        let mut cmd = ::redis::cmd("HGET");
-        cmd.arg(self.keys.tickets(sale)).arg(ticket.as_str());
-        let rec: Option<String> = self.query(Op::Command, true, &cmd).await?;
-        match rec {
+        match self.hget(self.keys.tickets(sale), ticket.as_str()).await? {
             None => Ok(None),
             Some(rec) => parse_ticket(*ticket, &rec)
                 .map(Some)
@@ -512,9 +516,7 @@ impl Store for RedisStore {
         sale: &SaleId,
         user: &UserId,
     ) -> Result<Option<TicketRecord>, StoreError> {
-        let mut cmd = ::redis::cmd("HGET");
-        cmd.arg(self.keys.winners(sale)).arg(user.as_str());
-        let entry: Option<String> = self.query(Op::Command, true, &cmd).await?;
+        let entry = self.hget(self.keys.winners(sale), user.as_str()).await?;
         let Some(entry) = entry else {
             return Ok(None);
         };
@@ -533,9 +535,7 @@ impl Store for RedisStore {
         // A ticket that names its holder has its record under them
         // (lua/records.lua); it is theirs only if the tags agree.
         if let Some((_, holder)) = ticket.holder() {
-            let mut cmd = ::redis::cmd("HGET");
-            cmd.arg(self.keys.winners(sale)).arg(holder.as_str());
-            let entry: Option<String> = self.query(Op::Command, true, &cmd).await?;
+            let entry = self.hget(self.keys.winners(sale), holder.as_str()).await?;
             if let Some(WinnerEntry::Record(rec)) = entry.and_then(|e| parse_winner(holder, &e)) {
                 if rec.ticket == *ticket {
                     return Ok(Some(rec));
