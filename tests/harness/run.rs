@@ -122,6 +122,9 @@ pub struct RunResult {
     pub cluster: bool,
     /// The sale shipped from three warehouses.
     pub warehouses: bool,
+    /// Where a failed run's process logs were kept (a clean run's are
+    /// removed).
+    pub kept_logs: Option<PathBuf>,
 }
 
 impl RunResult {
@@ -999,14 +1002,16 @@ pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> 
     .await
     .map_err(|e| e.to_string())?;
     let audit_clean = audit.is_clean();
-    if report.ok() && audit_clean && problems.is_empty() {
+    let kept_logs = if report.ok() && audit_clean && problems.is_empty() {
         let _ = std::fs::remove_dir_all(&cluster.dir);
+        None
     } else {
         println!(
             "seed={seed}: process logs kept in {}",
             cluster.dir.display()
         );
-    }
+        Some(cluster.dir.clone())
+    };
     Ok(RunResult {
         seed,
         plan,
@@ -1026,6 +1031,7 @@ pub async fn run_with(seed: u64, opts: RunOptions) -> Result<RunResult, String> 
         problems,
         cluster: opts.cluster,
         warehouses: opts.warehouses,
+        kept_logs,
     })
 }
 
