@@ -64,7 +64,7 @@ end
 local digests = ARGV[5 + 3 * n]
 for i = 0, n - 1 do
   local tag = ARGV[6 + 3 * i]
-  if #tag ~= 16 or not string.find(tag, '^%x+$') then
+  if #tag ~= 16 or not string.find(tag, '^[0-9a-f]+$') then
     return redis.error_reply('ERR admit: bad arguments')
   end
 end

@@ -367,6 +367,35 @@ async fn a_win_is_one_record_under_its_buyer_and_wins_recorded_the_older_way_sti
         ship_to: None,
     }];
     assert!(store.admit(&sale, "other", epoch, &elses).await.is_err());
+    // The script itself refuses a tag that is not 16 lowercase hex digits,
+    // before its first write.
+    let script = std::fs::read_to_string("lua/records.lua").unwrap()
+        + &std::fs::read_to_string("lua/admit.lua").unwrap();
+    let keys: Vec<String> = [
+        "cfg", "acct", "leases", "winners", "tickets", "eligible", "orders", "wh", "wcfg",
+        "digests",
+    ]
+    .iter()
+    .map(|k| format!("bigtap:{{mixed}}:{k}"))
+    .collect();
+    let entries = xlen(&redis.url(), "bigtap:{mixed}:orders").await;
+    for tag in ["0123456789ABCDEF", "0123456789abcde", "0123456789abcdeg"] {
+        let r: redis::RedisResult<redis::Value> = redis::cmd("EVAL")
+            .arg(&script)
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(&["mixed", "other"])
+            .arg(epoch)
+            .arg(1)
+            .arg(&["dave", tag, ""])
+            .arg(vec![0u8; 8])
+            .query_async(&mut con)
+            .await;
+        assert!(r.is_err(), "{tag}: {r:?}");
+    }
+    assert_eq!(xlen(&redis.url(), "bigtap:{mixed}:orders").await, entries);
+    let dave: Option<String> = con.hget("bigtap:{mixed}:winners", "dave").await.unwrap();
+    assert_eq!(dave, None);
 }
 
 #[tokio::test]
