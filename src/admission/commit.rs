@@ -313,7 +313,6 @@ fn settle_group(
             for (job, v) in jobs.into_iter().zip(verdicts) {
                 match v {
                     Verdict::Won(_) | Verdict::WonAt(..) => {
-                        m.won.increment(1);
                         if let Verdict::WonAt(_, p) = v {
                             tally_warehouse(&mut by_warehouse, p);
                         }
@@ -344,6 +343,7 @@ fn settle_group(
                 job.settle(Settled::Judged(v));
             }
             if wins > 0 {
+                m.won.increment(wins);
                 sale.appended_digests(wins, digests_len);
             }
             for (p, n) in by_warehouse {

@@ -605,9 +605,13 @@ impl Sale {
     }
 
     /// Records a win (from a commit or a lookup).
+    ///
+    /// The digest goes in first: a reader that finds no digest may skip the
+    /// winners lookup (`Admission::buyer`), so no winner may be in the map
+    /// without its digest in the set.
     pub(super) fn remember_winner(&self, user: UserId, issued: Issued, warehouse: WarehouseId) {
-        self.winners.get_or_insert(user, (issued, warehouse));
         self.digests.insert(user.digest());
+        self.winners.get_or_insert(user, (issued, warehouse));
     }
 
     /// Where the tailer reads the winners digest next.
@@ -737,6 +741,25 @@ mod tests {
             &Snapshot::default(),
             metrics.sale_gauges("s"),
         )
+    }
+
+    #[test]
+    fn a_remembered_winner_is_found_through_the_digest_set_first() {
+        let sale = sale();
+        let user = UserId::parse("alice").unwrap();
+        let other = UserId::parse("bob").unwrap();
+        let issued = Issued {
+            ticket: crate::id::TicketId::for_user(&user),
+            issued_at_ms: 1,
+            expires_at_ms: 2,
+        };
+        let w = WarehouseId::parse(crate::inventory::DEFAULT_WAREHOUSE).unwrap();
+        sale.remember_winner(user, issued, w);
+        // The buyer's lookup reads the map only behind a digest hit.
+        assert!(sale.may_have_won(&user));
+        assert_eq!(sale.winner(&user), Some((issued, w)));
+        assert!(!sale.may_have_won(&other));
+        assert_eq!(sale.winner(&other), None);
     }
 
     #[test]

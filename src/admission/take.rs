@@ -73,16 +73,23 @@ impl Admission {
     /// What this node knows about `user`.
     fn buyer(&self, user: UserId) -> Buyer {
         let s = &self.sale;
+        // Every remembered winner's digest is in the set first (see
+        // `Sale::remember_winner`), so a buyer whose digest is not there,
+        // the common case, costs one lookup instead of two.
+        let may_have_won = s.may_have_won(&user);
         Buyer {
             user,
             eligible: !s.list_only() || s.is_eligible(&user),
             paced: false,
-            ticket: s.winner(&user).map(|(issued, warehouse)| Ticket {
-                user,
-                issued,
-                warehouse,
-            }),
-            may_have_won: s.may_have_won(&user),
+            ticket: may_have_won
+                .then(|| s.winner(&user))
+                .flatten()
+                .map(|(issued, warehouse)| Ticket {
+                    user,
+                    issued,
+                    warehouse,
+                }),
+            may_have_won,
             looked_up: false,
         }
     }
