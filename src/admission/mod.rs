@@ -47,6 +47,7 @@ pub use check::Ticket;
 use commit::Committer;
 use lease::LeaseCtx;
 use stock::Sale;
+pub use take::Taking;
 
 /// How a buyer's take ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

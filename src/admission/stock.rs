@@ -32,6 +32,9 @@
 //! the tickets this node committed or looked up, so a winner who asks again
 //! gets the ticket back from memory; a winner won elsewhere costs one lookup
 //! here the first time. Both are lock-free skip lists: readers never block.
+//! In front of the digest set, a filter of one bit per slot (16 per unit of
+//! the sale) answers most fresh buyers with one load: a clear bit proves
+//! the digest absent, and only a set bit costs a search of the set.
 
 use std::sync::atomic::{
     AtomicBool, AtomicU64,
@@ -253,6 +256,8 @@ pub struct Sale {
     winners: SkipMap<UserId, (Issued, WarehouseId)>,
     /// The digest set (see the module docs).
     digests: SkipSet<u64>,
+    /// In front of the digest set: a clear bit proves a digest absent.
+    filter: DigestFilter,
     /// Bytes of the winners digest known without a gap, from offset 0:
     /// read by the tailer, or appended by this node's own commit right at
     /// the end of what it knew. `/ 8` is what the sold-out proof counts
@@ -269,6 +274,63 @@ pub struct Sale {
 impl std::fmt::Debug for Sale {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sale").field("id", &self.id).finish()
+    }
+}
+
+/// One bit per slot in front of the digest set: a digest is put in the
+/// filter before the set, so a clear bit proves it is not in the set, and
+/// a fresh buyer (winner to be, or loser after sell-out) costs one load
+/// instead of a skip-list search. A set bit may be another digest's (about
+/// one in 16 when the sale's units have all been won), and then the set
+/// answers. Sized for the units the sale had when this node first saw it;
+/// units added later only make set bits likelier, never a digest missed.
+struct DigestFilter {
+    words: Box<[AtomicU64]>,
+    /// 64 minus log2 of the bits: a mixed digest's top bits pick the slot.
+    shift: u32,
+}
+
+impl DigestFilter {
+    /// Bits per unit of the sale: one in 16 of a fresh buyer's lookups
+    /// reaches the set once every unit is won.
+    const BITS_PER_UNIT: u64 = 16;
+    /// 512 bytes at least, 2 MiB at most (a sale of a million units and
+    /// more shares bits, and its lookups reach the set more often).
+    const MIN_BITS: u64 = 1 << 12;
+    const MAX_BITS: u64 = 1 << 24;
+
+    fn for_units(units: u64) -> Self {
+        let bits = units
+            .saturating_mul(Self::BITS_PER_UNIT)
+            .clamp(Self::MIN_BITS, Self::MAX_BITS)
+            .next_power_of_two();
+        DigestFilter {
+            words: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
+            shift: 64 - bits.trailing_zeros(),
+        }
+    }
+
+    fn slot(&self, digest: u64) -> (usize, u64) {
+        // The digest is FNV-1a: ids that differ only in their last byte
+        // differ little in its top bits. One multiply spreads every bit
+        // into the top ones.
+        let i = digest.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift;
+        ((i >> 6) as usize, 1 << (i & 63))
+    }
+
+    fn insert(&self, digest: u64) {
+        let (w, bit) = self.slot(digest);
+        // Relaxed: the bit is set before the digest goes into the set, and
+        // before `digests_known` is published (Release); a reader that
+        // relies on a digest being there has acquired that, and so sees
+        // the bit too. A reader racing the insert may miss both, as it
+        // would miss the set entry alone.
+        self.words[w].fetch_or(bit, Relaxed);
+    }
+
+    fn may_contain(&self, digest: u64) -> bool {
+        let (w, bit) = self.slot(digest);
+        self.words[w].load(Relaxed) & bit != 0
     }
 }
 
@@ -299,6 +361,7 @@ impl Sale {
             revived: Notify::new(),
             winners: SkipMap::new(),
             digests: SkipSet::new(),
+            filter: DigestFilter::for_units(snap.stock_total),
             digests_known: AtomicU64::new(0),
             eligible: SkipSet::new(),
             eligible_loaded: AtomicU64::new(0),
@@ -601,7 +664,8 @@ impl Sale {
     /// Whether the buyer may have won (their digest is in the set; a
     /// collision is possible, a false "no" is not for digests read).
     pub fn may_have_won(&self, user: &UserId) -> bool {
-        self.digests.contains(&user.digest())
+        let d = user.digest();
+        self.filter.may_contain(d) && self.digests.contains(&d)
     }
 
     /// Records a win (from a commit or a lookup).
@@ -610,7 +674,9 @@ impl Sale {
     /// winners lookup (`Admission::buyer`), so no winner may be in the map
     /// without its digest in the set.
     pub(super) fn remember_winner(&self, user: UserId, issued: Issued, warehouse: WarehouseId) {
-        self.digests.insert(user.digest());
+        let d = user.digest();
+        self.filter.insert(d);
+        self.digests.insert(d);
         self.winners.get_or_insert(user, (issued, warehouse));
     }
 
@@ -626,7 +692,9 @@ impl Sale {
         for d in bytes.chunks_exact(8) {
             let mut b = [0u8; 8];
             b.copy_from_slice(d);
-            self.digests.insert(u64::from_be_bytes(b));
+            let d = u64::from_be_bytes(b);
+            self.filter.insert(d);
+            self.digests.insert(d);
             end += 8;
         }
         // Release: pairs with the Acquire in `winners_known`; a reader of the
@@ -763,6 +831,34 @@ mod tests {
     }
 
     #[test]
+    fn the_digest_filter_is_sized_by_the_units_within_its_bounds() {
+        let bits = |units| DigestFilter::for_units(units).words.len() as u64 * 64;
+        assert_eq!(bits(0), DigestFilter::MIN_BITS);
+        assert_eq!(bits(10_000), (10_000 * 16u64).next_power_of_two());
+        assert_eq!(bits(50_000_000), DigestFilter::MAX_BITS);
+    }
+
+    #[test]
+    fn a_sold_out_sale_s_filter_sends_few_fresh_buyers_on_to_the_set() {
+        // Every unit won: the filter is as full as it gets.
+        let units = 10_000u64;
+        let filter = DigestFilter::for_units(units);
+        let digest = |i: u64| UserId::parse(&format!("u{i:07}")).unwrap().digest();
+        for i in 0..units {
+            filter.insert(digest(i));
+        }
+        let passed = (units..units + 100_000)
+            .filter(|&i| filter.may_contain(digest(i)))
+            .count();
+        // About one in 16 by design; well under one in 8 unless the filter
+        // is too small for the sale or its slots are badly spread.
+        assert!(
+            passed < 100_000 / 8,
+            "{passed} of 100000 fresh buyers passed"
+        );
+    }
+
+    #[test]
     fn a_unit_taken_while_the_lease_is_renewed_is_not_counted_twice() {
         let sale = sale();
         sale.stock.grant(1, 5);
@@ -811,6 +907,21 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The filter never hides a digest put in it: a clear bit is proof.
+        #[test]
+        fn a_digest_put_in_the_filter_is_always_found(
+            units in 0u64..100_000,
+            digests in proptest::collection::vec(any::<u64>(), 1..500),
+        ) {
+            let filter = DigestFilter::for_units(units);
+            for &d in &digests {
+                filter.insert(d);
+            }
+            for &d in &digests {
+                prop_assert!(filter.may_contain(d));
+            }
+        }
 
         /// Under concurrent takers, the units handed out equal the units
         /// granted, never more, and the counter never wraps below zero.

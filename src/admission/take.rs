@@ -10,7 +10,11 @@
 //! unsettled at the deadline is settled by one lookup within
 //! [`SETTLE_GRACE`], or answered as unknown, never as "nothing was taken".
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -34,6 +38,46 @@ const REFILL_ROUNDS: usize = 64;
 /// for one lookup that settles it (won, or still unknown). The outer
 /// request timeout allows for it.
 pub const SETTLE_GRACE: Duration = Duration::from_millis(500);
+
+/// A take: answered from memory, or waiting on the store (boxed, see
+/// [`Admission::take`]).
+// Large only by the answer it holds: boxing it would cost the allocation
+// per answer from memory that this type exists to avoid.
+#[allow(clippy::large_enum_variant)]
+pub enum Taking {
+    /// Answered without a wait; `None` once the answer was handed out.
+    Ready(Option<Answer>),
+    Waiting(Pin<Box<dyn Future<Output = Answer> + Send>>),
+}
+
+impl Future for Taking {
+    type Output = Answer;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        match self.get_mut() {
+            Taking::Ready(a) => match a.take() {
+                Some(a) => Poll::Ready(a),
+                // Polled after it answered: a caller's bug, answered
+                // safely rather than with a panic.
+                None => Poll::Ready(Answer::store(Outcome::Unavailable)),
+            },
+            Taking::Waiting(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+/// What the checks from memory ended with.
+// Large only by the ticket an answer may carry; it lives for one step.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Answer(Answer),
+    /// The buyer's digest is in the winners replica: look the ticket up.
+    LookUp(UserId),
+    /// Sold out, and the replica cannot prove this buyer lost.
+    ProveSoldOut(UserId),
+    /// Take a unit and commit it.
+    Acquire(UserId),
+}
 
 /// How one round of the take loop ended.
 // Large only by the ticket it may carry; returned once, never stored, so
@@ -96,45 +140,82 @@ impl Admission {
 
     /// Takes a ticket for the buyer `door` identifies, shipping to
     /// `ship_to` (DESIGN §7), within `deadline`.
-    pub async fn take(
-        &self,
+    ///
+    /// Every check that needs no store runs here, before anything is
+    /// awaited, so a buyer answered from memory gets a ready [`Taking`]:
+    /// no allocation, and a request future the size of an answer. Only a
+    /// buyer who must wait on the store gets a boxed future, once; its
+    /// state (the lease, the commit, their timers) would otherwise sit in
+    /// every request's future and be copied with it on each move.
+    pub fn take(
+        self: &Arc<Self>,
         door: &impl Door,
         ship_to: Option<RegionId>,
         deadline: Instant,
-    ) -> Answer {
+    ) -> Taking {
         let now = self.clock().now_ms();
         let mut f = self.facts(now);
+        match self.advance(&mut f, now, Some(door), false) {
+            Next::Answer(a) => Taking::Ready(Some(a)),
+            next => Taking::Waiting(Box::pin(self.clone().wait(f, next, ship_to, now, deadline))),
+        }
+    }
+
+    /// Runs DESIGN §3's checks from memory until they answer or name a
+    /// step that needs the store. `door` is asked only before the first
+    /// wait: by then the buyer is identified and paced, and
+    /// [`check::check`] asks neither again.
+    fn advance(&self, f: &mut Facts, now: u64, door: Option<&dyn Door>, leased: bool) -> Next {
+        loop {
+            match check(f) {
+                Step::NotStarted { starts_at_ms } => {
+                    return Next::Answer(Answer::memory(Outcome::NotStarted { starts_at_ms }))
+                }
+                Step::Ended => return Next::Answer(Answer::memory(Outcome::Ended)),
+                Step::Identify => match door.map(|d| d.identify(now)) {
+                    Some(Ok(user)) => f.buyer = Some(self.buyer(user)),
+                    Some(Err(t)) => return Next::Answer(Answer::memory(t)),
+                    None => return Next::Answer(Answer::store(Outcome::Unavailable)),
+                },
+                Step::NotEligible => return Next::Answer(Answer::memory(Outcome::NotEligible)),
+                Step::Pace(user) => match door.map(|d| d.pace(&user)) {
+                    Some(Ok(())) => set(f, |b| b.paced = true),
+                    Some(Err(t)) => return Next::Answer(Answer::memory(t)),
+                    None => return Next::Answer(Answer::store(Outcome::Unavailable)),
+                },
+                Step::Replay(t) => return Next::Answer(Answer::memory(Outcome::Replay(t))),
+                Step::LookUp(user) => return Next::LookUp(user),
+                Step::SoldOut if leased => return Next::Answer(Answer::store(Outcome::SoldOut)),
+                Step::SoldOut => return Next::Answer(Answer::memory(Outcome::SoldOut)),
+                Step::ProveSoldOut(user) => return Next::ProveSoldOut(user),
+                Step::Acquire(user) => return Next::Acquire(user),
+            }
+        }
+    }
+
+    /// The store steps of a take, from `next` on: take → refill → commit
+    /// rounds, lookups, and the checks again between them.
+    async fn wait(
+        self: Arc<Self>,
+        mut f: Facts,
+        mut next: Next,
+        ship_to: Option<RegionId>,
+        now: u64,
+        deadline: Instant,
+    ) -> Answer {
         // Set once a lease call reached the store and found it sold out.
         let mut leased = false;
         let (mut fenced, mut refills) = (0, 0);
         loop {
-            match check(&f) {
-                Step::NotStarted { starts_at_ms } => {
-                    return Answer::memory(Outcome::NotStarted { starts_at_ms })
-                }
-                Step::Ended => return Answer::memory(Outcome::Ended),
-                Step::Identify => match door.identify(now) {
-                    Ok(user) => f.buyer = Some(self.buyer(user)),
-                    Err(t) => return Answer::memory(t),
-                },
-                Step::NotEligible => return Answer::memory(Outcome::NotEligible),
-                Step::Pace(user) => match door.pace(&user) {
-                    Ok(()) => set(&mut f, |b| b.paced = true),
-                    Err(t) => return Answer::memory(t),
-                },
-                Step::Replay(t) => return Answer::memory(Outcome::Replay(t)),
-                // Boxed: the store paths' state stays off the rejected
-                // path's future.
-                Step::LookUp(user) => match Box::pin(self.won_elsewhere(user, deadline)).await {
+            match next {
+                Next::Answer(a) => return a,
+                Next::LookUp(user) => match self.won_elsewhere(user, deadline).await {
                     Some(a) => return a,
                     None => set(&mut f, |b| b.looked_up = true),
                 },
-                Step::SoldOut if leased => return Answer::store(Outcome::SoldOut),
-                Step::SoldOut => return Answer::memory(Outcome::SoldOut),
-                Step::ProveSoldOut(user) => return Box::pin(self.prove_sold_out(user)).await,
-                Step::Acquire(user) => {
-                    let round = Box::pin(self.round(user, ship_to, now, deadline)).await;
-                    match round {
+                Next::ProveSoldOut(user) => return self.prove_sold_out(user).await,
+                Next::Acquire(user) => {
+                    match self.round(user, ship_to, now, deadline).await {
                         Round::Answered(a) => return a,
                         Round::Fenced => fenced += 1,
                         Round::Refilled => refills += 1,
@@ -144,6 +225,7 @@ impl Admission {
                             leased = true;
                             f.sold_out = true;
                             f.replica_complete = self.sale.replica_complete(self.clock().now_ms());
+                            next = self.advance(&mut f, now, None, leased);
                             continue;
                         }
                     }
@@ -153,6 +235,7 @@ impl Admission {
                     self.observe_sold_out(&mut f, self.clock().now_ms());
                 }
             }
+            next = self.advance(&mut f, now, None, leased);
         }
     }
 

@@ -250,6 +250,25 @@ impl Door for Let {
     }
 }
 
+/// A door that lets the buyer in and counts how often it was asked.
+struct Counting {
+    user: UserId,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl Door for Counting {
+    fn identify(&self, _: u64) -> Result<UserId, Turned> {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.user)
+    }
+    fn pace(&self, _: &UserId) -> Result<(), Turned> {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 fn user(i: usize) -> Let {
     Let(UserId::parse(&format!("u{i}")).expect("an id"))
 }
@@ -393,6 +412,28 @@ async fn buyers_arriving_at_an_empty_lease_share_one_refill() {
     );
     // The lease was an eighth of the pool: 100 units, 5 spent.
     assert_eq!(rig.admission.sale().stock.units(), 95);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_door_is_asked_once_though_the_take_waits_for_a_refill_first() {
+    // The door is asked before the take first waits; the rounds after it
+    // run on what it said (`Admission::take`).
+    let rig = Rig::new(10, 5, 4);
+    let door = Counting {
+        user: UserId::parse("carol").expect("an id"),
+        asked: Default::default(),
+    };
+    let a = rig
+        .admission
+        .take(&door, None, Instant::now() + Duration::from_secs(5))
+        .await;
+    assert!(won(&a), "{a:?}");
+    assert_eq!(rig.store.books().lease_calls, 1, "a refill came first");
+    assert_eq!(
+        door.asked.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "identify and pace, once each"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -15,8 +15,9 @@ use hyper::{Request, StatusCode};
 use tokio::time::Instant;
 
 use super::response::{self, Reply};
+use super::router::Routed;
 use super::Shared;
-use crate::admission::{Answer, Door, Mine, Outcome, Ticket, Turned};
+use crate::admission::{Answer, Door, Mine, Outcome, Taking, Ticket, Turned};
 use crate::auth::{bearer, KeyRing, TicketClaims};
 use crate::id::{RegionId, SaleId, UserId};
 use crate::limits::retry_after_secs;
@@ -24,37 +25,73 @@ use crate::limits::retry_after_secs;
 /// The take body is empty or `{}`; anything longer is not a purchase.
 const TAKE_BODY_LIMIT: usize = 1024;
 
-pub async fn take<B: RequestBody>(
+pub fn take<B: RequestBody>(
     shared: &Arc<Shared>,
     sale_id: SaleId,
     req: Request<B>,
     peer: IpAddr,
-) -> Reply {
+) -> Routed<'_> {
     let deadline = Instant::now() + Duration::from_millis(shared.config.request_timeout_ms);
     let (parts, body) = req.into_parts();
+    if !body.is_end_stream() {
+        // Boxed whole: a body on this route is rare, and reading one would
+        // otherwise add its state to every take's future.
+        return Routed::Waiting(Box::pin(take_with_body(
+            shared, sale_id, parts, body, peer, deadline,
+        )));
+    }
+    Routed::Take {
+        taking: begin(shared, sale_id, &parts.headers, None, peer, deadline),
+        keys: &shared.ticket_keys,
+        sale: sale_id,
+    }
+}
+
+/// A take whose body must be read first for its `ship_to` (DESIGN §7).
+async fn take_with_body<B: RequestBody>(
+    shared: &Shared,
+    sale_id: SaleId,
+    parts: hyper::http::request::Parts,
+    body: B,
+    peer: IpAddr,
+    deadline: Instant,
+) -> Reply {
     let ship_to = match check_take_body(&parts.headers, body).await {
         Ok(region) => region,
         Err(r) => return r,
     };
-    let answer = match shared.sales.get(&sale_id) {
-        Some(admission) => {
-            let door = BuyerDoor {
-                shared,
-                headers: &parts.headers,
-                peer,
-            };
-            admission.take(&door, ship_to, deadline).await
-        }
-        None => Answer {
-            outcome: Outcome::NoSale,
-            asked_store: false,
-        },
-    };
+    let answer = begin(shared, sale_id, &parts.headers, ship_to, peer, deadline).await;
     reply(&shared.ticket_keys, sale_id, answer)
 }
 
+/// Starts the take: every check from memory runs now (see
+/// [`crate::admission::Admission::take`]).
+fn begin(
+    shared: &Shared,
+    sale_id: SaleId,
+    headers: &HeaderMap,
+    ship_to: Option<RegionId>,
+    peer: IpAddr,
+    deadline: Instant,
+) -> Taking {
+    match shared.sales.get(&sale_id) {
+        Some(admission) => {
+            let door = BuyerDoor {
+                shared,
+                headers,
+                peer,
+            };
+            admission.take(&door, ship_to, deadline)
+        }
+        None => Taking::Ready(Some(Answer {
+            outcome: Outcome::NoSale,
+            asked_store: false,
+        })),
+    }
+}
+
 /// The one mapping from a take's outcome to its response (DESIGN §3).
-fn reply(keys: &KeyRing, sale: SaleId, answer: Answer) -> Reply {
+pub(super) fn reply(keys: &KeyRing, sale: SaleId, answer: Answer) -> Reply {
     let outcome = answer.outcome;
     let mut r = match outcome {
         Outcome::Won(t) => ticket(keys, sale, t, false),
@@ -205,9 +242,6 @@ async fn check_take_body<B: RequestBody>(
     headers: &HeaderMap,
     body: B,
 ) -> Result<Option<RegionId>, Reply> {
-    if body.is_end_stream() {
-        return Ok(None);
-    }
     if let Some(len) = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())

@@ -22,8 +22,11 @@ mod router;
 mod shared;
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -173,7 +176,7 @@ pub async fn handle<B: RequestBody>(
             router::Target::Take(_) => limit + crate::admission::take::SETTLE_GRACE,
             _ => limit,
         };
-        match within(limit, router::dispatch(&shared, req, peer, target)).await {
+        match within(start + limit, router::dispatch(&shared, req, peer, target)).await {
             Some(r) => r,
             None => response::unavailable().via_store(),
         }
@@ -276,16 +279,65 @@ pub(crate) async fn read_limited<B: RequestBody>(
     }
 }
 
-/// A deadline armed only if the first poll of `fut` does not finish: a
-/// request answered from memory never touches the timer wheel (registering
-/// and cancelling a timer per request showed up in profiles), while one
-/// that waits on Redis is bounded as before. `None` when the time ran out.
-async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    use std::task::Poll;
-    let mut fut = std::pin::pin!(fut);
-    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(out) => Some(out),
-        Poll::Pending => tokio::time::timeout(limit, fut).await.ok(),
+pin_project_lite::pin_project! {
+    /// A deadline armed only if the first poll of `fut` does not finish: a
+    /// request answered from memory never touches the timer wheel
+    /// (registering and cancelling a timer per request showed up in
+    /// profiles), while one that waits on Redis is bounded as before.
+    /// `None` when the time ran out.
+    ///
+    /// A struct rather than an `async fn`: an `async fn` keeps both its
+    /// argument and the pinned copy of it in its state, which doubled the
+    /// request future, and every request moves that future whole.
+    struct Within<F> {
+        #[pin]
+        fut: F,
+        until: Instant,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+fn within<F: Future>(until: Instant, fut: F) -> Within<F> {
+    Within {
+        fut,
+        until,
+        timer: None,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let until = tokio::time::Instant::from_std(*this.until);
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        timer.as_mut().poll(cx).map(|()| None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, C, F: Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn a_request_future_stays_small_enough_to_move_cheaply() {
+        // hyper moves each request's future into its connection's slot, and
+        // every layer moves its callee's future once more: a future of
+        // kilobytes costs every request, refused ones too, that many
+        // kilobytes copied. The store paths are boxed to keep it small
+        // (it was 9,928 bytes before they were).
+        let size = future_size(handle::<Incoming>);
+        assert!(size <= 1536, "the request future grew to {size} bytes");
     }
 }

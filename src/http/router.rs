@@ -1,7 +1,10 @@
 //! Routing by path segments, without allocation.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use super::RequestBody;
 use hyper::{Method, Request};
@@ -9,6 +12,8 @@ use hyper::{Method, Request};
 use super::response::{self, Reply};
 use super::Shared;
 use super::{admin, backend, buyer, cors};
+use crate::admission::Taking;
+use crate::auth::KeyRing;
 use crate::id::{SaleId, TicketId};
 use crate::metrics::Route;
 
@@ -85,42 +90,42 @@ pub fn target(path: &str) -> Target {
     }
 }
 
-pub async fn dispatch<B: RequestBody>(
+pub fn dispatch<B: RequestBody>(
     shared: &Arc<Shared>,
     req: Request<B>,
     peer: IpAddr,
     target: Target,
-) -> Reply {
+) -> Routed<'_> {
     let method = req.method();
     let cors = &shared.config.cors_origins;
     if method == Method::OPTIONS && target.buyer() && cors.enabled() {
-        return cors::preflight(cors, req.headers());
+        return Routed::ready(cors::preflight(cors, req.headers()));
     }
-    match target {
+    Routed::ready(match target {
         Target::Take(sale) => {
             if method != Method::POST {
-                return response::method_not_allowed("POST");
+                return Routed::ready(response::method_not_allowed("POST"));
             }
             let Some(sale) = sale else {
-                return response::bad_request("bad_sale_id");
+                return Routed::ready(response::bad_request("bad_sale_id"));
             };
-            buyer::take(shared, sale, req, peer).await
+            return buyer::take(shared, sale, req, peer);
         }
         Target::Mine(sale) => {
             if method != Method::GET {
-                return response::method_not_allowed("GET");
+                return Routed::ready(response::method_not_allowed("GET"));
             }
             let Some(sale) = sale else {
-                return response::bad_request("bad_sale_id");
+                return Routed::ready(response::bad_request("bad_sale_id"));
             };
-            buyer::mine(shared, sale, req, peer).await
+            return Routed::Waiting(Box::pin(buyer::mine(shared, sale, req, peer)));
         }
         Target::Status(sale) => {
             if method != Method::GET {
-                return response::method_not_allowed("GET");
+                return Routed::ready(response::method_not_allowed("GET"));
             }
             let Some(sale) = sale else {
-                return response::bad_request("bad_sale_id");
+                return Routed::ready(response::bad_request("bad_sale_id"));
             };
             let mut reply = buyer::status(shared, sale);
             cors::vary(cors, &mut reply.resp);
@@ -128,20 +133,18 @@ pub async fn dispatch<B: RequestBody>(
         }
         Target::Ticket(ids, action) => {
             let Some((sale, ticket)) = ids else {
-                return Reply::plain(response::bad_request("bad_id").resp);
+                return Routed::ready(Reply::plain(response::bad_request("bad_id").resp));
             };
-            // Boxed: slow paths keep the request future small, so the
-            // rejected path does not move kilobytes of state around.
-            Box::pin(backend::route(shared, sale, ticket, action, req)).await
+            return Routed::Waiting(Box::pin(backend::route(shared, sale, ticket, action, req)));
         }
         Target::Admin(sale, action) => {
             let Some(sale) = sale else {
-                return Reply::plain(response::bad_request("bad_sale_id").resp);
+                return Routed::ready(Reply::plain(response::bad_request("bad_sale_id").resp));
             };
-            Box::pin(admin::route(shared, sale, action, req)).await
+            return Routed::Waiting(Box::pin(admin::route(shared, sale, action, req)));
         }
+        Target::Readyz => return Routed::Waiting(Box::pin(ready(shared))),
         Target::Healthz => live(shared),
-        Target::Readyz => Box::pin(ready(shared)).await,
         Target::Metrics => {
             shared
                 .metrics
@@ -155,6 +158,50 @@ pub async fn dispatch<B: RequestBody>(
             Reply::plain(r)
         }
         Target::NotFound => Reply::plain(response::not_found().resp),
+    })
+}
+
+/// A route's reply in the making.
+///
+/// Answers from memory are ready at once; a take waits in its own small
+/// future ([`Taking`]); every other route that waits is boxed. The request
+/// future holds only this, so it stays the size of a reply: hyper moves
+/// each request's future whole, and an `async` dispatcher would carry the
+/// state of every route in every request.
+pub enum Routed<'a> {
+    /// Answered; `None` once handed out.
+    Ready(Option<Reply>),
+    /// A take: its answer becomes the reply.
+    Take {
+        taking: Taking,
+        keys: &'a KeyRing,
+        sale: SaleId,
+    },
+    Waiting(Pin<Box<dyn Future<Output = Reply> + Send + 'a>>),
+}
+
+impl Routed<'_> {
+    pub fn ready(reply: Reply) -> Self {
+        Routed::Ready(Some(reply))
+    }
+}
+
+impl Future for Routed<'_> {
+    type Output = Reply;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        match self.get_mut() {
+            Routed::Ready(r) => match r.take() {
+                Some(r) => Poll::Ready(r),
+                // Polled again after it answered: a caller's bug, answered
+                // safely rather than with a panic.
+                None => Poll::Ready(response::unavailable()),
+            },
+            Routed::Take { taking, keys, sale } => Pin::new(taking)
+                .poll(cx)
+                .map(|answer| buyer::reply(keys, *sale, answer)),
+            Routed::Waiting(f) => f.as_mut().poll(cx),
+        }
     }
 }
 
