@@ -16,8 +16,17 @@
 //! Redis serves them in one event-loop pass and one fsync: that is the
 //! amortisation this design gets for free, and the one bigtap must beat.
 //!
-//! Answers (small JSON, no purchase token is signed):
-//! - 201 `{"outcome":"won","sale","ticket","expires_at_ms"}` a new win
+//! A win is answered with the body DESIGN §3 gives every client: the
+//! purchase token signed with the same ticket keys (`BIGTAP_TICKET_KEYS`)
+//! and a ticket id of the same form (`TicketId::for_user`), so both designs
+//! send the same bytes per winner and the load generator pays the same for
+//! reading them. `--small-body` answers without the token, as this peer did
+//! at first; on a machine the load generator shares, those 137 bytes fewer
+//! per answer are worth several µs of its CPU per request.
+//!
+//! Answers:
+//! - 201 `{"outcome":"won","sale","ticket","token","expires_at_ms","warehouse"}`
+//!   a new win (with `--small-body`: `{"outcome":"won","sale","ticket","expires_at_ms"}`)
 //! - 200 `{"outcome":"won","replay":true}` the buyer had already won
 //! - 410 `{"outcome":"sold_out"}`
 //! - 401 `{"error":"invalid_session"}`, 404 `{"error":"unknown_sale"}`,
@@ -30,9 +39,10 @@
 //! the winners and the stream, so each run starts from a fresh sale.
 //!
 //! ```text
-//! BIGTAP_SESSION_KEYS=k1:... cargo run --release --example naive -- \
+//! BIGTAP_SESSION_KEYS=k1:... BIGTAP_TICKET_KEYS=t1:... \
+//!   cargo run --release --example naive -- \
 //!     --redis redis://127.0.0.1:6379/ --sale s1 --stock 100000 \
-//!     [--listen 127.0.0.1:9091] [--ticket-ttl-ms 900000] [--threads N]
+//!     [--listen 127.0.0.1:9091] [--ticket-ttl-ms 900000] [--threads N] [--small-body]
 //! ```
 //!
 //! It prints `listening on ADDR` once bound and stops on SIGINT or SIGTERM.
@@ -43,7 +53,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bigtap::auth::{bearer, KeyRing};
+use bigtap::auth::{bearer, KeyRing, TicketClaims};
 use bigtap::{SaleId, TicketId};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -98,11 +108,16 @@ struct Args {
     /// Tokio worker threads (default: one per CPU).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
+    /// Answer wins without the purchase token (and its ticket keys).
+    #[arg(long)]
+    small_body: bool,
 }
 
 /// What every request handler shares; read only after start.
 struct Peer {
     sessions: KeyRing,
+    /// Signs purchase tokens; `None` with `--small-body`.
+    tickets: Option<KeyRing>,
     store: MultiplexedConnection,
     script: redis::Script,
     sale: SaleId,
@@ -158,7 +173,7 @@ async fn answer(
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return Ok(resp);
     };
-    let ticket = TicketId::random();
+    let ticket = TicketId::for_user(&user);
     let expires = now + peer.ticket_ttl_ms;
     let mut store = peer.store.clone();
     let reply: redis::RedisResult<i64> = peer
@@ -176,10 +191,24 @@ async fn answer(
     Ok(match reply {
         Ok(1) => json(
             StatusCode::CREATED,
-            format!(
-                r#"{{"outcome":"won","sale":"{}","ticket":"{}","expires_at_ms":{}}}"#,
-                peer.sale, ticket, expires
-            ),
+            match &peer.tickets {
+                Some(keys) => {
+                    let token = keys.sign_ticket(&TicketClaims {
+                        sale: peer.sale,
+                        ticket,
+                        user,
+                        expires_at_ms: expires,
+                    });
+                    format!(
+                        r#"{{"outcome":"won","sale":"{}","ticket":"{}","token":"{}","expires_at_ms":{},"warehouse":"default"}}"#,
+                        peer.sale, ticket, token, expires
+                    )
+                }
+                None => format!(
+                    r#"{{"outcome":"won","sale":"{}","ticket":"{}","expires_at_ms":{}}}"#,
+                    peer.sale, ticket, expires
+                ),
+            },
         ),
         Ok(0) => json(StatusCode::OK, &br#"{"outcome":"won","replay":true}"#[..]),
         Ok(_) => json(StatusCode::GONE, &br#"{"outcome":"sold_out"}"#[..]),
@@ -255,7 +284,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run(args: Args, sessions: KeyRing) -> ExitCode {
+async fn run(args: Args, sessions: KeyRing, tickets: Option<KeyRing>) -> ExitCode {
     let (store, keys) = match open_store(&args).await {
         Ok(s) => s,
         Err(e) => {
@@ -279,6 +308,7 @@ async fn run(args: Args, sessions: KeyRing) -> ExitCode {
     }
     let peer = Arc::new(Peer {
         sessions,
+        tickets,
         store,
         script: redis::Script::new(TAKE_LUA),
         path: format!("/v1/sales/{}/tickets", args.sale),
@@ -305,13 +335,27 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tickets = if args.small_body {
+        None
+    } else {
+        match std::env::var("BIGTAP_TICKET_KEYS")
+            .map_err(|_| "BIGTAP_TICKET_KEYS is not set (or pass --small-body)".to_string())
+            .and_then(|spec| KeyRing::parse(&spec).map_err(|e| format!("BIGTAP_TICKET_KEYS: {e}")))
+        {
+            Ok(k) => Some(k),
+            Err(e) => {
+                eprintln!("naive: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(n) = args.threads {
         builder.worker_threads(usize::from(n));
     }
     match builder.build() {
-        Ok(rt) => rt.block_on(run(args, sessions)),
+        Ok(rt) => rt.block_on(run(args, sessions, tickets)),
         Err(e) => {
             eprintln!("naive: runtime: {e}");
             ExitCode::FAILURE
