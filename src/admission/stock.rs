@@ -24,17 +24,22 @@
 //! # Replicas
 //!
 //! The winners replica has two parts. The *digest set* holds a 64-bit
-//! digest of every winner of the sale, fed by reading the sale's winners
-//! digest in Redis (8 bytes per win, appended by `admit` in the order wins
-//! are counted): so a loser after sell-out is refused without asking Redis,
-//! and a node learns a winner for 8 bytes of reply instead of a stream
-//! entry, whatever the fleet size. The *ticket cache* (user -> ticket) holds
-//! the tickets this node committed or looked up, so a winner who asks again
-//! gets the ticket back from memory; a winner won elsewhere costs one lookup
-//! here the first time. Both are lock-free skip lists: readers never block.
-//! In front of the digest set, a filter of one bit per slot (16 per unit of
-//! the sale) answers most fresh buyers with one load: a clear bit proves
-//! the digest absent, and only a set bit costs a search of the set.
+//! digest of each winner the tailer reads from the sale's winners digest
+//! in Redis (8 bytes per win, appended by `admit` in the order wins are
+//! counted): other nodes' wins, and this node's own only when they land
+//! past a stretch it has not read yet. So a loser after sell-out is
+//! refused without asking Redis, and a node learns a winner for 8 bytes of
+//! reply instead of a stream entry, whatever the fleet size. The *ticket
+//! cache* holds the tickets this node committed or looked up, keyed by the
+//! same digest (the entry names its user, so two users of one digest never
+//! share a ticket): a winner who asks again gets the ticket back from
+//! memory; a winner won elsewhere costs one lookup here the first time.
+//! Invariant: every winner this node knows of is in the set or in the
+//! cache (a win of its own in the cache, which spares each commit a second
+//! insert). Both are lock-free skip lists: readers never block. In front
+//! of both, a filter of one bit per slot (16 per unit of the sale) answers
+//! most fresh buyers with one load: a clear bit proves the digest absent,
+//! and only a set bit costs a search.
 
 use std::sync::atomic::{
     AtomicBool, AtomicU64,
@@ -252,8 +257,8 @@ pub struct Sale {
     /// Set while the sale is over and settled: its upkeep tasks sleep.
     retired: AtomicBool,
     pub(super) revived: Notify,
-    /// The ticket cache (see the module docs), with where each ships from.
-    winners: SkipMap<UserId, (Issued, WarehouseId)>,
+    /// The ticket cache (see the module docs), by digest.
+    winners: SkipMap<u64, Cached>,
     /// The digest set (see the module docs).
     digests: SkipSet<u64>,
     /// In front of the digest set: a clear bit proves a digest absent.
@@ -269,6 +274,14 @@ pub struct Sale {
     /// [`Sale::eligibility_stale`]).
     eligible_seen: AtomicU64,
     pub(super) gauges: SaleGauges,
+}
+
+/// A ticket cache entry: whose ticket it is, and where it ships from.
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    user: UserId,
+    issued: Issued,
+    warehouse: WarehouseId,
 }
 
 impl std::fmt::Debug for Sale {
@@ -658,26 +671,47 @@ impl Sale {
 
     /// The buyer's ticket and its warehouse, if this node knows them.
     pub fn winner(&self, user: &UserId) -> Option<(Issued, WarehouseId)> {
-        self.winners.get(user).map(|e| *e.value())
+        self.cached(user.digest(), user)
     }
 
-    /// Whether the buyer may have won (their digest is in the set; a
-    /// collision is possible, a false "no" is not for digests read).
+    fn cached(&self, digest: u64, user: &UserId) -> Option<(Issued, WarehouseId)> {
+        let e = self.winners.get(&digest)?;
+        let c = e.value();
+        // Another user of the same digest: not this buyer's ticket.
+        (c.user == *user).then_some((c.issued, c.warehouse))
+    }
+
+    /// Whether the buyer may have won (their digest is in the set or the
+    /// ticket cache; a collision is possible, a false "no" is not for wins
+    /// this node knows of).
     pub fn may_have_won(&self, user: &UserId) -> bool {
         let d = user.digest();
-        self.filter.may_contain(d) && self.digests.contains(&d)
+        // Others' wins (the set) outnumber a node's own in a fleet: asked
+        // first.
+        self.filter.may_contain(d) && (self.digests.contains(&d) || self.winners.contains_key(&d))
     }
 
-    /// Records a win (from a commit or a lookup).
+    /// Records a win (from a commit or a lookup) in the ticket cache only:
+    /// [`Sale::may_have_won`] asks both, so the digest set need not hold it.
     ///
-    /// The digest goes in first: a reader that finds no digest may skip the
-    /// winners lookup (`Admission::buyer`), so no winner may be in the map
-    /// without its digest in the set.
+    /// The filter bit goes in first: a reader that finds it clear skips both
+    /// lookups, so no winner may be in the cache without it. A first entry
+    /// for a digest stays: a second user of the digest is not cached, and
+    /// each of their asks costs one lookup instead.
     pub(super) fn remember_winner(&self, user: UserId, issued: Issued, warehouse: WarehouseId) {
-        let d = user.digest();
+        self.remember(user.digest(), user, issued, warehouse);
+    }
+
+    fn remember(&self, d: u64, user: UserId, issued: Issued, warehouse: WarehouseId) {
         self.filter.insert(d);
-        self.digests.insert(d);
-        self.winners.get_or_insert(user, (issued, warehouse));
+        self.winners.get_or_insert(
+            d,
+            Cached {
+                user,
+                issued,
+                warehouse,
+            },
+        );
     }
 
     /// Where the tailer reads the winners digest next.
@@ -698,13 +732,13 @@ impl Sale {
             end += 8;
         }
         // Release: pairs with the Acquire in `winners_known`; a reader of the
-        // count finds the digests it counts in the set.
+        // count finds the wins it counts in the set (or, its own, the cache).
         self.digests_known.fetch_max(end, Release).max(end)
     }
 
     /// This node's commit appended `wins` digests, ending at `len`: when it
     /// knew everything before them, it now knows everything up to `len`
-    /// without waiting for the tailer. (Their digests are in the set
+    /// without waiting for the tailer. (Its wins are in the ticket cache
     /// already: `remember_winner` ran for each.)
     pub(super) fn appended_digests(&self, wins: u64, len: u64) {
         let start = len.saturating_sub(8 * wins);
@@ -812,7 +846,7 @@ mod tests {
     }
 
     #[test]
-    fn a_remembered_winner_is_found_through_the_digest_set_first() {
+    fn a_remembered_winner_is_found_in_the_ticket_cache_without_the_digest_set() {
         let sale = sale();
         let user = UserId::parse("alice").unwrap();
         let other = UserId::parse("bob").unwrap();
@@ -823,11 +857,32 @@ mod tests {
         };
         let w = WarehouseId::parse(crate::inventory::DEFAULT_WAREHOUSE).unwrap();
         sale.remember_winner(user, issued, w);
-        // The buyer's lookup reads the map only behind a digest hit.
+        // The buyer's lookup reads the cache only behind a filter hit.
+        assert!(!sale.digests.contains(&user.digest()));
         assert!(sale.may_have_won(&user));
         assert_eq!(sale.winner(&user), Some((issued, w)));
         assert!(!sale.may_have_won(&other));
         assert_eq!(sale.winner(&other), None);
+    }
+
+    #[test]
+    fn a_user_sharing_another_winner_s_digest_never_gets_their_ticket() {
+        let sale = sale();
+        let alice = UserId::parse("alice").unwrap();
+        let bob = UserId::parse("bob").unwrap();
+        let w = WarehouseId::parse(crate::inventory::DEFAULT_WAREHOUSE).unwrap();
+        let issued = |user: &UserId| Issued {
+            ticket: crate::id::TicketId::for_user(user),
+            issued_at_ms: 1,
+            expires_at_ms: 2,
+        };
+        let (a, b) = (issued(&alice), issued(&bob));
+        let d = alice.digest();
+        sale.remember(d, alice, a, w);
+        sale.remember(d, bob, b, w);
+        assert_eq!(sale.cached(d, &alice), Some((a, w)));
+        // Bob is not cached: his asks go to the store.
+        assert_eq!(sale.cached(d, &bob), None);
     }
 
     #[test]
