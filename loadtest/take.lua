@@ -10,6 +10,10 @@
 --   threads=T   must equal wrk's -t. Thread i of T takes lines i, i+T, i+2T...
 --               so no two threads send the same buyer. Without it every thread
 --               uses every line (buyers then collide across threads).
+--               Each thread sends its buyers in a shuffled order (seeded),
+--               not in the order of their ids: real buyers do not arrive
+--               sorted, and a node's in-memory structures keyed by user
+--               would look cheaper than they are if they did.
 --   repeat=R    share of requests that repeat a buyer this thread already sent
 --               (a buyer retrying: 200 replay if they won, 410 if not). Default 0.
 --   bad=B       share of requests with a forged session (the signature's last
@@ -132,6 +136,12 @@ function init(args)
       error("tokens file " .. file .. " has no token for thread " .. me .. " of " .. nthreads)
    end
    buyers = #own
+   -- Buyers arrive in no particular order of their ids: shuffle this
+   -- thread's (seeded, so the mix is reproducible).
+   for j = #own, 2, -1 do
+      local k = math.random(j)
+      own[j], own[k] = own[k], own[j]
+   end
 
    local path = "/v1/sales/" .. sale .. "/tickets"
    local origin = opts.origin
