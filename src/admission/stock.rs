@@ -23,33 +23,34 @@
 //!
 //! # Replicas
 //!
-//! The winners replica has two parts. The *digest set* holds a 64-bit
-//! digest of each winner the tailer reads from the sale's winners digest
-//! in Redis (8 bytes per win, appended by `admit` in the order wins are
-//! counted): other nodes' wins, and this node's own only when they land
-//! past a stretch it has not read yet. So a loser after sell-out is
-//! refused without asking Redis, and a node learns a winner for 8 bytes of
-//! reply instead of a stream entry, whatever the fleet size. The *ticket
-//! cache* holds the tickets this node committed or looked up, keyed by the
-//! same digest (the entry names its user, so two users of one digest never
-//! share a ticket): a winner who asks again gets the ticket back from
-//! memory; a winner won elsewhere costs one lookup here the first time.
-//! Invariant: every winner this node knows of is in the set or in the
-//! cache (a win of its own in the cache, which spares each commit a second
-//! insert). Both are lock-free skip lists: readers never block. In front
-//! of both, a filter of one bit per slot (16 per unit of the sale) answers
-//! most fresh buyers with one load: a clear bit proves the digest absent,
-//! and only a set bit costs a search.
+//! The winners replica is one insert-only hash table of 64-bit digests
+//! ([`super::winners`]). It holds two kinds of entry. A *bare digest* for
+//! each winner the tailer reads from the sale's winners digest in Redis
+//! (8 bytes per win, appended by `admit` in the order wins are counted):
+//! other nodes' wins, and this node's own only when they land past a
+//! stretch it has not read yet. So a loser after sell-out is refused
+//! without asking Redis, and a node learns a winner for 8 bytes of reply
+//! instead of a stream entry, whatever the fleet size. A *ticket entry*
+//! for each ticket this node committed or looked up, under the same digest
+//! (the entry names its user, so two users of one digest never share a
+//! ticket): a winner who asks again gets the ticket back from memory; a
+//! winner won elsewhere costs one lookup here the first time.
+//! Invariant: every winner this node knows of has an entry (a win of its
+//! own a ticket entry, which spares each commit a second insert). Readers
+//! never block. In front of the table, a filter of one bit per slot (16
+//! per unit of the sale) answers most fresh buyers with one load: a clear
+//! bit proves the digest absent, and only a set bit costs a probe.
 
 use std::sync::atomic::{
     AtomicBool, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
 
-use crossbeam_skiplist::{SkipMap, SkipSet};
+use crossbeam_skiplist::SkipSet;
 use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 
+use super::winners::Table;
 use crate::id::{SaleId, UserId, WarehouseId};
 use crate::metrics::SaleGauges;
 use crate::sale::{Issued, SaleState, Snapshot};
@@ -257,11 +258,10 @@ pub struct Sale {
     /// Set while the sale is over and settled: its upkeep tasks sleep.
     retired: AtomicBool,
     pub(super) revived: Notify,
-    /// The ticket cache (see the module docs), by digest.
-    winners: SkipMap<u64, Cached>,
-    /// The digest set (see the module docs).
-    digests: SkipSet<u64>,
-    /// In front of the digest set: a clear bit proves a digest absent.
+    /// The winners replica (see the module docs): bare digests and ticket
+    /// entries, by digest.
+    winners: Table<Cached>,
+    /// In front of the winners table: a clear bit proves a digest absent.
     filter: DigestFilter,
     /// Bytes of the winners digest known without a gap, from offset 0:
     /// read by the tailer, or appended by this node's own commit right at
@@ -372,8 +372,7 @@ impl Sale {
             proof_at_ms: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             revived: Notify::new(),
-            winners: SkipMap::new(),
-            digests: SkipSet::new(),
+            winners: Table::default(),
             filter: DigestFilter::for_units(snap.stock_total),
             digests_known: AtomicU64::new(0),
             eligible: SkipSet::new(),
@@ -675,43 +674,37 @@ impl Sale {
     }
 
     fn cached(&self, digest: u64, user: &UserId) -> Option<(Issued, WarehouseId)> {
-        let e = self.winners.get(&digest)?;
-        let c = e.value();
-        // Another user of the same digest: not this buyer's ticket.
-        (c.user == *user).then_some((c.issued, c.warehouse))
+        // Another user of the same digest has their own entry.
+        let c = self.winners.find(digest, |c| c.user == *user)?;
+        Some((c.issued, c.warehouse))
     }
 
-    /// Whether the buyer may have won (their digest is in the set or the
-    /// ticket cache; a collision is possible, a false "no" is not for wins
-    /// this node knows of).
+    /// Whether the buyer may have won (their digest is in the winners
+    /// table; a collision is possible, a false "no" is not for wins this
+    /// node knows of).
     pub fn may_have_won(&self, user: &UserId) -> bool {
         let d = user.digest();
-        // Others' wins (the set) outnumber a node's own in a fleet: asked
-        // first.
-        self.filter.may_contain(d) && (self.digests.contains(&d) || self.winners.contains_key(&d))
+        self.filter.may_contain(d) && self.winners.contains(d)
     }
 
-    /// Records a win (from a commit or a lookup) in the ticket cache only:
-    /// [`Sale::may_have_won`] asks both, so the digest set need not hold it.
+    /// Records a win (from a commit or a lookup) as a ticket entry.
     ///
-    /// The filter bit goes in first: a reader that finds it clear skips both
-    /// lookups, so no winner may be in the cache without it. A first entry
-    /// for a digest stays: a second user of the digest is not cached, and
-    /// each of their asks costs one lookup instead.
+    /// The filter bit goes in first: a reader that finds it clear skips the
+    /// table, so no winner may be in it without the bit. A user's first
+    /// ticket entry stays; a second user of the same digest gets one of
+    /// their own.
     pub(super) fn remember_winner(&self, user: UserId, issued: Issued, warehouse: WarehouseId) {
         self.remember(user.digest(), user, issued, warehouse);
     }
 
     fn remember(&self, d: u64, user: UserId, issued: Issued, warehouse: WarehouseId) {
         self.filter.insert(d);
-        self.winners.get_or_insert(
-            d,
-            Cached {
-                user,
-                issued,
-                warehouse,
-            },
-        );
+        let entry = Cached {
+            user,
+            issued,
+            warehouse,
+        };
+        self.winners.insert(d, entry, |c| c.user == user);
     }
 
     /// Where the tailer reads the winners digest next.
@@ -722,23 +715,24 @@ impl Sale {
     /// Takes in bytes of the winners digest read at `offset` (whole 8-byte
     /// digests only); returns where to read next.
     pub(super) fn read_digests(&self, offset: u64, bytes: &[u8]) -> u64 {
-        let mut end = offset;
-        for d in bytes.chunks_exact(8) {
+        let digests = bytes.chunks_exact(8).map(|d| {
             let mut b = [0u8; 8];
             b.copy_from_slice(d);
-            let d = u64::from_be_bytes(b);
+            u64::from_be_bytes(b)
+        });
+        for d in digests.clone() {
             self.filter.insert(d);
-            self.digests.insert(d);
-            end += 8;
         }
+        self.winners.insert_bare(digests);
+        let end = offset + (bytes.len() as u64 / 8) * 8;
         // Release: pairs with the Acquire in `winners_known`; a reader of the
-        // count finds the wins it counts in the set (or, its own, the cache).
+        // count finds the wins it counts in the table.
         self.digests_known.fetch_max(end, Release).max(end)
     }
 
     /// This node's commit appended `wins` digests, ending at `len`: when it
     /// knew everything before them, it now knows everything up to `len`
-    /// without waiting for the tailer. (Its wins are in the ticket cache
+    /// without waiting for the tailer. (Its wins have ticket entries
     /// already: `remember_winner` ran for each.)
     pub(super) fn appended_digests(&self, wins: u64, len: u64) {
         let start = len.saturating_sub(8 * wins);
@@ -846,7 +840,7 @@ mod tests {
     }
 
     #[test]
-    fn a_remembered_winner_is_found_in_the_ticket_cache_without_the_digest_set() {
+    fn a_remembered_winner_is_found_with_one_ticket_entry() {
         let sale = sale();
         let user = UserId::parse("alice").unwrap();
         let other = UserId::parse("bob").unwrap();
@@ -857,8 +851,9 @@ mod tests {
         };
         let w = WarehouseId::parse(crate::inventory::DEFAULT_WAREHOUSE).unwrap();
         sale.remember_winner(user, issued, w);
-        // The buyer's lookup reads the cache only behind a filter hit.
-        assert!(!sale.digests.contains(&user.digest()));
+        // The buyer's lookup reads the table only behind a filter hit.
+        assert!(sale.filter.may_contain(user.digest()));
+        assert_eq!(sale.winners.len(), 1);
         assert!(sale.may_have_won(&user));
         assert_eq!(sale.winner(&user), Some((issued, w)));
         assert!(!sale.may_have_won(&other));
@@ -866,7 +861,7 @@ mod tests {
     }
 
     #[test]
-    fn a_user_sharing_another_winner_s_digest_never_gets_their_ticket() {
+    fn users_sharing_a_digest_each_get_their_own_ticket_and_never_the_other_s() {
         let sale = sale();
         let alice = UserId::parse("alice").unwrap();
         let bob = UserId::parse("bob").unwrap();
@@ -878,11 +873,16 @@ mod tests {
         };
         let (a, b) = (issued(&alice), issued(&bob));
         let d = alice.digest();
+        let carol = UserId::parse("carol").unwrap();
         sale.remember(d, alice, a, w);
+        assert_eq!(sale.cached(d, &bob), None);
         sale.remember(d, bob, b, w);
         assert_eq!(sale.cached(d, &alice), Some((a, w)));
-        // Bob is not cached: his asks go to the store.
-        assert_eq!(sale.cached(d, &bob), None);
+        assert_eq!(sale.cached(d, &bob), Some((b, w)));
+        assert_eq!(sale.cached(d, &carol), None);
+        // A user's first ticket entry stays.
+        sale.remember(d, alice, b, w);
+        assert_eq!(sale.cached(d, &alice), Some((a, w)));
     }
 
     #[test]
