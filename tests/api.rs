@@ -44,6 +44,26 @@ async fn a_buyer_who_asks_again_gets_the_same_ticket_as_a_replay() {
 }
 
 #[tokio::test]
+async fn a_store_that_forgot_its_scripts_still_admits_buyers_once_each() {
+    let redis = redis();
+    let n = node(&redis.url()).await;
+    n.open_sale("phone", 10).await;
+    assert_eq!(n.take("phone", "alice").await.status, StatusCode::CREATED);
+    // As after a restart or a failover to a replica that never saw them.
+    let mut con = redis_con(&redis.url()).await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let bob = n.take("phone", "bob").await;
+    assert_eq!(bob.status, StatusCode::CREATED, "{:?}", bob.body);
+    assert_eq!(n.take("phone", "bob").await.status, StatusCode::OK);
+    let acct = n.accounting("phone").await;
+    assert_eq!(acct["pending"], 2, "{acct}");
+}
+
+#[tokio::test]
 async fn when_the_units_are_gone_buyers_hear_sold_out_and_winners_still_get_their_ticket() {
     let redis = redis();
     let n = node(&redis.url()).await;

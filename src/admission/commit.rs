@@ -173,7 +173,8 @@ async fn run(
             _ = stop.cancelled() => None,
         };
         let Some(first) = first else { break };
-        let mut jobs = Vec::with_capacity(ctx.batch.min(64));
+        // Room for a full batch: growing it moves every job.
+        let mut jobs = Vec::with_capacity(ctx.batch);
         jobs.push(first);
         drain(&mut rx, &mut jobs, ctx.batch);
         // This task holds one permit; any other taken is a batch out.

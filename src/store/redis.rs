@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::redis::{Cmd, RedisResult, ScriptInvocation, Value};
+use ::redis::{Cmd, ErrorKind, RedisResult, ScriptInvocation, ServerErrorKind, Value};
 use async_trait::async_trait;
 
 use super::conn::{may_resend, resend_pause, Con, MAX_RESENDS};
@@ -213,6 +213,31 @@ impl RedisStore {
         let v: Value = self
             .resending(def.op, def.idempotent, |mut con| async move {
                 inv.invoke_async(&mut con).await
+            })
+            .await?;
+        Ok(scripts::into_items(v))
+    }
+
+    /// Runs a script call packed by its wrapper as one `EVALSHA` command
+    /// ([`Def::evalsha`]), loading the script when Redis does not have it.
+    /// For the hot path: `ScriptInvocation` keeps every argument in its own
+    /// buffer and copies them all into a command per call; a command packs
+    /// them into one buffer as they are added.
+    pub(crate) async fn invoke_cmd(
+        &self,
+        def: &'static Def,
+        cmd: &Cmd,
+    ) -> Result<Vec<Value>, StoreError> {
+        let v: Value = self
+            .resending(def.op, def.idempotent, |mut con| async move {
+                match cmd.query_async(&mut con).await {
+                    // Not run: safe to send again once the script is loaded.
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        def.script().load_async(&mut con).await?;
+                        cmd.query_async(&mut con).await
+                    }
+                    r => r,
+                }
             })
             .await?;
         Ok(scripts::into_items(v))

@@ -27,18 +27,21 @@ pub async fn call(
     batch: &[Candidate],
 ) -> Result<AdmitReply, StoreError> {
     let k = s.keys();
-    let mut inv = DEF.script().prepare_invoke();
-    inv.key(k.cfg(sale))
-        .key(k.acct(sale))
-        .key(k.leases(sale))
-        .key(k.winners(sale))
-        .key(k.tickets(sale))
-        .key(k.eligible(sale))
-        .key(k.orders(sale))
-        .key(k.stockw(sale))
-        .key(k.wcfg(sale))
-        .key(k.digests(sale));
-    inv.arg(sale.as_str()).arg(node).arg(epoch).arg(batch.len());
+    // 10 keys, 4 arguments, 3 per buyer and the digests; about 40 bytes a
+    // buyer besides the digest.
+    let mut cmd = DEF.evalsha(15 + 3 * batch.len(), 1024 + 48 * batch.len());
+    cmd.arg(10)
+        .arg(k.cfg(sale))
+        .arg(k.acct(sale))
+        .arg(k.leases(sale))
+        .arg(k.winners(sale))
+        .arg(k.tickets(sale))
+        .arg(k.eligible(sale))
+        .arg(k.orders(sale))
+        .arg(k.stockw(sale))
+        .arg(k.wcfg(sale))
+        .arg(k.digests(sale));
+    cmd.arg(sale.as_str()).arg(node).arg(epoch).arg(batch.len());
     let mut digests = Vec::with_capacity(8 * batch.len());
     for c in batch {
         // The script keeps the record under the user and rebuilds the
@@ -52,13 +55,13 @@ pub async fn call(
                 ))
             }
         };
-        inv.arg(c.user.as_str())
+        cmd.arg(c.user.as_str())
             .arg(tag)
             .arg(c.ship_to.as_ref().map_or("", |r| r.as_str()));
         digests.extend_from_slice(&c.user.digest().to_be_bytes());
     }
-    inv.arg(digests);
-    let items = s.invoke(&DEF, &inv).await?;
+    cmd.arg(digests);
+    let items = s.invoke_cmd(&DEF, &cmd).await?;
     let mut r = Reply::new(&DEF, &items);
     let status = r.str()?;
     if status != "ok" {

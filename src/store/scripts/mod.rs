@@ -13,7 +13,7 @@
 
 use std::sync::OnceLock;
 
-use ::redis::{Script, Value};
+use ::redis::{Cmd, Script, Value};
 
 use super::StoreError;
 
@@ -95,6 +95,16 @@ impl Def {
 
     pub fn script(&self) -> &Script {
         self.script.get_or_init(|| Script::new(self.source))
+    }
+
+    /// An `EVALSHA` of this script with room for `args` arguments of about
+    /// `bytes` bytes in all; the caller adds `numkeys`, the keys and the
+    /// arguments (see `RedisStore::invoke_cmd`).
+    pub fn evalsha(&self, args: usize, bytes: usize) -> Cmd {
+        let hash = self.script().get_hash();
+        let mut cmd = Cmd::with_capacity(2 + args, 16 + hash.len() + bytes);
+        cmd.arg("EVALSHA").arg(hash);
+        cmd
     }
 }
 
