@@ -12,6 +12,13 @@ use bigtap::cli::{SaleCmd, TicketCmd, UsersCmd};
 use bigtap::shutdown::{cancel_on_signals, CancellationToken};
 use bigtap::ServeConfig;
 
+/// A node allocates and frees small objects on every request from two or
+/// more threads at once (request futures, response bodies, commit
+/// batches); mimalloc's per-thread free lists serve that with less work
+/// than the system allocator (README, Performance).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "bigtap",
