@@ -254,18 +254,25 @@ impl Back {
 async fn commit_batch(ctx: &CommitCtx, sale: &Sale, mut jobs: Vec<Job>, back: Back) {
     let mut back = Some(back);
     // Units of different epochs cannot share a call (the lease is checked
-    // once per call); a batch spanning a lease change is rare, so split it.
+    // once per call); a batch spanning a lease change is rare, so split it
+    // then, and only then (a split allocates).
     while !jobs.is_empty() {
         let epoch = jobs[0].epoch;
-        let (now, later): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.epoch == epoch);
-        jobs = later;
-        let reply = send_group(ctx, sale, epoch, &now).await;
-        if jobs.is_empty() {
+        let later: Vec<Job> = if jobs.iter().all(|j| j.epoch == epoch) {
+            Vec::new()
+        } else {
+            let (now, later) = jobs.into_iter().partition(|j| j.epoch == epoch);
+            jobs = now;
+            later
+        };
+        let reply = send_group(ctx, sale, epoch, &jobs).await;
+        if later.is_empty() {
             if let Some(b) = back.take() {
                 b.give_back();
             }
         }
-        settle_group(ctx, sale, epoch, now, reply);
+        settle_group(ctx, sale, epoch, jobs, reply);
+        jobs = later;
     }
 }
 
@@ -275,14 +282,15 @@ async fn send_group(
     epoch: Epoch,
     jobs: &[Job],
 ) -> Result<AdmitReply, StoreError> {
-    let candidates: Vec<Candidate> = jobs
-        .iter()
-        .map(|j| Candidate {
-            user: j.user,
-            ticket: TicketId::for_user(&j.user),
-            ship_to: j.ship_to,
-        })
-        .collect();
+    // Room for a full batch, whatever this one holds: buffers of one size
+    // are reused by the allocator, where a size per batch costs it fresh
+    // memory each time.
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(ctx.batch.max(jobs.len()));
+    candidates.extend(jobs.iter().map(|j| Candidate {
+        user: j.user,
+        ticket: TicketId::for_user(&j.user),
+        ship_to: j.ship_to,
+    }));
     ctx.metrics.commit_batch.record(jobs.len() as f64);
     ctx.store
         .admit(&sale.id, &ctx.node, u64::from(epoch), &candidates)

@@ -29,7 +29,10 @@ pub async fn call(
     let k = s.keys();
     // 10 keys, 4 arguments, 3 per buyer and the digests; about 40 bytes a
     // buyer besides the digest.
-    let mut cmd = DEF.evalsha(15 + 3 * batch.len(), 1024 + 48 * batch.len());
+    // Sizes rounded up to a power of two: a few sizes of buffer, which the
+    // allocator reuses, rather than one per batch size.
+    let room = batch.len().next_power_of_two();
+    let mut cmd = DEF.evalsha(15 + 3 * room, 1024 + 48 * room);
     cmd.arg(10)
         .arg(k.cfg(sale))
         .arg(k.acct(sale))
@@ -42,7 +45,7 @@ pub async fn call(
         .arg(k.wcfg(sale))
         .arg(k.digests(sale));
     cmd.arg(sale.as_str()).arg(node).arg(epoch).arg(batch.len());
-    let mut digests = Vec::with_capacity(8 * batch.len());
+    let mut digests = Vec::with_capacity(8 * room);
     for c in batch {
         // The script keeps the record under the user and rebuilds the
         // ticket from its tag (records.lua), so a ticket must name its user.
@@ -75,7 +78,7 @@ pub async fn call(
         "" => None,
         w => Some(warehouse(&r, w)?),
     };
-    let mut verdicts = Vec::with_capacity(batch.len());
+    let mut verdicts = Vec::with_capacity(batch.len().next_power_of_two());
     for c in batch {
         let item = r.str()?;
         let verdict = match item.split_once(':') {
