@@ -48,6 +48,8 @@ struct Books {
     winner_calls: usize,
     /// Candidates per `admit` call, in call order.
     batches: Vec<usize>,
+    /// The lease epoch each `admit` call named, in call order.
+    epochs: Vec<u64>,
 }
 
 /// The in-process store double (see the module docs).
@@ -168,7 +170,7 @@ impl Store for Fake {
         &self,
         _: &SaleId,
         _: &str,
-        _: u64,
+        epoch: u64,
         batch: &[Candidate],
     ) -> Result<AdmitReply, StoreError> {
         self.admits_started.fetch_add(1, SeqCst);
@@ -179,6 +181,7 @@ impl Store for Fake {
         let verdicts = {
             let mut b = self.books();
             b.batches.push(batch.len());
+            b.epochs.push(epoch);
             batch
                 .iter()
                 .map(|c| {
@@ -497,6 +500,35 @@ async fn buyers_queued_behind_a_commit_in_flight_share_the_next_admit_call() {
     }
     assert_eq!(rig.store.books().batches, vec![1, 3]);
     assert_eq!(rig.admission.sale().inflight(), 0);
+}
+
+#[tokio::test]
+async fn a_batch_spanning_a_lease_change_is_sent_as_one_call_per_epoch() {
+    let rig = Rig::new(100, 50, 1);
+    rig.store.hold_admit(true);
+    let first = rig.spawn_take(0);
+    until("the first admit call", || {
+        rig.store.admits_started.load(SeqCst) == 1
+    })
+    .await;
+    let sale = rig.admission.sale();
+    let old = sale.stock.epoch();
+    let mut queued: Vec<_> = (1..3).map(|who| rig.spawn_take(who)).collect();
+    until("two units of the old lease taken", || sale.inflight() == 3).await;
+    // The lease moved on while those two wait for the next batch.
+    sale.stock.grant(old + 1, 10);
+    queued.extend((3..5).map(|who| rig.spawn_take(who)));
+    until("two units of the new lease taken", || sale.inflight() == 5).await;
+    rig.store.hold_admit(false);
+    assert!(won(&first.await.expect("the first buyer")));
+    for q in queued {
+        assert!(won(&q.await.expect("a queued buyer")));
+    }
+    let books = rig.store.books();
+    assert_eq!(books.batches, vec![1, 2, 2]);
+    let (old, new) = (u64::from(old), u64::from(old + 1));
+    assert_eq!(books.epochs, vec![old, old, new]);
+    assert_eq!(sale.inflight(), 0);
 }
 
 /// Holds the store, starts buyer 0's commit, then queues buyers 1..=3
