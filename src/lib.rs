@@ -15,6 +15,7 @@
 //!   check order (one pure function, `admission::check`), then take →
 //!   refill → commit, and answers an `Outcome` that HTTP translates.
 //!   Inside: the lock-free lease counter and replicas (`stock`), the
+//!   insert-only winners table behind the replica (`winners`), the
 //!   micro-batched committer (`commit`), lease refill, renewal, return and
 //!   reclaim (`lease`), and the registry of sales with their upkeep tasks
 //!   (`sales`).
