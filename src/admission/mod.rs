@@ -23,7 +23,7 @@
 //! - [`take`]   one buyer's take: the checks, then take → refill → commit.
 //! - [`stock`]  per-sale node state: lock-free lease counter, sold-out
 //!   flag, winners replica, eligibility replica.
-//! - [`winners`] the insert-only hash table behind the winners replica.
+//! - `winners` the insert-only hash table behind the winners replica.
 //! - [`commit`] micro-batched commits of winners through the `admit` script.
 //! - [`lease`]  lease refill, renewal, return, and reclaim of dead nodes.
 //! - [`sales`]  the registry of sales a node serves and their upkeep tasks.

@@ -24,7 +24,7 @@
 //! # Replicas
 //!
 //! The winners replica is one insert-only hash table of 64-bit digests
-//! ([`super::winners`]). It holds two kinds of entry. A *bare digest* for
+//! (`super::winners`). It holds two kinds of entry. A *bare digest* for
 //! each winner the tailer reads from the sale's winners digest in Redis
 //! (8 bytes per win, appended by `admit` in the order wins are counted):
 //! other nodes' wins, and this node's own only when they land past a
