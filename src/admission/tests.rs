@@ -482,12 +482,7 @@ async fn a_loser_after_sell_out_is_refused_from_memory_only_while_the_proof_is_f
 #[tokio::test(start_paused = true)]
 async fn buyers_queued_behind_a_commit_in_flight_share_the_next_admit_call() {
     let rig = Rig::new(100, 50, 1);
-    rig.store.hold_admit(true);
-    let first = rig.spawn_take(0);
-    until("the first admit call", || {
-        rig.store.admits_started.load(SeqCst) == 1
-    })
-    .await;
+    let first = first_commit_held(&rig).await;
     let queued: Vec<_> = (1..4).map(|who| rig.spawn_take(who)).collect();
     until("three units taken behind it", || {
         rig.admission.sale().inflight() == 4
@@ -505,12 +500,7 @@ async fn buyers_queued_behind_a_commit_in_flight_share_the_next_admit_call() {
 #[tokio::test]
 async fn a_batch_spanning_a_lease_change_is_sent_as_one_call_per_epoch() {
     let rig = Rig::new(100, 50, 1);
-    rig.store.hold_admit(true);
-    let first = rig.spawn_take(0);
-    until("the first admit call", || {
-        rig.store.admits_started.load(SeqCst) == 1
-    })
-    .await;
+    let first = first_commit_held(&rig).await;
     let sale = rig.admission.sale();
     let old = sale.stock.epoch();
     let mut queued: Vec<_> = (1..3).map(|who| rig.spawn_take(who)).collect();
@@ -531,17 +521,24 @@ async fn a_batch_spanning_a_lease_change_is_sent_as_one_call_per_epoch() {
     assert_eq!(sale.inflight(), 0);
 }
 
+/// Holds the store and starts buyer 0's commit; returns once its admit
+/// call is out.
+async fn first_commit_held(rig: &Rig) -> tokio::task::JoinHandle<Answer> {
+    rig.store.hold_admit(true);
+    let first = rig.spawn_take(0);
+    until("the first admit call", || {
+        rig.store.admits_started.load(SeqCst) == 1
+    })
+    .await;
+    first
+}
+
 /// Holds the store, starts buyer 0's commit, then queues buyers 1..=3
 /// behind it; returns all four buyers' tasks.
 async fn one_commit_out_and_three_buyers_behind_it(
     rig: &Rig,
 ) -> Vec<tokio::task::JoinHandle<Answer>> {
-    rig.store.hold_admit(true);
-    let mut buyers = vec![rig.spawn_take(0)];
-    until("the first admit call", || {
-        rig.store.admits_started.load(SeqCst) == 1
-    })
-    .await;
+    let mut buyers = vec![first_commit_held(rig).await];
     buyers.extend((1..4).map(|who| rig.spawn_take(who)));
     until("three units taken behind it", || {
         rig.admission.sale().inflight() == 4
