@@ -84,6 +84,10 @@ impl Browser {
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
+        // With --disable-dev-shm-usage its shared memory lives in files
+        // under TMPDIR; inside the profile they go when the profile does,
+        // not left in /tmp by every run.
+        .env("TMPDIR", profile.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
