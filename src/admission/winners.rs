@@ -50,8 +50,9 @@ use parking_lot::Mutex;
 /// Shards of a table, picked by the digest's top bits.
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
-/// Slots of a shard's first table: with every shard, 24 KiB of a sale's
-/// memory before any win.
+/// Slots of a shard's first table: 1,024 slots over all shards, 24 KiB of
+/// a sale's memory before any win, as the one table had (the shards' own
+/// fields add about 35 KiB).
 const FIRST_BITS: u32 = 4;
 /// Each table has four times the slots of the one before.
 const GROWTH_BITS: u32 = 2;
@@ -350,6 +351,14 @@ mod tests {
             assert_eq!(t.find(d, |_| true).copied(), (d % 2 == 0).then_some(d));
         }
         assert!(!t.contains(n + 1));
+    }
+
+    #[test]
+    fn an_empty_table_stays_small() {
+        // A node holds a table per sale it serves, most of them never won.
+        let shard = std::mem::size_of::<Shard<u64>>() * SHARDS;
+        let slots = (1 << FIRST_BITS) * SHARDS * (8 + std::mem::size_of::<OnceLock<Arc<u64>>>());
+        assert!(shard + slots <= 64 * 1024, "{shard} + {slots} bytes");
     }
 
     #[test]
