@@ -8,7 +8,7 @@
 //! `loadtest/run --vs-naive` measures the same ratio under load, where the
 //! server, the load generator and Redis share the machine. This bench
 //! leaves the scheduling out, so a change to `lua/admit.lua` can be judged
-//! in seconds, and it splits `admit`'s cost into a price per call and a
+//! in under a minute, and it splits `admit`'s cost into a price per call and a
 //! price per winner (from k = 1 and k = 64).
 //!
 //! `cargo bench --bench store_cpu` prints one line per k: medians of
@@ -18,12 +18,12 @@
 
 use std::time::Duration;
 
-use bigtap::sale::{Eligibility, SaleSpec};
 use bigtap::store::embedded::RedisProcess;
 use bigtap::store::redis::RedisStore;
-use bigtap::store::{AdmitReply, Candidate, LeaseReply, Store, Verdict};
 use bigtap::{SaleId, TicketId, UserId};
 use redis::aio::MultiplexedConnection;
+
+mod support;
 
 /// Winners committed per design, per k and per round.
 const WINNERS: usize = 64 * 100;
@@ -176,49 +176,13 @@ async fn admit_round(
     winners: usize,
 ) -> f64 {
     let sale = SaleId::parse(tag).expect("sale id");
-    let now = bigtap::clock::unix_ms();
-    let spec = SaleSpec {
-        stock: Some(winners as u64),
-        starts_at_ms: now - 1000,
-        ends_at_ms: now + 3_600_000,
-        ticket_ttl_ms: 600_000,
-        eligibility: Eligibility::Open,
-    };
-    store.put_sale(&sale, &spec).await.expect("put_sale");
-    let LeaseReply::Granted { epoch, granted, .. } = store
-        .lease(&sale, "bench", winners as u64, 600_000)
-        .await
-        .expect("lease")
-    else {
-        panic!("the lease was refused")
-    };
-    assert_eq!(granted, winners as u64, "lease short of the stock");
+    let epoch = support::leased_sale(store, &sale, winners as u64).await;
     let before = redis_cpu(con).await;
     let mut user = 0usize;
     let passes = winners / k;
     for _ in 0..passes {
-        let batch: Vec<Candidate> = (0..k)
-            .map(|_| {
-                user += 1;
-                let u = UserId::parse(&format!("{tag}u{user}")).expect("user id");
-                Candidate {
-                    user: u,
-                    ticket: TicketId::for_user(&u),
-                    ship_to: None,
-                }
-            })
-            .collect();
-        let reply = store
-            .admit(&sale, "bench", epoch, &batch)
-            .await
-            .expect("admit");
-        let AdmitReply::Judged { verdicts, .. } = reply else {
-            panic!("admit refused: {reply:?}")
-        };
-        assert!(
-            verdicts.iter().all(|v| matches!(v, Verdict::WonAt(..))),
-            "a benchmarked commit did not win: {verdicts:?}"
-        );
+        let batch = support::buyers(tag, &mut user, k);
+        support::admit_all(store, &sale, epoch, &batch).await;
     }
     (redis_cpu(con).await - before) / (passes * k) as f64
 }
