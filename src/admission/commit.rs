@@ -182,12 +182,18 @@ async fn run(
         if jobs.len() < ctx.batch && out(&permits) && !ctx.overlap_after.is_zero() {
             let deadline = tokio::time::sleep(ctx.overlap_after);
             tokio::pin!(deadline);
+            // Made once for the whole wait, not once per buyer who joins
+            // the batch: arming a `Notified` and polling a cancellation
+            // each take a lock.
+            let stopped = stop.cancelled();
+            tokio::pin!(stopped);
+            // Registered before the check, so a return between the check
+            // and the wait still wakes this task; armed again after each
+            // return it reports.
+            let back = returned.notified();
+            tokio::pin!(back);
+            back.as_mut().enable();
             loop {
-                // Registered before the check, so a return between the
-                // check and the wait still wakes this task.
-                let back = returned.notified();
-                tokio::pin!(back);
-                back.as_mut().enable();
                 if jobs.len() >= ctx.batch || !out(&permits) {
                     break;
                 }
@@ -199,9 +205,12 @@ async fn run(
                         }
                         None => break,
                     },
-                    _ = &mut back => {}
+                    _ = back.as_mut() => {
+                        back.set(returned.notified());
+                        back.as_mut().enable();
+                    }
                     _ = &mut deadline => break,
-                    _ = stop.cancelled() => break,
+                    _ = &mut stopped => break,
                 }
             }
         }

@@ -588,6 +588,20 @@ async fn the_next_batch_fills_while_a_healthy_commit_is_out_and_leaves_when_it_r
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_next_batch_leaves_the_moment_the_one_out_returns_not_at_the_overlap_deadline() {
+    let rig = Rig::overlapping_after(100, 50, 2, Duration::from_secs(60));
+    let buyers = one_commit_out_and_three_buyers_behind_it(&rig).await;
+    let returned_at = tokio::time::Instant::now();
+    all_four_win_once_the_store_answers(&rig, buyers).await;
+    assert!(
+        returned_at.elapsed() < Duration::from_secs(1),
+        "the waiting batch is woken by the return, not by its deadline: {:?}",
+        returned_at.elapsed()
+    );
+    assert_eq!(rig.store.books().batches, vec![1, 3]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn past_the_overlap_deadline_the_next_batch_leaves_beside_a_slow_commit() {
     let rig = Rig::overlapping_after(100, 50, 2, Duration::from_millis(2));
     let buyers = one_commit_out_and_three_buyers_behind_it(&rig).await;

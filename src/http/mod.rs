@@ -102,11 +102,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         let gauge = shared.metrics.open_connections.clone();
         gauge.increment(1.0);
         tokio::spawn(async move {
-            tokio::select! {
-                _ = conn => {}
-                // Past its head or idle deadline: dropped, which closes it.
-                _ = watch.closed.cancelled() => {}
-            }
+            // Past its head or idle deadline, the socket's calls fail
+            // (deadline::Watched) and hyper ends the connection.
+            let _ = conn.await;
             watch.done();
             gauge.decrement(1.0);
             drop(permit);
