@@ -210,6 +210,54 @@ impl TicketId {
         }
         Some((tag, UserId::parse(user).ok()?))
     }
+
+    /// The ticket in 16 bytes, for a holder the caller keeps apart (a
+    /// node's memory of its winners). `None` for an id of neither form, or
+    /// one naming another holder.
+    pub fn bits(&self, holder: &UserId) -> Option<TicketBits> {
+        if let Some((tag, user)) = self.holder() {
+            let tag = u64::from_str_radix(tag, 16).ok()?;
+            return (user == *holder).then_some(TicketBits {
+                tagged: true,
+                bits: u128::from(tag),
+            });
+        }
+        let s = self.as_str();
+        let is_hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+        if s.len() != 32 || !s.bytes().all(is_hex) {
+            return None;
+        }
+        Some(TicketBits {
+            tagged: false,
+            bits: u128::from_str_radix(s, 16).ok()?,
+        })
+    }
+
+    /// The ticket `bits` stands for, held by `holder`: the inverse of
+    /// [`TicketId::bits`].
+    pub fn from_bits(t: TicketBits, holder: &UserId) -> Self {
+        let mut buf = [0u8; MAX_TICKET_LEN];
+        let len = if t.tagged {
+            hex_into(t.bits, &mut buf[..TAG_LEN]);
+            buf[TAG_LEN] = b'-';
+            let u = holder.as_str().as_bytes();
+            buf[TAG_LEN + 1..TAG_LEN + 1 + u.len()].copy_from_slice(u);
+            TAG_LEN + 1 + u.len()
+        } else {
+            hex_into(t.bits, &mut buf[..32]);
+            32
+        };
+        // Hex, '-' and a user id are in the alphabet, and fit by MAX_TICKET_LEN.
+        TicketId(Id::parse_bytes(&buf[..len]).unwrap_or_else(|_| unreachable_id()))
+    }
+}
+
+/// A ticket id without its holder: the 64-bit tag of `<16 hex>-<user>`, or
+/// the 128 bits of the older 32-hex form (see [`TicketId::bits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TicketBits {
+    pub tagged: bool,
+    pub bits: u128,
 }
 
 /// Writes the low `4 * out.len()` bits of `n` as lowercase hex.
@@ -245,6 +293,48 @@ mod tests {
         assert_eq!(<Id>::parse(&"a".repeat(65)), Err(IdError::TooLong));
         for bad in ["a.b", "a:b", "a b", "é", "a/b", "{a}"] {
             assert_eq!(<Id>::parse(bad), Err(IdError::BadCharacter), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_ticket_in_bits_comes_back_whole_for_its_holder_only() {
+        let alice = UserId::parse("alice").unwrap();
+        let bob = UserId::parse("bob").unwrap();
+        let tagged = TicketId::for_user(&alice);
+        let bits = tagged.bits(&alice).expect("a tagged ticket");
+        assert!(bits.tagged);
+        assert_eq!(TicketId::from_bits(bits, &alice), tagged);
+        // Kept for another holder, it would come back as theirs: refused.
+        assert_eq!(tagged.bits(&bob), None);
+        // The older form names no holder and comes back whole for anyone.
+        let old = TicketId::random();
+        let bits = old.bits(&bob).expect("a 32-hex ticket");
+        assert!(!bits.tagged);
+        assert_eq!(TicketId::from_bits(bits, &alice), old);
+        // Neither form: upper-case hex, a short tag, another shape.
+        for other in ["0123456789ABCDEF0123456789abcdef", "0123-alice", "ticket-1"] {
+            assert_eq!(
+                TicketId::parse(other).unwrap().bits(&alice),
+                None,
+                "{other}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_ticket_a_node_mints_survives_its_bits(
+            user in "[A-Za-z0-9_-]{1,64}",
+            tag in proptest::prelude::any::<u64>(),
+            random in proptest::prelude::any::<u128>(),
+        ) {
+            let user = UserId::parse(&user).unwrap();
+            let t = TicketId::from_bits(TicketBits { tagged: true, bits: u128::from(tag) }, &user);
+            proptest::prop_assert_eq!(t.holder().map(|(_, u)| u), Some(user));
+            proptest::prop_assert_eq!(t.bits(&user).map(|b| TicketId::from_bits(b, &user)), Some(t));
+            let r = TicketId::from_bits(TicketBits { tagged: false, bits: random }, &user);
+            proptest::prop_assert_eq!(r.as_str().len(), 32);
+            proptest::prop_assert_eq!(r.bits(&user).map(|b| b.bits), Some(random));
         }
     }
 

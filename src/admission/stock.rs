@@ -32,9 +32,12 @@
 //! without asking Redis, and a node learns a winner for 8 bytes of reply
 //! instead of a stream entry, whatever the fleet size. A *ticket entry*
 //! for each ticket this node committed or looked up, under the same digest
-//! (the entry names its user, so two users of one digest never share a
-//! ticket): a winner who asks again gets the ticket back from memory; a
-//! winner won elsewhere costs one lookup here the first time.
+//! (the entry holds a second, independent hash of its user, so two users
+//! of one digest do not share a ticket; see [`holder_check`]): a winner
+//! who asks again gets the ticket back from memory; a winner won elsewhere
+//! costs one lookup here the first time. An entry is 48 bytes (the ticket
+//! as its tag, the warehouse as an index), kept in the table's records
+//! rather than behind an allocation of its own.
 //! Invariant: every winner this node knows of has an entry (a win of its
 //! own a ticket entry, which spares each commit a second insert). Readers
 //! never block. In front of the table, a filter of one bit per slot (16
@@ -42,16 +45,18 @@
 //! bit proves the digest absent, and only a set bit costs a probe.
 
 use std::sync::atomic::{
-    AtomicBool, AtomicU64,
+    AtomicBool, AtomicU64, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
+use std::sync::OnceLock;
 
 use crossbeam_skiplist::SkipSet;
 use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::winners::Table;
-use crate::id::{SaleId, UserId, WarehouseId};
+use crate::id::{SaleId, TicketBits, TicketId, UserId, WarehouseId};
 use crate::metrics::SaleGauges;
 use crate::sale::{Issued, SaleState, Snapshot};
 
@@ -261,6 +266,8 @@ pub struct Sale {
     /// The winners replica (see the module docs): bare digests and ticket
     /// entries, by digest.
     winners: Table<Cached>,
+    /// The warehouses the ticket entries name, by index.
+    warehouses: Names,
     /// In front of the winners table: a clear bit proves a digest absent.
     filter: DigestFilter,
     /// Bytes of the winners digest known without a gap, from offset 0:
@@ -276,12 +283,118 @@ pub struct Sale {
     pub(super) gauges: SaleGauges,
 }
 
-/// A ticket cache entry: whose ticket it is, and where it ships from.
+/// A ticket entry: whose ticket it is, the ticket, and where it ships
+/// from, in 48 bytes. A node keeps one per win it committed, so their size
+/// is the replica's memory per win (with the table's slots, about 140
+/// bytes); ids of up to 64 bytes each (user, ticket, warehouse) would make
+/// it 250.
 #[derive(Debug, Clone, Copy)]
 struct Cached {
-    user: UserId,
-    issued: Issued,
-    warehouse: WarehouseId,
+    /// The holder's check (see [`holder_check`]): tells apart the users of
+    /// one digest.
+    holder: u64,
+    /// The ticket without its holder (see [`TicketBits`]), in halves: a
+    /// `u128` field would align the entry to 16 bytes.
+    ticket_hi: u64,
+    ticket_lo: u64,
+    issued_at_ms: u64,
+    expires_at_ms: u64,
+    /// Index in the sale's [`Names`].
+    warehouse: u8,
+    tagged: bool,
+}
+
+impl Cached {
+    fn new(user: &UserId, issued: &Issued, warehouse: u8) -> Option<Self> {
+        let t = issued.ticket.bits(user)?;
+        Some(Cached {
+            holder: holder_check(user),
+            ticket_hi: (t.bits >> 64) as u64,
+            ticket_lo: t.bits as u64,
+            issued_at_ms: issued.issued_at_ms,
+            expires_at_ms: issued.expires_at_ms,
+            warehouse,
+            tagged: t.tagged,
+        })
+    }
+
+    fn issued(&self, user: &UserId) -> Issued {
+        let bits = TicketBits {
+            tagged: self.tagged,
+            bits: (u128::from(self.ticket_hi) << 64) | u128::from(self.ticket_lo),
+        };
+        Issued {
+            ticket: TicketId::from_bits(bits, user),
+            issued_at_ms: self.issued_at_ms,
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+}
+
+/// A 64-bit hash of a user id independent of its digest (SipHash, where
+/// the digest is FNV-1a): an entry holds it instead of the id. Two users
+/// are taken for one only if both their digests and their checks are
+/// equal, about one chance in 2^64 for each pair of users whose digests
+/// collide (which is itself about one pair in a sale of a million winners
+/// and a million other buyers); an id stored whole would add 65 bytes to
+/// every entry. It never leaves the process, so it need not be stable
+/// across builds.
+fn holder_check(user: &UserId) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(user.as_str())
+}
+
+/// Most warehouses [`Names`] holds: a sale has at most 64 at a time.
+const MAX_NAMES: usize = 64;
+
+/// The warehouses a node's ticket entries name, each once, so an entry
+/// holds a byte instead of a 65-byte id. Readers never lock: a name is set
+/// before the count that shows it (Release/Acquire). Full (a sale that
+/// named more than [`MAX_NAMES`] warehouses over its life), a win is kept
+/// as a bare digest and a replay costs one lookup.
+struct Names {
+    names: [OnceLock<WarehouseId>; MAX_NAMES],
+    len: AtomicUsize,
+    write: Mutex<()>,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            names: std::array::from_fn(|_| OnceLock::new()),
+            len: AtomicUsize::new(0),
+            write: Mutex::new(()),
+        }
+    }
+}
+
+impl Names {
+    fn get(&self, i: u8) -> Option<WarehouseId> {
+        self.names.get(usize::from(i))?.get().copied()
+    }
+
+    fn find(&self, w: &WarehouseId) -> Option<u8> {
+        // Acquire: pairs with the Release in `index`; every name counted is set.
+        let len = self.len.load(Acquire);
+        let i = self.names[..len].iter().position(|n| n.get() == Some(w))?;
+        u8::try_from(i).ok()
+    }
+
+    /// The index of `w`, added if new; `None` when full.
+    fn index(&self, w: &WarehouseId) -> Option<u8> {
+        if let Some(i) = self.find(w) {
+            return Some(i);
+        }
+        let _one_writer = self.write.lock();
+        if let Some(i) = self.find(w) {
+            return Some(i);
+        }
+        let len = self.len.load(Relaxed);
+        self.names.get(len)?.set(*w).ok()?;
+        // Release: the name is set before a reader sees it counted.
+        self.len.store(len + 1, Release);
+        u8::try_from(len).ok()
+    }
 }
 
 impl std::fmt::Debug for Sale {
@@ -373,6 +486,7 @@ impl Sale {
             retired: AtomicBool::new(false),
             revived: Notify::new(),
             winners: Table::default(),
+            warehouses: Names::default(),
             filter: DigestFilter::for_units(snap.stock_total),
             digests_known: AtomicU64::new(0),
             eligible: SkipSet::new(),
@@ -675,8 +789,9 @@ impl Sale {
 
     fn cached(&self, digest: u64, user: &UserId) -> Option<(Issued, WarehouseId)> {
         // Another user of the same digest has their own entry.
-        let c = self.winners.find(digest, |c| c.user == *user)?;
-        Some((c.issued, c.warehouse))
+        let holder = holder_check(user);
+        let c = self.winners.find(digest, |c| c.holder == holder)?;
+        Some((c.issued(user), self.warehouses.get(c.warehouse)?))
     }
 
     /// Whether the buyer may have won (their digest is in the winners
@@ -699,12 +814,18 @@ impl Sale {
 
     fn remember(&self, d: u64, user: UserId, issued: Issued, warehouse: WarehouseId) {
         self.filter.insert(d);
-        let entry = Cached {
-            user,
-            issued,
-            warehouse,
-        };
-        self.winners.insert(d, entry, |c| c.user == user);
+        let entry = self
+            .warehouses
+            .index(&warehouse)
+            .and_then(|w| Cached::new(&user, &issued, w));
+        match entry {
+            Some(e) => {
+                self.winners.insert(d, e, |c| c.holder == e.holder);
+            }
+            // A ticket of no known form, or too many warehouses: the win
+            // is still known, and its ticket is looked up when asked for.
+            None => self.winners.insert_bare([d]),
+        }
     }
 
     /// Where the tailer reads the winners digest next.
@@ -883,6 +1004,64 @@ mod tests {
         // A user's first ticket entry stays.
         sale.remember(d, alice, b, w);
         assert_eq!(sale.cached(d, &alice), Some((a, w)));
+    }
+
+    #[test]
+    fn a_ticket_entry_is_48_bytes() {
+        // Its size is the replica's memory per win, with the slots.
+        assert_eq!(std::mem::size_of::<Cached>(), 48);
+    }
+
+    #[test]
+    fn a_ticket_of_the_older_form_and_its_warehouse_come_back_whole() {
+        let sale = sale();
+        let alice = UserId::parse("alice").unwrap();
+        let (berlin, paris) = (
+            WarehouseId::parse("berlin-1").unwrap(),
+            WarehouseId::parse("paris").unwrap(),
+        );
+        let old = Issued {
+            ticket: TicketId::random(),
+            issued_at_ms: 1_700_000_000_000,
+            expires_at_ms: 1_700_000_900_000,
+        };
+        sale.remember_winner(alice, old, berlin);
+        let bob = UserId::parse("bob").unwrap();
+        let new = Issued {
+            ticket: TicketId::for_user(&bob),
+            ..old
+        };
+        sale.remember_winner(bob, new, paris);
+        assert_eq!(sale.winner(&alice), Some((old, berlin)));
+        assert_eq!(sale.winner(&bob), Some((new, paris)));
+    }
+
+    #[test]
+    fn a_win_past_the_warehouse_names_is_kept_bare_and_looked_up_when_asked() {
+        let sale = sale();
+        let issued = |user: &UserId| Issued {
+            ticket: TicketId::for_user(user),
+            issued_at_ms: 1,
+            expires_at_ms: 2,
+        };
+        for i in 0..MAX_NAMES {
+            let user = UserId::parse(&format!("u{i}")).unwrap();
+            let w = WarehouseId::parse(&format!("w{i}")).unwrap();
+            sale.remember_winner(user, issued(&user), w);
+            assert_eq!(sale.winner(&user).map(|(_, w)| w), Some(w));
+        }
+        let late = UserId::parse("late").unwrap();
+        let w = WarehouseId::parse("one-too-many").unwrap();
+        sale.remember_winner(late, issued(&late), w);
+        // Still known to have won (no unit is taken for them), but the
+        // ticket comes from the store.
+        assert!(sale.may_have_won(&late));
+        assert_eq!(sale.winner(&late), None);
+        // A known warehouse still takes new entries.
+        let next = UserId::parse("next").unwrap();
+        let w0 = WarehouseId::parse("w0").unwrap();
+        sale.remember_winner(next, issued(&next), w0);
+        assert_eq!(sale.winner(&next).map(|(_, w)| w), Some(w0));
     }
 
     #[test]

@@ -25,6 +25,16 @@
 //! slots' size). A reader racing an insert may miss it, as it would miss
 //! an insert that had not happened yet.
 //!
+//! Values do not live in the slots: each shard appends them to its own
+//! records, chunks that are never moved or freed while the table lives, and
+//! a slot holds the value's index (4 bytes). So growing copies indexes, not
+//! values, no value costs an allocation of its own, and a ticket entry
+//! costs about 140 bytes in all. Before, each value sat behind its own
+//! `Arc` (shared by the old and new slots), which with the slots came to
+//! some 440 bytes of fresh memory per win: a loaded node spent more time
+//! having the kernel zero new pages for it than remembering the winners
+//! (`loadtest/run --vs-naive`; see README, Performance).
+//!
 //! Why shards: growing copies every entry while the writer holds the
 //! lock, and the settling of every batch waits for that lock. One table
 //! grown from 131,072 entries to a million slots stalled a loaded node's
@@ -40,10 +50,10 @@
 //! ends.
 
 use std::sync::atomic::{
-    AtomicU64, AtomicUsize,
+    AtomicU32, AtomicU64, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 
@@ -61,6 +71,13 @@ const GROWTH_BITS: u32 = 2;
 const MAX_TABLES: usize = 11;
 /// Bits of a slot index in a shard's largest table.
 const MAX_SLOT_BITS: u32 = FIRST_BITS + GROWTH_BITS * (MAX_TABLES as u32 - 1);
+/// Values in a shard's first chunk of records; each chunk holds twice the
+/// one before.
+const FIRST_RECORDS: usize = 64;
+/// Chunks of records a shard has at most: 4M values a shard, 268M over
+/// all shards. Past that, a value is dropped and its digest kept bare
+/// (see [`Table::insert`]).
+const RECORD_CHUNKS: usize = 16;
 
 /// Insert-only map from a digest to zero or more values (see the module
 /// docs). A digest inserted bare has no value; it still counts for
@@ -69,25 +86,86 @@ pub(super) struct Table<V> {
     shards: Box<[Shard<V>]>,
 }
 
-/// One shard: its tables, the newest of which holds all its entries.
+/// One shard: its tables, the newest of which holds all its entries, and
+/// the values of its entries.
 struct Shard<V> {
-    tables: [OnceLock<Slots<V>>; MAX_TABLES],
+    tables: [OnceLock<Slots>; MAX_TABLES],
     /// Index of the current table. Release/Acquire: a reader that sees a
     /// new index sees the table built before it was published.
     current: AtomicUsize,
-    /// Serializes the shard's writers; readers never take it. Holds the
-    /// entries in the current table.
-    write: Mutex<usize>,
+    /// Serializes the shard's writers; readers never take it.
+    write: Mutex<Counts>,
+    records: Records<V>,
     /// The most entries one growth of this shard copied.
     #[cfg(test)]
     largest_copy: AtomicUsize,
 }
 
-struct Slots<V> {
+/// What a shard's writer counts, under its lock.
+#[derive(Default)]
+struct Counts {
+    /// Entries in the current table, bare or with a value.
+    entries: usize,
+    /// Values in the records.
+    records: usize,
+}
+
+struct Slots {
     /// A stored key per slot; 0 marks an empty slot (see [`key`]).
     keys: Box<[AtomicU64]>,
-    values: Box<[OnceLock<Arc<V>>]>,
+    /// Per slot: 0 for a bare digest, else 1 + the index of its value in
+    /// the shard's records. Written before the slot's key (which publishes
+    /// it), never after.
+    values: Box<[AtomicU32]>,
     mask: usize,
+}
+
+/// A shard's values, in the order they were added, in chunks that never
+/// move: chunk `c` holds `FIRST_RECORDS << c` of them. The list of chunks
+/// is made with the first value: most sales a node holds never see a win,
+/// and a shard without values then costs one pointer for them.
+struct Records<V> {
+    chunks: OnceLock<Box<[OnceLock<Chunk<V>>]>>,
+}
+
+/// One chunk of records: each set once, when its value is added.
+type Chunk<V> = Box<[OnceLock<V>]>;
+
+/// The chunk and the place in it of the value at `index`.
+fn chunk_of(index: usize) -> (usize, usize) {
+    let c = (index / FIRST_RECORDS + 1).ilog2() as usize;
+    (c, index - FIRST_RECORDS * ((1 << c) - 1))
+}
+
+impl<V> Records<V> {
+    fn new() -> Self {
+        Records {
+            chunks: OnceLock::new(),
+        }
+    }
+
+    fn get(&self, index: usize) -> Option<&V> {
+        let (c, i) = chunk_of(index);
+        self.chunks.get()?.get(c)?.get()?.get(i)?.get()
+    }
+
+    /// Stores the value at `index`, the shard's next; writers only. Gives
+    /// the value back when every chunk is full.
+    fn put(&self, index: usize, value: V) -> Result<(), V> {
+        let (c, i) = chunk_of(index);
+        let chunks = self
+            .chunks
+            .get_or_init(|| (0..RECORD_CHUNKS).map(|_| OnceLock::new()).collect());
+        let Some(chunk) = chunks.get(c) else {
+            return Err(value);
+        };
+        let chunk =
+            chunk.get_or_init(|| (0..FIRST_RECORDS << c).map(|_| OnceLock::new()).collect());
+        match chunk.get(i) {
+            Some(slot) => slot.set(value),
+            None => Err(value),
+        }
+    }
 }
 
 /// The stored key of a digest: 0 is the empty slot's mark, so digest 0
@@ -105,12 +183,12 @@ fn mix(key: u64) -> u64 {
     key.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-impl<V> Slots<V> {
+impl Slots {
     fn with_bits(bits: u32) -> Self {
         let n = 1usize << bits;
         Slots {
             keys: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            values: (0..n).map(|_| OnceLock::new()).collect(),
+            values: (0..n).map(|_| AtomicU32::new(0)).collect(),
             mask: n - 1,
         }
     }
@@ -139,15 +217,24 @@ impl<V> Slots<V> {
             .map(|(i, _)| i)
     }
 
+    /// The record index of the entry in slot `i`, if it has a value.
+    /// Relaxed: the caller read the slot's key with Acquire, which orders
+    /// this load after the write that published it.
+    fn value(&self, i: usize) -> Option<usize> {
+        match self.values[i].load(Relaxed) {
+            0 => None,
+            v => Some(v as usize - 1),
+        }
+    }
+
     /// Writes an entry in the first empty slot of its probe. Writers only
     /// (the caller holds the write lock), and never into a full table.
-    fn put(&self, key: u64, value: Option<Arc<V>>) {
+    /// `value`: 1 + the record index, or 0 for a bare digest.
+    fn put(&self, key: u64, value: u32) {
         for i in self.probe(key) {
             if self.keys[i].load(Relaxed) == 0 {
-                if let Some(v) = value {
-                    // The slot was empty, and only one writer runs: unset.
-                    let _ = self.values[i].set(v);
-                }
+                // Relaxed: published by the key's Release just below.
+                self.values[i].store(value, Relaxed);
                 // Release: the value is written before the key is seen.
                 self.keys[i].store(key, Release);
                 return;
@@ -186,30 +273,47 @@ impl<V> Table<V> {
         for d in digests {
             let key = key(d);
             let shard = self.shard(key);
-            let mut len = shard.write.lock();
+            let mut counts = shard.write.lock();
             if !shard.contains(key) {
-                shard.add(&mut len, key, None);
+                shard.add(&mut counts, key, 0);
             }
         }
     }
 
     /// Adds `value` under `digest`, unless a value there is `same` as it.
-    /// Returns whether it was added.
+    /// Returns whether it was added. Past the records' last chunk (268M
+    /// values on one node) the value is dropped and the digest added bare:
+    /// a lookup then asks the store, as for a win this node never saw.
     pub fn insert(&self, digest: u64, value: V, same: impl Fn(&V) -> bool) -> bool {
         let key = key(digest);
         let shard = self.shard(key);
-        let mut len = shard.write.lock();
+        let mut counts = shard.write.lock();
         if shard.find(key, same).is_some() {
             return false;
         }
-        shard.add(&mut len, key, Some(Arc::new(value)));
-        true
+        let index = counts.records;
+        let stored = u32::try_from(index + 1)
+            .ok()
+            .filter(|_| shard.records.put(index, value).is_ok());
+        match stored {
+            Some(v) => {
+                counts.records += 1;
+                shard.add(&mut counts, key, v);
+                true
+            }
+            None => {
+                if !shard.contains(key) {
+                    shard.add(&mut counts, key, 0);
+                }
+                false
+            }
+        }
     }
 
     /// Entries held (bare digests and values).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| *s.write.lock()).sum()
+        self.shards.iter().map(|s| s.write.lock().entries).sum()
     }
 
     /// Slots in the shards' current tables.
@@ -224,7 +328,8 @@ impl<V> Shard<V> {
         let s = Shard {
             tables: std::array::from_fn(|_| OnceLock::new()),
             current: AtomicUsize::new(0),
-            write: Mutex::new(0),
+            write: Mutex::new(Counts::default()),
+            records: Records::new(),
             #[cfg(test)]
             largest_copy: AtomicUsize::new(0),
         };
@@ -233,7 +338,7 @@ impl<V> Shard<V> {
     }
 
     /// The newest table: it holds every entry inserted before it was read.
-    fn slots(&self) -> &Slots<V> {
+    fn slots(&self) -> &Slots {
         // Acquire: pairs with the Release in `grow`.
         let i = self.current.load(Acquire);
         match self.tables[i].get() {
@@ -251,26 +356,27 @@ impl<V> Shard<V> {
         let slots = self.slots();
         slots
             .matching(key)
-            .filter_map(|i| slots.values[i].get())
-            .map(|v| &**v)
+            .filter_map(|i| slots.value(i))
+            .filter_map(|r| self.records.get(r))
             .find(|v| wanted(v))
     }
 
-    /// Writes an entry; the caller holds the shard's lock (`len`).
-    fn add(&self, len: &mut usize, key: u64, value: Option<Arc<V>>) {
+    /// Writes an entry (`value` as [`Slots::put`] takes it); the caller
+    /// holds the shard's lock (`counts`).
+    fn add(&self, counts: &mut Counts, key: u64, value: u32) {
         let mut slots = self.slots();
-        if (*len + 1) * 2 > slots.capacity() {
+        if (counts.entries + 1) * 2 > slots.capacity() {
             slots = self.grow(slots);
         }
         slots.put(key, value);
-        *len += 1;
+        counts.entries += 1;
     }
 
     /// Builds the next table from the current one and publishes it. Past
     /// the last size, the current table is kept and fills beyond half
     /// (half a billion wins on one node; probes grow longer, never wrong
     /// until every slot is taken).
-    fn grow<'a>(&'a self, old: &'a Slots<V>) -> &'a Slots<V> {
+    fn grow<'a>(&'a self, old: &'a Slots) -> &'a Slots {
         let next = self.current.load(Relaxed) + 1;
         if next >= MAX_TABLES {
             return old;
@@ -282,7 +388,8 @@ impl<V> Shard<V> {
         for (i, k) in old.keys.iter().enumerate() {
             let k = k.load(Relaxed);
             if k != 0 {
-                new.put(k, old.values[i].get().cloned());
+                // Relaxed: the writer wrote it, under the lock it holds.
+                new.put(k, old.values[i].load(Relaxed));
                 #[cfg(test)]
                 {
                     copied += 1;
@@ -302,6 +409,7 @@ impl<V> Shard<V> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     #[test]
     fn a_bare_digest_is_present_but_has_no_value() {
@@ -357,8 +465,58 @@ mod tests {
     fn an_empty_table_stays_small() {
         // A node holds a table per sale it serves, most of them never won.
         let shard = std::mem::size_of::<Shard<u64>>() * SHARDS;
-        let slots = (1 << FIRST_BITS) * SHARDS * (8 + std::mem::size_of::<OnceLock<Arc<u64>>>());
+        let slots = (1 << FIRST_BITS) * SHARDS * (8 + 4);
         assert!(shard + slots <= 64 * 1024, "{shard} + {slots} bytes");
+    }
+
+    #[test]
+    fn record_chunks_are_consecutive_and_double_in_size() {
+        let mut expected = (0, 0);
+        for index in 0..FIRST_RECORDS * ((1 << 6) - 1) {
+            let (c, i) = chunk_of(index);
+            if i == 0 && index > 0 {
+                assert_eq!(
+                    expected.1,
+                    FIRST_RECORDS << expected.0,
+                    "chunk {} ended early",
+                    expected.0
+                );
+                expected = (expected.0 + 1, 0);
+            }
+            assert_eq!((c, i), expected, "index {index}");
+            expected.1 += 1;
+        }
+        let records: Records<u8> = Records::new();
+        let last = FIRST_RECORDS * ((1 << RECORD_CHUNKS) - 1) - 1;
+        assert_eq!(records.put(last, 7), Ok(()));
+        assert_eq!(records.get(last), Some(&7));
+        assert_eq!(records.put(last + 1, 8), Err(8));
+        assert_eq!(records.get(last + 1), None);
+    }
+
+    #[test]
+    fn a_value_past_the_last_record_is_dropped_but_its_digest_kept() {
+        let t: Table<u64> = Table::default();
+        let shard = t.shard(key(5));
+        shard.write.lock().records = FIRST_RECORDS * ((1 << RECORD_CHUNKS) - 1);
+        assert!(!t.insert(5, 5, |v| *v == 5));
+        assert!(t.contains(5));
+        assert_eq!(t.find(5, |_| true), None);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn growing_moves_no_value() {
+        // Values stay where they were put: what a reader found stays valid
+        // and the same after any number of growths.
+        let t: Table<u64> = Table::default();
+        t.insert(1, 1, |v| *v == 1);
+        let first: *const u64 = t.find(1, |_| true).unwrap();
+        for d in 2..=20_000u64 {
+            t.insert(d.wrapping_mul(0x2545_f491_4f6c_dd1d), d, |v| *v == d);
+        }
+        assert!(t.capacity() >= 40_000);
+        assert!(std::ptr::eq(first, t.find(1, |_| true).unwrap()));
     }
 
     #[test]
