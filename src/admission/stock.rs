@@ -386,6 +386,7 @@ impl Names {
             return Some(i);
         }
         let _one_writer = self.write.lock();
+        // Another writer may have added it since the look above.
         if let Some(i) = self.find(w) {
             return Some(i);
         }
@@ -1034,6 +1035,37 @@ mod tests {
         sale.remember_winner(bob, new, paris);
         assert_eq!(sale.winner(&alice), Some((old, berlin)));
         assert_eq!(sale.winner(&bob), Some((new, paris)));
+    }
+
+    #[test]
+    fn threads_naming_the_same_warehouses_at_once_agree_on_one_index_each() {
+        const THREADS: usize = 4;
+        let names = Arc::new(Names::default());
+        let ws: Vec<WarehouseId> = (0..MAX_NAMES)
+            .map(|i| WarehouseId::parse(&format!("w{i}")).unwrap())
+            .collect();
+        let start = Arc::new(std::sync::Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (names, ws, start) = (names.clone(), ws.clone(), start.clone());
+                std::thread::spawn(move || {
+                    // Every thread names each new warehouse at the same
+                    // moment: a name added twice would take two indexes.
+                    ws.iter()
+                        .map(|w| {
+                            start.wait();
+                            names.index(w)
+                        })
+                        .collect::<Vec<Option<u8>>>()
+                })
+            })
+            .collect();
+        let seen: Vec<_> = threads.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
+        assert_eq!(names.len.load(Relaxed), ws.len());
+        for (w, i) in ws.iter().zip(&seen[0]) {
+            assert_eq!(i.and_then(|i| names.get(i)), Some(*w));
+        }
     }
 
     #[test]
