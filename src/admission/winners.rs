@@ -28,12 +28,13 @@
 //! Values do not live in the slots: each shard appends them to its own
 //! records, chunks that are never moved or freed while the table lives, and
 //! a slot holds the value's index (4 bytes). So growing copies indexes, not
-//! values, no value costs an allocation of its own, and a ticket entry
-//! costs about 140 bytes in all. Before, each value sat behind its own
-//! `Arc` (shared by the old and new slots), which with the slots came to
-//! some 440 bytes of fresh memory per win: a loaded node spent more time
-//! having the kernel zero new pages for it than remembering the winners
-//! (`loadtest/run --vs-naive`; see README, Performance).
+//! values, and no value costs an allocation of its own: a node's memory
+//! grows by about 180 bytes per win it commits. Before, each value sat
+//! behind its own `Arc` (shared by the old and new slots), which with the
+//! slots came to some 450 bytes: a loaded node spent more time having the
+//! kernel zero new pages for it than remembering the winners
+//! (`loadtest/run --vs-naive` reports the growth per winner; see README,
+//! Performance).
 //!
 //! Why shards: growing copies every entry while the writer holds the
 //! lock, and the settling of every batch waits for that lock. One table
