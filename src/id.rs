@@ -179,24 +179,21 @@ impl TicketId {
     /// A user holds at most one ticket per sale, so 64 random bits keep the
     /// ids of one user's tickets in different sales apart.
     pub fn for_user(user: &UserId) -> Self {
-        let mut buf = [0u8; MAX_TICKET_LEN];
-        hex_into(rand::random::<u64>().into(), &mut buf[..TAG_LEN]);
-        buf[TAG_LEN] = b'-';
-        let u = user.as_str().as_bytes();
-        buf[TAG_LEN + 1..TAG_LEN + 1 + u.len()].copy_from_slice(u);
-        // Hex, '-' and a user id are in the alphabet, and fit by MAX_TICKET_LEN.
-        TicketId(
-            Id::parse_bytes(&buf[..TAG_LEN + 1 + u.len()]).unwrap_or_else(|_| unreachable_id()),
-        )
+        let tag = TicketBits {
+            tagged: true,
+            bits: rand::random::<u64>().into(),
+        };
+        Self::from_bits(tag, user)
     }
 
     /// A random ticket id of the older form (128 random bits in hex), still
     /// used where an id names no buyer (e.g. a stock move's id).
     pub fn random() -> Self {
-        let mut buf = [0u8; 32];
-        hex_into(rand::random(), &mut buf);
-        // Hex digits are in the id alphabet and 32 <= 64.
-        TicketId(Id::parse_bytes(&buf).unwrap_or_else(|_| unreachable_id()))
+        let bits = TicketBits {
+            tagged: false,
+            bits: rand::random(),
+        };
+        Self::build(bits, "")
     }
 
     /// The tag and holder of a ticket of the form `<16 hex>-<user>`; `None`
@@ -204,8 +201,7 @@ impl TicketId {
     pub fn holder(&self) -> Option<(&str, UserId)> {
         let s = self.as_str();
         let (tag, user) = (s.get(..TAG_LEN)?, s.get(TAG_LEN + 1..)?);
-        let is_hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
-        if s.as_bytes().get(TAG_LEN) != Some(&b'-') || !tag.bytes().all(is_hex) {
+        if s.as_bytes().get(TAG_LEN) != Some(&b'-') || !tag.bytes().all(is_lower_hex) {
             return None;
         }
         Some((tag, UserId::parse(user).ok()?))
@@ -223,8 +219,7 @@ impl TicketId {
             });
         }
         let s = self.as_str();
-        let is_hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
-        if s.len() != 32 || !s.bytes().all(is_hex) {
+        if s.len() != 32 || !s.bytes().all(is_lower_hex) {
             return None;
         }
         Some(TicketBits {
@@ -236,18 +231,24 @@ impl TicketId {
     /// The ticket `bits` stands for, held by `holder`: the inverse of
     /// [`TicketId::bits`].
     pub fn from_bits(t: TicketBits, holder: &UserId) -> Self {
+        Self::build(t, holder.as_str())
+    }
+
+    /// `<16 hex>-<holder>` for a tagged ticket, 32 hex (no holder) else.
+    fn build(t: TicketBits, holder: &str) -> Self {
         let mut buf = [0u8; MAX_TICKET_LEN];
         let len = if t.tagged {
             hex_into(t.bits, &mut buf[..TAG_LEN]);
             buf[TAG_LEN] = b'-';
-            let u = holder.as_str().as_bytes();
+            let u = holder.as_bytes();
             buf[TAG_LEN + 1..TAG_LEN + 1 + u.len()].copy_from_slice(u);
             TAG_LEN + 1 + u.len()
         } else {
             hex_into(t.bits, &mut buf[..32]);
             32
         };
-        // Hex, '-' and a user id are in the alphabet, and fit by MAX_TICKET_LEN.
+        // Hex, '-' and a user id are in the alphabet, and fit by
+        // MAX_TICKET_LEN (a holder is a user id: at most 64 bytes).
         TicketId(Id::parse_bytes(&buf[..len]).unwrap_or_else(|_| unreachable_id()))
     }
 }
@@ -258,6 +259,11 @@ impl TicketId {
 pub struct TicketBits {
     pub tagged: bool,
     pub bits: u128,
+}
+
+/// A digit of the lowercase hex that tickets are written in.
+fn is_lower_hex(c: u8) -> bool {
+    c.is_ascii_digit() || (b'a'..=b'f').contains(&c)
 }
 
 /// Writes the low `4 * out.len()` bits of `n` as lowercase hex.
