@@ -129,17 +129,92 @@ async fn seeded_fault_runs_never_oversell_lose_a_winner_double_a_buyer_or_strand
         "seeds that broke a promise: {failures:?}"
     );
     // The fencing path was really exercised: some pause caught its node
-    // holding units, and the commits it made on resuming, under the
-    // expired lease, were refused (counted per pause, on the node or on
-    // the wire, not anywhere in the run). Whether a given pause ends in a
-    // fenced commit or in a fenced renewal first is a race, so this is
-    // judged over the set of seeds, whenever it has pauses that held units.
+    // holding units, and commits it made under the expired lease were
+    // refused (counted per pause, on the node or on the wire, not anywhere
+    // in the run). Every pause sends commits that its node's link holds
+    // past the lease's expiry, but a node whose units ran out between the
+    // count and the pause sends none, so this is judged over the set of
+    // seeds, whenever it has pauses that held units.
     let holding: Vec<_> = pauses.iter().filter(|p| p.held > 0).collect();
     if holding.len() >= 2 {
         assert!(
             holding.iter().any(|p| p.fenced > 0),
             "no pause that caught its node holding units led to a fenced commit: {pauses:?}"
         );
+    }
+}
+
+/// The proxy's count of fenced commits is what the coverage check above
+/// rests on: it must count each fenced candidate of a real `admit` reply,
+/// and not the lone `fenced` of a renewal or a return.
+#[tokio::test]
+async fn the_link_counts_each_fenced_candidate_of_admit_and_no_fenced_renewal_or_return() {
+    use bigtap::{TicketId, UserId};
+    use support::proxy::{Proxy, VerdictScan};
+
+    let redis = redis();
+    let n = node(&redis.url()).await;
+    n.open_sale("wire", 10).await;
+    let sale = SaleId::parse("wire").unwrap();
+    let proxy = Proxy::start(([127, 0, 0, 1], redis.port()).into())
+        .await
+        .unwrap();
+    let store = RedisStore::open(&proxy.url(), "bigtap", Duration::from_secs(2), None).unwrap();
+    let LeaseReply::Granted { epoch, .. } = store.lease(&sale, "w", 3, 10_000).await.unwrap()
+    else {
+        panic!("lease refused")
+    };
+    let batch = |users: &[&str]| -> Vec<Candidate> {
+        users
+            .iter()
+            .map(|u| {
+                let user = UserId::parse(u).unwrap();
+                Candidate {
+                    user,
+                    ticket: TicketId::for_user(&user),
+                    ship_to: None,
+                }
+            })
+            .collect()
+    };
+    let stale = epoch + 1;
+    let AdmitReply::Judged { verdicts, .. } = store
+        .admit(&sale, "w", stale, &batch(&["ann", "ben", "cat"]))
+        .await
+        .unwrap()
+    else {
+        panic!("the batch was refused as a whole")
+    };
+    assert_eq!(verdicts, vec![Verdict::Fenced; 3]);
+    assert_eq!(
+        store.renew(&sale, "w", stale, 10_000).await.unwrap(),
+        RenewReply::Fenced
+    );
+    assert_eq!(
+        store.return_lease(&sale, "w", stale).await.unwrap(),
+        ReturnReply::Fenced
+    );
+    let AdmitReply::Judged { verdicts, .. } = store
+        .admit(&sale, "w", epoch, &batch(&["dan"]))
+        .await
+        .unwrap()
+    else {
+        panic!("the batch was refused as a whole")
+    };
+    assert!(matches!(
+        verdicts[..],
+        [Verdict::Won(_) | Verdict::WonAt(..)]
+    ));
+    assert_eq!(proxy.fenced_verdicts(), 3);
+
+    // However the replies are cut into reads.
+    let replies = b"*7\r\n$2\r\nok\r\n:0\r\n:0\r\n:1\r\n:2\r\n$7\r\ndefault\r\n$6\r\nfenced\r\n\
+                    *1\r\n$6\r\nfenced\r\n\
+                    *8\r\n$2\r\nok\r\n:0\r\n:0\r\n:1\r\n:2\r\n$0\r\n\r\n$6\r\nfenced\r\n$6\r\nfenced\r\n";
+    for size in 1..=replies.len() {
+        let mut scan = VerdictScan::default();
+        let seen: u64 = replies.chunks(size).map(|c| scan.feed(c)).sum();
+        assert_eq!(seen, 3, "reads of {size} bytes");
     }
 }
 

@@ -32,6 +32,12 @@ const BUYER_TIMEOUT: Duration = Duration::from_secs(3);
 /// when its lease expires.
 const PAUSE_BURST: usize = 16;
 
+/// Takes sent at a node just before it is paused, whose commits its link
+/// holds past the lease's expiry.
+const IN_FLIGHT_AT_PAUSE: usize = 4;
+/// Time for those takes to reach the node and leave it as commits.
+const SENT_BEFORE_PAUSE: Duration = Duration::from_millis(150);
+
 /// Added latency on a paused node's link while it wakes up.
 const RESUME_LAG_MS: u64 = 200;
 /// How soon after a fault heals every node must sell again (or answer
@@ -524,11 +530,25 @@ impl Cluster {
                     .lease_units(&p.node_id)
                     .await
                     .min(p.local_units().await.unwrap_or(0));
+                // Commits on their way as the node stops: its link holds
+                // them for as long as the pause, past the lease's expiry,
+                // so they reach Redis under a lapsed lease whatever the
+                // node does first when it resumes (a renewal, an idle
+                // return, or a sale from its queue). Without them, a pause
+                // fences a commit only when the queued buyers win that race.
+                self.slots[i].set_mode(Mode::Delay(hold));
+                let mut burst = Vec::new();
+                for j in 0..IN_FLIGHT_AT_PAUSE {
+                    let c = self.clone();
+                    burst.push(tokio::spawn(async move {
+                        c.buy(i, &format!("q{burst_id}x{j}"), false).await;
+                    }));
+                }
+                tokio::time::sleep(SENT_BEFORE_PAUSE).await;
                 p.pause();
                 // Buyers keep arriving at the paused node; their requests
                 // wait in its socket buffers and are served when it resumes,
                 // with units of a lease that has expired meanwhile.
-                let mut burst = Vec::new();
                 for j in 0..PAUSE_BURST {
                     let c = self.clone();
                     burst.push(tokio::spawn(async move {

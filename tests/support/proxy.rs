@@ -180,28 +180,41 @@ async fn pump(
     tokio::join!(reader, writer);
 }
 
-/// Counts `admit`'s fenced verdicts in a RESP reply stream. Each verdict
-/// is the bulk string `fenced` followed by the empty ticket; `renew` and
-/// `return` reply a lone `fenced`, which this does not count.
+/// Counts `admit`'s fenced verdicts in a RESP reply stream.
+///
+/// `admit` answers one bulk string per candidate after a six-element
+/// header, so a fenced candidate is `$6\r\nfenced\r\n` inside a longer
+/// array; `renew` and `return` answer a lone `{"fenced"}`, the same
+/// string right after `*1\r\n`, which this does not count. No other
+/// reply on a node's link holds the string: ids are `[A-Za-z0-9_-]`.
 #[derive(Default)]
-struct VerdictScan {
+pub struct VerdictScan {
+    /// The end of the stream so far: enough to see a verdict split
+    /// between chunks, and the four bytes before it.
     tail: Vec<u8>,
 }
 
 impl VerdictScan {
-    const PATTERN: &'static [u8] = b"$6\r\nfenced\r\n$0\r\n";
+    const VERDICT: &'static [u8] = b"$6\r\nfenced\r\n";
+    const LONE: &'static [u8] = b"*1\r\n";
 
-    fn feed(&mut self, chunk: &[u8]) -> u64 {
+    /// The fenced verdicts that end in `chunk`.
+    pub fn feed(&mut self, chunk: &[u8]) -> u64 {
+        let old = self.tail.len();
         self.tail.extend_from_slice(chunk);
-        let n = self
-            .tail
-            .windows(Self::PATTERN.len())
-            .filter(|w| *w == Self::PATTERN)
-            .count();
-        // Keep just enough to catch a verdict split between chunks.
-        let keep = (Self::PATTERN.len() - 1).min(self.tail.len());
+        let v = Self::VERDICT.len();
+        let mut n = 0;
+        for end in (old + 1).max(v)..=self.tail.len() {
+            let at = end - v;
+            if &self.tail[at..end] == Self::VERDICT
+                && !(at >= Self::LONE.len() && &self.tail[at - Self::LONE.len()..at] == Self::LONE)
+            {
+                n += 1;
+            }
+        }
+        let keep = (v + Self::LONE.len() - 1).min(self.tail.len());
         self.tail.drain(..self.tail.len() - keep);
-        n as u64
+        n
     }
 }
 
