@@ -355,3 +355,24 @@ async fn sigterm_under_load_answers_every_request_in_flight_exits_0_and_returns_
     assert_eq!(snap.leased, 0, "the lease was returned on the way out");
     assert!(snap.balanced);
 }
+
+/// The fault harness picks a node's port before the node binds it, and the
+/// kernel may hand that port to someone else in between: the node's start
+/// then moves to another port instead of failing the run.
+#[tokio::test]
+async fn a_node_whose_port_is_taken_before_it_binds_starts_on_another() {
+    let redis = redis();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let node = procs::NodeProc::start("moved", &redis.url(), port, &[], dir.path())
+        .await
+        .unwrap();
+    assert_ne!(node.port, port);
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(log.contains("Address already in use"), "{log}");
+    let ready = reqwest::get(format!("{}/readyz", node.url()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}

@@ -43,6 +43,13 @@ fn command(log: &Path) -> Command {
     c
 }
 
+/// Ports a node start tries before it gives up (see [`NodeProc::start`]).
+const PORT_TRIES: usize = 5;
+
+fn log_len(log: &Path) -> u64 {
+    std::fs::metadata(log).map_or(0, |m| m.len())
+}
+
 /// A `bigtap serve` process.
 pub struct NodeProc {
     child: Option<Child>,
@@ -55,7 +62,8 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    /// Starts a node on `port` and waits until it is ready.
+    /// Starts a node on `port` and waits until it is ready; if something
+    /// takes the port first, on another one (read `port` or `url` after).
     pub async fn start(
         node_id: &str,
         redis_url: &str,
@@ -75,8 +83,30 @@ impl NodeProc {
                 .build()
                 .unwrap(),
         };
+        // The port was free when the caller chose it, but a listener or an
+        // outgoing connection of this process may take it before the node
+        // binds (the kernel hands out ports it just freed): choose another
+        // rather than fail a run over the test's own race.
+        for _ in 1..PORT_TRIES {
+            let logged = log_len(&n.log);
+            match n.spawn().await {
+                Ok(()) => return Ok(n),
+                Err(e) if !n.logged_since(logged, "Address already in use") => return Err(e),
+                Err(_) => {
+                    n.port = bigtap::store::embedded::free_port().map_err(|e| e.to_string())?;
+                }
+            }
+        }
         n.spawn().await?;
         Ok(n)
+    }
+
+    /// Whether the node's log gained `text` after its first `from` bytes.
+    fn logged_since(&self, from: u64, text: &str) -> bool {
+        std::fs::read(&self.log).is_ok_and(|log| {
+            let new = log.get(from as usize..).unwrap_or_default();
+            String::from_utf8_lossy(new).contains(text)
+        })
     }
 
     async fn spawn(&mut self) -> Result<(), String> {
@@ -155,6 +185,16 @@ impl NodeProc {
     pub async fn restart_as(&mut self, node_id: &str) -> Result<(), String> {
         self.kill().await;
         self.node_id = node_id.to_owned();
+        // Buyers know the node by its port, so it comes back on the same
+        // one; a connection that took it meanwhile is waited out.
+        for _ in 1..PORT_TRIES {
+            let logged = log_len(&self.log);
+            match self.spawn().await {
+                Ok(()) => return Ok(()),
+                Err(e) if !self.logged_since(logged, "Address already in use") => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
         self.spawn().await
     }
 
