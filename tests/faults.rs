@@ -149,8 +149,8 @@ async fn seeded_fault_runs_never_oversell_lose_a_winner_double_a_buyer_or_strand
 /// and not the lone `fenced` of a renewal or a return.
 #[tokio::test]
 async fn the_link_counts_each_fenced_candidate_of_admit_and_no_fenced_renewal_or_return() {
-    use bigtap::{TicketId, UserId};
     use support::proxy::{Proxy, VerdictScan};
+    use support::store::candidates;
 
     let redis = redis();
     let n = node(&redis.url()).await;
@@ -164,22 +164,9 @@ async fn the_link_counts_each_fenced_candidate_of_admit_and_no_fenced_renewal_or
     else {
         panic!("lease refused")
     };
-    let batch = |users: &[&str]| -> Vec<Candidate> {
-        users
-            .iter()
-            .map(|u| {
-                let user = UserId::parse(u).unwrap();
-                Candidate {
-                    user,
-                    ticket: TicketId::for_user(&user),
-                    ship_to: None,
-                }
-            })
-            .collect()
-    };
     let stale = epoch + 1;
     let AdmitReply::Judged { verdicts, .. } = store
-        .admit(&sale, "w", stale, &batch(&["ann", "ben", "cat"]))
+        .admit(&sale, "w", stale, &candidates(&["ann", "ben", "cat"]))
         .await
         .unwrap()
     else {
@@ -195,7 +182,7 @@ async fn the_link_counts_each_fenced_candidate_of_admit_and_no_fenced_renewal_or
         ReturnReply::Fenced
     );
     let AdmitReply::Judged { verdicts, .. } = store
-        .admit(&sale, "w", epoch, &batch(&["dan"]))
+        .admit(&sale, "w", epoch, &candidates(&["dan"]))
         .await
         .unwrap()
     else {

@@ -13,6 +13,7 @@ use futures::stream::{self, StreamExt};
 use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use support::store::candidates;
 use support::*;
 
 /// What a buyer saw: status and ticket, if any.
@@ -443,17 +444,7 @@ async fn one_commit_batch_judges_repeats_holders_the_list_and_the_lease_in_the_c
         panic!("lease refused")
     };
     assert_eq!(granted, 2);
-    let batch: Vec<Candidate> = ["alice", "alice", "bob", "mallory", "carol", "dave"]
-        .iter()
-        .map(|u| {
-            let user = UserId::parse(u).unwrap();
-            Candidate {
-                user,
-                ticket: TicketId::for_user(&user),
-                ship_to: None,
-            }
-        })
-        .collect();
+    let batch = candidates(&["alice", "alice", "bob", "mallory", "carol", "dave"]);
     let AdmitReply::Judged {
         lease_units_left,
         verdicts,
@@ -518,16 +509,7 @@ async fn a_node_that_stops_renewing_loses_its_lease_and_its_late_commit_is_refus
     );
 
     let late = ghost
-        .admit(
-            &sale,
-            "ghost",
-            epoch,
-            &[Candidate {
-                user: UserId::parse("mallory").unwrap(),
-                ticket: TicketId::for_user(&UserId::parse("mallory").unwrap()),
-                ship_to: None,
-            }],
-        )
+        .admit(&sale, "ghost", epoch, &candidates(&["mallory"]))
         .await
         .unwrap();
     assert_eq!(

@@ -247,3 +247,19 @@ impl<F: Faults> Store for Forward<F> {
         self.inner.pool(sale).await
     }
 }
+
+/// `admit` candidates for `users`, each with the ticket id a node proposes
+/// for them ([`TicketId::for_user`]) and no region.
+pub fn candidates(users: &[&str]) -> Vec<Candidate> {
+    users
+        .iter()
+        .map(|u| {
+            let user = UserId::parse(u).expect("a valid user id");
+            Candidate {
+                user,
+                ticket: TicketId::for_user(&user),
+                ship_to: None,
+            }
+        })
+        .collect()
+}
