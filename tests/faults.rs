@@ -11,6 +11,7 @@ mod support;
 mod harness;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -449,7 +450,18 @@ fn the_checker_passes_a_clean_history_and_fails_each_doctored_one() {
 /// lease.
 struct BrokenAdmit {
     con: redis::aio::MultiplexedConnection,
+    /// Buyers of either node that passed the check so far.
+    checked: Arc<AtomicUsize>,
 }
+
+/// Checks the broken store lets pass before the first write (more than
+/// the stock), unless it waits for them longer than [`CROWD_WAIT`].
+const CROWD: usize = 40;
+/// The most a checked buyer waits for the crowd. The race is then in the
+/// store, not in how fast a busy machine delivers the buyers: a plain
+/// sleep between check and write missed it once, with the tests around it
+/// taking the CPU.
+const CROWD_WAIT: Duration = Duration::from_secs(2);
 
 impl BrokenAdmit {
     fn key(sale: &SaleId, s: &str) -> String {
@@ -480,8 +492,12 @@ impl BrokenAdmit {
         if pending >= total {
             return Ok(Verdict::NoUnits);
         }
-        // The bug: another buyer's check runs in this gap.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // The bug: other buyers' checks run in this gap.
+        self.checked.fetch_add(1, Relaxed);
+        let since = tokio::time::Instant::now();
+        while self.checked.load(Relaxed) < CROWD && since.elapsed() < CROWD_WAIT {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let now = now_ms();
         let exp = now + 3_600_000;
         let (user, ticket) = (c.user.as_str(), c.ticket.as_str());
@@ -588,11 +604,13 @@ async fn the_checker_catches_the_oversell_of_a_store_whose_admit_is_not_atomic()
     let redis = redis();
     let url = redis.url();
     let mut nodes = Vec::new();
+    let checked = Arc::new(AtomicUsize::new(0));
     for _ in 0..2 {
         let inner = RedisStore::open(&url, "bigtap", Duration::from_secs(2), None).unwrap();
         inner.wait_ready(Duration::from_secs(5)).await.unwrap();
         let con = redis_con(url.as_str()).await;
-        let broken: Arc<dyn Store> = Arc::new(Forward::new(inner, BrokenAdmit { con }));
+        let checked = checked.clone();
+        let broken: Arc<dyn Store> = Arc::new(Forward::new(inner, BrokenAdmit { con, checked }));
         nodes.push(spawn_node_on(broken, &url, |_| {}).await);
     }
     let now = now_ms();
