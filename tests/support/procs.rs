@@ -87,18 +87,26 @@ impl NodeProc {
         // outgoing connection of this process may take it before the node
         // binds (the kernel hands out ports it just freed): choose another
         // rather than fail a run over the test's own race.
+        n.spawn_until_bound(true).await?;
+        Ok(n)
+    }
+
+    /// Spawns the node; when its port is taken, tries again (up to
+    /// [`PORT_TRIES`]) on a fresh port, or with `move_port` false on the same
+    /// one after a pause.
+    async fn spawn_until_bound(&mut self, move_port: bool) -> Result<(), String> {
         for _ in 1..PORT_TRIES {
-            let logged = log_len(&n.log);
-            match n.spawn().await {
-                Ok(()) => return Ok(n),
-                Err(e) if !n.logged_since(logged, "Address already in use") => return Err(e),
-                Err(_) => {
-                    n.port = bigtap::store::embedded::free_port().map_err(|e| e.to_string())?;
+            let logged = log_len(&self.log);
+            match self.spawn().await {
+                Ok(()) => return Ok(()),
+                Err(e) if !self.logged_since(logged, "Address already in use") => return Err(e),
+                Err(_) if move_port => {
+                    self.port = bigtap::store::embedded::free_port().map_err(|e| e.to_string())?;
                 }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
-        n.spawn().await?;
-        Ok(n)
+        self.spawn().await
     }
 
     /// Whether the node's log gained `text` after its first `from` bytes.
@@ -187,15 +195,7 @@ impl NodeProc {
         self.node_id = node_id.to_owned();
         // Buyers know the node by its port, so it comes back on the same
         // one; a connection that took it meanwhile is waited out.
-        for _ in 1..PORT_TRIES {
-            let logged = log_len(&self.log);
-            match self.spawn().await {
-                Ok(()) => return Ok(()),
-                Err(e) if !self.logged_since(logged, "Address already in use") => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-        self.spawn().await
+        self.spawn_until_bound(false).await
     }
 
     pub fn pause(&self) {
