@@ -5,6 +5,10 @@
 //! names one sale, so each goes to one shard; the sales are chosen to live
 //! on different shards.
 //!
+//! The same behind TLS, as production runs it: the processes the
+//! deployment starts, on `rediss+cluster://` with the store's CA given,
+//! through sales, delivery, the audit and a shard's crash.
+//!
 //! Also: a script whose answer was lost on the way back is not run a second
 //! time behind the caller's back (the cluster client would resend it).
 
@@ -364,6 +368,232 @@ async fn a_shard_killed_with_kill_9_comes_back_with_every_acknowledged_win() {
         audit.contains("clean: no discrepancy") && audit.contains("10 tickets"),
         "{audit}"
     );
+}
+
+/// Buys as `user` from a node run as a process.
+async fn take_at(http: &reqwest::Client, base: &str, sale: &str, user: &str) -> Answer {
+    let r = http
+        .post(format!("{base}/v1/sales/{sale}/tickets"))
+        .header("authorization", format!("Bearer {}", session(user)))
+        .send()
+        .await
+        .expect("request sent");
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = r.json().await.unwrap_or(serde_json::Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Production's store is a Redis Cluster behind TLS (MemoryDB, ElastiCache
+/// in cluster mode). Here every shard speaks TLS with a certificate of a
+/// CA the test made, the shards talk to each other over TLS, and the
+/// processes the deployment runs reach it through `rediss+cluster://`, given
+/// the CA as the deployment gives it (`BIGTAP_REDIS_CA_FILE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_tls_cluster_the_cli_two_serve_processes_and_the_consumer_sell_deliver_and_audit_clean(
+) {
+    let cluster = RedisCluster::start_tls();
+    let url = cluster.tls_url();
+    let ca_file = cluster.ca_file().to_str().unwrap().to_owned();
+    let ca = [(bigtap::store::redis::CA_FILE_ENV, ca_file.as_str())];
+    let cli = |args: &[&str]| {
+        ok_stdout(
+            &bigtap_command(&url)
+                .envs(ca)
+                .args(args)
+                .output()
+                .expect("bigtap runs"),
+        )
+    };
+    let sales = sales_on_every_shard(&cluster);
+    for s in &sales {
+        let out = cli(&["sale", "create", s, "--stock", "4"]);
+        assert!(out.contains(&format!("created sale {s}")), "{out}");
+    }
+    // Not given the CA, a command does not trust the store (so it is TLS
+    // that carried the commands above, with the certificate checked).
+    let untrusted = bigtap(&["sale", "show", sales[0]], &url);
+    assert!(
+        !untrusted.status.success(),
+        "a store of an unknown CA was trusted"
+    );
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "{err}"
+    );
+
+    let logs = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for id in ["tls-a", "tls-b"] {
+        let port = bigtap::store::embedded::free_port().unwrap();
+        let n = procs::NodeProc::start_with_env(id, &url, port, &[], &ca, logs.path())
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {}", log_of(logs.path(), id)));
+        nodes.push(n);
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut tickets = HashSet::new();
+    for s in &sales {
+        for i in 0..4 {
+            let base = nodes[i % 2].url();
+            let a = take_at(&http, &base, s, &format!("buyer{i}")).await;
+            assert_eq!(a.status, StatusCode::CREATED, "{s} buyer{i}: {:?}", a.body);
+            tickets.insert(a.body["ticket"].as_str().unwrap().to_owned());
+        }
+        let late = take_at(&http, &nodes[0].url(), s, "late").await;
+        assert_eq!(late.status, StatusCode::GONE, "{s}: {:?}", late.body);
+        // buyer0 won on the first node; the second knows it too.
+        let again = take_at(&http, &nodes[1].url(), s, "buyer0").await;
+        assert_eq!(again.status, StatusCode::OK, "{s}: {:?}", again.body);
+        assert!(tickets.contains(again.body["ticket"].as_str().unwrap_or_default()));
+    }
+    assert_eq!(tickets.len(), 4 * sales.len());
+
+    let sink = TestSink::start(always(200)).await;
+    let _orders = procs::OrdersProc::start_with_env(&url, &sink.url(), &ca, logs.path())
+        .expect("bigtap orders starts on the TLS cluster");
+    assert!(
+        eventually(PATIENCE, || async { sink.delivered() == tickets }).await,
+        "timed out waiting until every winner reached the backend: {} of {}; {}",
+        sink.delivered().len(),
+        tickets.len(),
+        log_of(logs.path(), "orders")
+    );
+    let delivered = logs.path().join("delivered.txt");
+    for s in &sales {
+        let got: Vec<String> = sink
+            .calls()
+            .iter()
+            .filter(|c| c.ok() && c.body["sale"] == *s)
+            .map(|c| c.ticket().to_owned())
+            .collect();
+        std::fs::write(&delivered, got.join("\n")).unwrap();
+        let audit = cli(&[
+            "sale",
+            "audit",
+            s,
+            "--delivered",
+            delivered.to_str().unwrap(),
+        ]);
+        assert!(
+            audit.contains("clean: no discrepancy") && audit.contains("4 tickets"),
+            "{s}: {audit}"
+        );
+    }
+}
+
+/// The same TLS cluster through a crash: a shard killed with `kill -9`
+/// leaves its sale's buyers with 503 (nothing sold twice, nothing lost),
+/// and once it is back both serve processes sell that sale again over new
+/// TLS connections, with every win from before the crash kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_shard_killed_with_kill_9_comes_back_and_both_serve_processes_sell_its_sale_again() {
+    let mut cluster = RedisCluster::start_tls();
+    let url = cluster.tls_url();
+    let ca_file = cluster.ca_file().to_str().unwrap().to_owned();
+    let ca = [(bigtap::store::redis::CA_FILE_ENV, ca_file.as_str())];
+    let cli = |args: &[&str]| {
+        ok_stdout(
+            &bigtap_command(&url)
+                .envs(ca)
+                .args(args)
+                .output()
+                .expect("bigtap runs"),
+        )
+    };
+    let sale = "alpha";
+    let shard = cluster.shard_of(&format!("bigtap:{{{sale}}}:cfg"));
+    cli(&["sale", "create", sale, "--stock", "10"]);
+    let logs = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for id in ["tls-a", "tls-b"] {
+        let port = bigtap::store::embedded::free_port().unwrap();
+        let n = procs::NodeProc::start_with_env(id, &url, port, &[], &ca, logs.path())
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {}", log_of(logs.path(), id)));
+        nodes.push(n);
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut before = Vec::new();
+    for i in 0..4 {
+        let a = take_at(&http, &nodes[i % 2].url(), sale, &format!("before{i}")).await;
+        assert_eq!(a.status, StatusCode::CREATED, "before{i}: {:?}", a.body);
+        before.push(a.body["ticket"].as_str().unwrap().to_owned());
+    }
+
+    cluster.kill_shard(shard);
+    for (i, n) in nodes.iter().enumerate() {
+        let a = take_at(&http, &n.url(), sale, &format!("outage{i}")).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", a.body);
+    }
+    cluster.restart_shard(shard);
+
+    // Until a node answers other than 503: a buyer whose commit of unknown
+    // outcome did land gets it back (200), any other wins now (201).
+    let settle = |base: String, user: String| {
+        let http = http.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let a = take_at(&http, &base, sale, &user).await;
+                if a.status != StatusCode::SERVICE_UNAVAILABLE
+                    || tokio::time::Instant::now() >= deadline
+                {
+                    return a;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    for (i, n) in nodes.iter().enumerate() {
+        let a = settle(n.url(), format!("outage{i}")).await;
+        assert!(
+            matches!(a.status, StatusCode::CREATED | StatusCode::OK),
+            "node {i} after the restart: {} {:?}; {}",
+            a.status,
+            a.body,
+            log_of(logs.path(), &n.node_id)
+        );
+        let a = settle(n.url(), format!("after{i}")).await;
+        assert_eq!(
+            a.status,
+            StatusCode::CREATED,
+            "node {i} sells again: {:?}",
+            a.body
+        );
+    }
+    for (i, ticket) in before.iter().enumerate() {
+        let a = take_at(
+            &http,
+            &nodes[(i + 1) % 2].url(),
+            sale,
+            &format!("before{i}"),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "before{i}: {:?}", a.body);
+        assert_eq!(a.body["ticket"].as_str(), Some(ticket.as_str()));
+    }
+    let audit = cli(&["sale", "audit", sale]);
+    assert!(
+        audit.contains("clean: no discrepancy") && audit.contains("8 tickets"),
+        "{audit}"
+    );
+}
+
+/// A process's log, for a failure's message.
+fn log_of(dir: &std::path::Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
 }
 
 /// A one-node cluster behind a proxy that loses the next answer.

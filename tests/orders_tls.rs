@@ -16,9 +16,9 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::consumer::*;
+use support::tls::TestCa;
 use support::{eventually, BIN, PATIENCE};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -31,7 +31,12 @@ struct TlsBackend {
 }
 
 async fn tls_backend() -> TlsBackend {
-    let (ca_pem, _, _, leaf_der, key_der) = ca_and_leaf();
+    let TestCa {
+        ca_pem,
+        leaf_der,
+        key_der,
+        ..
+    } = TestCa::new();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -77,27 +82,6 @@ async fn tls_backend() -> TlsBackend {
 
 /// A CA and a certificate for `localhost` signed by it: (CA PEM, cert
 /// PEM, key PEM, cert DER, key DER).
-fn ca_and_leaf() -> (String, String, String, Vec<u8>, Vec<u8>) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "bigtap test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca_cert, &ca_key)
-        .unwrap();
-    (
-        ca_cert.pem(),
-        leaf.pem(),
-        key.serialize_pem(),
-        leaf.der().to_vec(),
-        key.serialize_der(),
-    )
-}
-
 impl TlsBackend {
     fn url(&self) -> String {
         format!("https://localhost:{}/orders", self.port)
@@ -153,30 +137,14 @@ async fn an_https_backend_with_an_unknown_ca_is_not_trusted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_reaches_a_tls_store_whose_ca_is_given() {
-    let (ca_pem, cert_pem, key_pem, _, _) = ca_and_leaf();
     let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_owned()
-    };
-    let (ca, cert, key) = (
-        path("ca.pem", &ca_pem),
-        path("redis.pem", &cert_pem),
-        path("redis.key", &key_pem),
-    );
-    let tls_port = bigtap::store::embedded::free_port().unwrap().to_string();
-    let _redis = bigtap::store::embedded::RedisProcess::start_temporary_with(&[
-        "--tls-port",
-        &tls_port,
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-        "--tls-auth-clients",
-        "no",
-    ])
-    .expect("redis-server starts with TLS");
+    let files = TestCa::new().write(dir.path());
+    let ca = files.ca.to_str().unwrap().to_owned();
+    let tls_port = bigtap::store::embedded::free_port().unwrap();
+    let args = files.redis_args(tls_port);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _redis = bigtap::store::embedded::RedisProcess::start_temporary_with(&args)
+        .expect("redis-server starts with TLS");
     let url = format!("rediss://localhost:{tls_port}/");
 
     // The sale CLI and the dead-letter command, as processes.

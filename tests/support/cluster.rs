@@ -1,6 +1,9 @@
 //! A real Redis Cluster for tests: three primaries (no replicas) on random
 //! loopback ports, AOF always, created with `redis-cli --cluster create`
 //! and waited for until every node says `cluster_state:ok`. Killed on drop.
+//! [`RedisCluster::start_tls`] starts it behind TLS as production runs it
+//! (MemoryDB, ElastiCache): a TLS port per shard, the cluster bus over
+//! TLS, a certificate signed by a CA of the test's own.
 //!
 //! Also [`CutProxy`], a TCP relay that can drop a connection after the
 //! server answered and before the client sees the answer: the one failure
@@ -9,6 +12,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,13 +22,28 @@ use bigtap::store::embedded::RedisProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::tls::{TestCa, TlsFiles};
+
 /// Settings every cluster node gets.
 const NODE_ARGS: [&str; 4] = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
 
 /// A running three-shard Redis Cluster.
 pub struct RedisCluster {
     pub shards: Vec<RedisProcess>,
+    tls: Option<ClusterTls>,
 }
+
+/// A TLS cluster's ports and the files its clients need.
+struct ClusterTls {
+    /// Each shard's TLS port, in the order of `shards`.
+    ports: Vec<u16>,
+    files: TlsFiles,
+    _dir: tempfile::TempDir,
+}
+
+/// Tries at starting a TLS shard: its TLS port is chosen free before
+/// redis-server binds it, and another process may take it in between.
+const TLS_PORT_TRIES: usize = 5;
 
 impl RedisCluster {
     /// Starts three primaries and joins them into one cluster (slots split
@@ -36,6 +55,47 @@ impl RedisCluster {
                     .expect("redis-server starts in cluster mode")
             })
             .collect();
+        Self::join(shards, None)
+    }
+
+    /// Like [`Self::start`], behind TLS: every shard also listens on a TLS
+    /// port with a certificate for `127.0.0.1` signed by a fresh test CA
+    /// (the address is what the cluster tells clients), and the shards
+    /// talk to each other over TLS (`tls-cluster`). A TLS client is told
+    /// the shards' TLS ports. The plain ports stay for the test's own
+    /// `redis-cli` calls.
+    pub fn start_tls() -> RedisCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = TestCa::new().write(dir.path());
+        let mut shards = Vec::new();
+        let mut ports = Vec::new();
+        for _ in 0..3 {
+            let (shard, port) = (1..=TLS_PORT_TRIES)
+                .find_map(|_| {
+                    let port = bigtap::store::embedded::free_port().expect("a free port");
+                    let mut args: Vec<String> = NODE_ARGS.iter().map(|a| a.to_string()).collect();
+                    args.extend(files.redis_args(port));
+                    args.extend(["--tls-cluster".into(), "yes".into()]);
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    RedisProcess::start_temporary_with(&args)
+                        .ok()
+                        .map(|s| (s, port))
+                })
+                .expect("redis-server starts in cluster mode with TLS (built with TLS support?)");
+            shards.push(shard);
+            ports.push(port);
+        }
+        Self::join(
+            shards,
+            Some(ClusterTls {
+                ports,
+                files,
+                _dir: dir,
+            }),
+        )
+    }
+
+    fn join(shards: Vec<RedisProcess>, tls: Option<ClusterTls>) -> RedisCluster {
         let mut create = Command::new("redis-cli");
         create.args(["--cluster", "create"]);
         for n in &shards {
@@ -50,9 +110,26 @@ impl RedisCluster {
             "cluster create failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let c = RedisCluster { shards };
+        let c = RedisCluster { shards, tls };
         c.wait_ok();
         c
+    }
+
+    /// `rediss+cluster://` URL with the first shard's TLS port as seed (a
+    /// cluster from [`Self::start_tls`] only).
+    pub fn tls_url(&self) -> String {
+        let tls = self.tls.as_ref().expect("a cluster started with TLS");
+        format!("rediss+cluster://127.0.0.1:{}/", tls.ports[0])
+    }
+
+    /// The CA file a client of [`Self::tls_url`] must be given.
+    pub fn ca_file(&self) -> &Path {
+        &self
+            .tls
+            .as_ref()
+            .expect("a cluster started with TLS")
+            .files
+            .ca
     }
 
     /// Waits until every node agrees that the cluster is up.

@@ -14,8 +14,9 @@
 //!   (kill -9, SIGSTOP, SIGTERM).
 //! - [`proxy`]:    a TCP proxy that delays, blackholes or resets the
 //!   connections between a node and Redis.
-//! - [`cluster`]:  a three-shard Redis Cluster, and a proxy that loses one
-//!   answer.
+//! - [`cluster`]:  a three-shard Redis Cluster (plain or behind TLS), and a
+//!   proxy that loses one answer.
+//! - [`tls`]:      a CA of the test's own and a certificate it signed.
 //! - [`consumer`]: the order consumer's fixtures: streams, a recording sink,
 //!   [`consumer::spawn_consumer`].
 //! - [`store`]:    [`store::Forward`], the store double that forwards to
@@ -33,6 +34,7 @@ pub mod node;
 pub mod procs;
 pub mod proxy;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 
 // Not every binary uses each of these.

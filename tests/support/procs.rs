@@ -43,6 +43,12 @@ fn command(log: &Path) -> Command {
     c
 }
 
+fn owned(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Ports a node start tries before it gives up (see [`NodeProc::start`]).
 const PORT_TRIES: usize = 5;
 
@@ -57,6 +63,8 @@ pub struct NodeProc {
     pub node_id: String,
     pub redis_url: String,
     pub extra: Vec<String>,
+    /// Environment besides the test keys (a store's CA file, say).
+    pub env: Vec<(String, String)>,
     pub log: PathBuf,
     http: reqwest::Client,
 }
@@ -71,12 +79,26 @@ impl NodeProc {
         extra: &[&str],
         log_dir: &Path,
     ) -> Result<NodeProc, String> {
+        Self::start_with_env(node_id, redis_url, port, extra, &[], log_dir).await
+    }
+
+    /// Like [`NodeProc::start`], with `env` in the node's environment (on
+    /// every start, restarts too).
+    pub async fn start_with_env(
+        node_id: &str,
+        redis_url: &str,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> Result<NodeProc, String> {
         let mut n = NodeProc {
             child: None,
             port,
             node_id: node_id.to_owned(),
             redis_url: redis_url.to_owned(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: owned(env),
             log: log_dir.join(format!("{node_id}.log")),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
@@ -119,6 +141,7 @@ impl NodeProc {
 
     async fn spawn(&mut self) -> Result<(), String> {
         let mut c = command(&self.log);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.arg("serve")
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--redis", &self.redis_url])
@@ -286,15 +309,27 @@ pub struct OrdersProc {
     child: Option<Child>,
     redis_url: String,
     sink: String,
+    env: Vec<(String, String)>,
     log: PathBuf,
 }
 
 impl OrdersProc {
     pub fn start(redis_url: &str, sink: &str, log_dir: &Path) -> Result<OrdersProc, String> {
+        Self::start_with_env(redis_url, sink, &[], log_dir)
+    }
+
+    /// Like [`OrdersProc::start`], with `env` in the consumer's environment.
+    pub fn start_with_env(
+        redis_url: &str,
+        sink: &str,
+        env: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> Result<OrdersProc, String> {
         let mut p = OrdersProc {
             child: None,
             redis_url: redis_url.to_owned(),
             sink: sink.to_owned(),
+            env: owned(env),
             log: log_dir.join("orders.log"),
         };
         p.spawn()?;
@@ -303,6 +338,7 @@ impl OrdersProc {
 
     fn spawn(&mut self) -> Result<(), String> {
         let mut c = command(&self.log);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.arg("orders")
             .args(["--redis", &self.redis_url])
             .args(["--sink", &self.sink])
