@@ -29,7 +29,11 @@ const NODE_ARGS: [&str; 4] = ["--cluster-enabled", "yes", "--cluster-node-timeou
 
 /// A running three-shard Redis Cluster.
 pub struct RedisCluster {
+    /// The processes started as the shards' primaries.
     pub shards: Vec<RedisProcess>,
+    /// With [`RedisCluster::start_with_replicas`], `replicas[i]` started as
+    /// the replica of `shards[i]` (a failover swaps their roles); else empty.
+    pub replicas: Vec<RedisProcess>,
     tls: Option<ClusterTls>,
 }
 
@@ -110,9 +114,116 @@ impl RedisCluster {
             "cluster create failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let c = RedisCluster { shards, tls };
+        let c = RedisCluster {
+            shards,
+            replicas: Vec::new(),
+            tls,
+        };
         c.wait_ok();
         c
+    }
+
+    /// Like [`Self::start`], with a replica for each shard, so that a shard
+    /// can fail over: `replicas[i]` follows `shards[i]`.
+    pub fn start_with_replicas() -> RedisCluster {
+        let mut c = Self::start();
+        for i in 0..c.shards.len() {
+            let r = RedisProcess::start_temporary_with(&NODE_ARGS)
+                .expect("redis-server starts in cluster mode");
+            let primary = c.shards[i].port().to_string();
+            let id = cli(c.shards[i].port(), &["cluster", "myid"])
+                .trim()
+                .to_owned();
+            let out = cli(r.port(), &["cluster", "meet", "127.0.0.1", &primary]);
+            assert!(out.contains("OK"), "cluster meet: {out}");
+            // The replica must have learnt of the primary through the bus
+            // before it can follow it.
+            let follows = poll(|| cli(r.port(), &["cluster", "replicate", &id]).contains("OK"));
+            assert!(
+                follows,
+                "the new node did not become a replica of shard {i}"
+            );
+            c.replicas.push(r);
+        }
+        for r in &c.replicas {
+            let up =
+                poll(|| cli(r.port(), &["info", "replication"]).contains("master_link_status:up"));
+            assert!(up, "a replica did not catch up with its primary");
+        }
+        c.wait_ok();
+        c
+    }
+
+    /// The ports of shard `i`'s pair (see [`Self::start_with_replicas`]) as
+    /// they are now, primary first: a failover swaps them.
+    pub fn pair_ports(&self, i: usize) -> (u16, u16) {
+        let (a, b) = (self.shards[i].port(), self.replicas[i].port());
+        if is_primary(a) {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
+    /// A coordinated failover of shard `i` (`CLUSTER FAILOVER` on its
+    /// replica, as a managed store does for maintenance): the replica takes
+    /// over once it has every write, and the old primary follows it. Waits
+    /// until the cluster is up with the new roles.
+    pub fn failover(&self, i: usize) {
+        let (primary, replica) = self.pair_ports(i);
+        let out = cli(replica, &["cluster", "failover"]);
+        assert!(out.contains("OK"), "cluster failover: {out}");
+        let swapped = poll(|| is_primary(replica) && !is_primary(primary));
+        assert!(swapped, "the replica of shard {i} did not take over");
+        self.wait_ok();
+    }
+
+    /// Waits until shard `i`'s replica has every write its primary has.
+    pub fn wait_in_sync(&self, i: usize) {
+        let (primary, replica) = self.pair_ports(i);
+        let field = |port: u16, name: &str| -> Option<u64> {
+            cli(port, &["info", "replication"])
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        };
+        let synced = poll(|| {
+            let want = field(primary, "master_repl_offset:");
+            want.is_some() && want == field(replica, "slave_repl_offset:")
+        });
+        assert!(synced, "the replica of shard {i} did not catch up");
+    }
+
+    /// `kill -9` of shard `i`'s current primary; waits until its replica has
+    /// been promoted (after `cluster-node-timeout` and an election) and the
+    /// cluster is up again. Returns the port of the process killed.
+    pub fn kill_primary(&mut self, i: usize) -> u16 {
+        let (primary, replica) = self.pair_ports(i);
+        self.process_on(primary).kill();
+        let promoted = poll(|| is_primary(replica));
+        assert!(promoted, "the replica of shard {i} was not promoted");
+        self.wait_ok();
+        primary
+    }
+
+    /// Starts the process on `port` again (it rejoins as a replica, as a
+    /// failed primary does once another has taken over) and waits until it
+    /// follows.
+    pub fn restart_port(&mut self, port: u16) {
+        self.process_on(port)
+            .restart()
+            .expect("redis-server restarts");
+        let follows =
+            poll(|| cli(port, &["info", "replication"]).contains("master_link_status:up"));
+        assert!(follows, "the restarted node did not rejoin as a replica");
+        self.wait_ok();
+    }
+
+    fn process_on(&mut self, port: u16) -> &mut RedisProcess {
+        self.shards
+            .iter_mut()
+            .chain(self.replicas.iter_mut())
+            .find(|p| p.port() == port)
+            .expect("a process of this cluster")
     }
 
     /// `rediss+cluster://` URL with the first shard's TLS port as seed (a
@@ -132,9 +243,10 @@ impl RedisCluster {
             .ca
     }
 
-    /// Waits until every node agrees that the cluster is up.
+    /// Waits until every running node agrees that the cluster is up.
     pub fn wait_ok(&self) {
-        for n in &self.shards {
+        let running = self.shards.iter().chain(&self.replicas);
+        for n in running.filter(|n| n.pid().is_some()) {
             let mut ok = false;
             for _ in 0..200 {
                 if cli(n.port(), &["cluster", "info"]).contains("cluster_state:ok") {
@@ -207,6 +319,22 @@ impl RedisCluster {
             .expect("redis-cli runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// Whether the node on `port` is a primary now (`ROLE`).
+fn is_primary(port: u16) -> bool {
+    cli(port, &["role"]).lines().next() == Some("master")
+}
+
+/// Checks `ok` every 50 ms for up to 20 s; whether it held.
+fn poll(mut ok: impl FnMut() -> bool) -> bool {
+    for _ in 0..400 {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 fn cli(port: u16, args: &[&str]) -> String {
