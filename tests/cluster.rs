@@ -640,6 +640,10 @@ async fn a_sale_whose_shard_fails_over_sells_again_on_both_nodes_with_every_win_
         "timed out waiting until the second node knows the sale"
     );
     let nodes = [&n1, &n2];
+    // A consumer delivers throughout: its blocking reads meet both
+    // failovers (a primary turned replica unblocks them with an error).
+    let sink = TestSink::start(always(200)).await;
+    let orders = consumer(&url, &sink.url(), "through-failovers", &[]);
     let mut won: Vec<(String, String)> = buy(&nodes, sale, 4)
         .await
         .into_iter()
@@ -682,6 +686,14 @@ async fn a_sale_whose_shard_fails_over_sells_again_on_both_nodes_with_every_win_
         audit.contains("clean: no discrepancy") && audit.contains("8 tickets"),
         "{audit}"
     );
+    let tickets: HashSet<String> = won.into_iter().map(|(_, t)| t).collect();
+    assert!(
+        eventually(PATIENCE, || async { sink.delivered() == tickets }).await,
+        "timed out waiting until every winner reached the backend: {} of {}",
+        sink.delivered().len(),
+        tickets.len()
+    );
+    terminate(orders);
 }
 
 /// A one-node cluster behind a proxy that loses the next answer.
