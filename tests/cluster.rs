@@ -373,53 +373,123 @@ async fn a_shard_killed_with_kill_9_comes_back_with_every_acknowledged_win() {
     );
 }
 
-/// Buys as `user` from a node run as a process.
-async fn take_at(http: &reqwest::Client, base: &str, sale: &str, user: &str) -> Answer {
-    let r = http
-        .post(format!("{base}/v1/sales/{sale}/tickets"))
-        .header("authorization", format!("Bearer {}", session(user)))
-        .send()
-        .await
-        .expect("request sent");
-    let status = r.status();
-    let headers = r.headers().clone();
-    let body = r.json().await.unwrap_or(serde_json::Value::Null);
-    Answer {
-        status,
-        headers,
-        body,
+/// A Redis Cluster behind TLS and the processes the deployment runs on it,
+/// each given the store's CA as the deployment gives it
+/// (`BIGTAP_REDIS_CA_FILE`).
+struct TlsFleet {
+    cluster: RedisCluster,
+    url: String,
+    ca_file: String,
+    logs: tempfile::TempDir,
+    nodes: Vec<procs::NodeProc>,
+    http: reqwest::Client,
+}
+
+impl TlsFleet {
+    /// The cluster, no node yet.
+    fn start() -> TlsFleet {
+        let cluster = RedisCluster::start_tls();
+        TlsFleet {
+            url: cluster.tls_url(),
+            ca_file: cluster.ca_file().to_str().unwrap().to_owned(),
+            cluster,
+            logs: tempfile::tempdir().unwrap(),
+            nodes: Vec::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn ca(&self) -> [(&str, &str); 1] {
+        [(bigtap::store::redis::CA_FILE_ENV, self.ca_file.as_str())]
+    }
+
+    /// `bigtap args…` given the CA; its output, which must be a success.
+    fn cli(&self, args: &[&str]) -> String {
+        ok_stdout(
+            &bigtap_command(&self.url)
+                .envs(self.ca())
+                .args(args)
+                .output()
+                .expect("bigtap runs"),
+        )
+    }
+
+    /// Two `bigtap serve` processes.
+    async fn start_nodes(&mut self) {
+        for id in ["tls-a", "tls-b"] {
+            let port = bigtap::store::embedded::free_port().unwrap();
+            let n = procs::NodeProc::start_with_env(
+                id,
+                &self.url,
+                port,
+                &[],
+                &self.ca(),
+                self.logs.path(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {}", self.log(id)));
+            self.nodes.push(n);
+        }
+    }
+
+    /// Buys as `user` from node `i`.
+    async fn take(&self, i: usize, sale: &str, user: &str) -> Answer {
+        let r = self
+            .http
+            .post(format!("{}/v1/sales/{sale}/tickets", self.nodes[i].url()))
+            .header("authorization", format!("Bearer {}", session(user)))
+            .send()
+            .await
+            .expect("request sent");
+        let status = r.status();
+        let headers = r.headers().clone();
+        let body = r.json().await.unwrap_or(serde_json::Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Buys as `user` from node `i` until it answers other than 503.
+    async fn take_until_answered(&self, i: usize, sale: &str, user: &str) -> Answer {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let a = self.take(i, sale, user).await;
+            if a.status != StatusCode::SERVICE_UNAVAILABLE
+                || tokio::time::Instant::now() >= deadline
+            {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A process's log, for a failure's message.
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.logs.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 }
 
 /// Production's store is a Redis Cluster behind TLS (MemoryDB, ElastiCache
 /// in cluster mode). Here every shard speaks TLS with a certificate of a
 /// CA the test made, the shards talk to each other over TLS, and the
-/// processes the deployment runs reach it through `rediss+cluster://`, given
-/// the CA as the deployment gives it (`BIGTAP_REDIS_CA_FILE`).
+/// processes the deployment runs reach it through `rediss+cluster://`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_tls_cluster_the_cli_two_serve_processes_and_the_consumer_sell_deliver_and_audit_clean(
 ) {
-    let cluster = RedisCluster::start_tls();
-    let url = cluster.tls_url();
-    let ca_file = cluster.ca_file().to_str().unwrap().to_owned();
-    let ca = [(bigtap::store::redis::CA_FILE_ENV, ca_file.as_str())];
-    let cli = |args: &[&str]| {
-        ok_stdout(
-            &bigtap_command(&url)
-                .envs(ca)
-                .args(args)
-                .output()
-                .expect("bigtap runs"),
-        )
-    };
-    let sales = sales_on_every_shard(&cluster);
+    let mut fleet = TlsFleet::start();
+    let sales = sales_on_every_shard(&fleet.cluster);
     for s in &sales {
-        let out = cli(&["sale", "create", s, "--stock", "4"]);
+        let out = fleet.cli(&["sale", "create", s, "--stock", "4"]);
         assert!(out.contains(&format!("created sale {s}")), "{out}");
     }
     // Not given the CA, a command does not trust the store (so it is TLS
     // that carried the commands above, with the certificate checked).
-    let untrusted = bigtap(&["sale", "show", sales[0]], &url);
+    let untrusted = bigtap(&["sale", "show", sales[0]], &fleet.url);
     assert!(
         !untrusted.status.success(),
         "a store of an unknown CA was trusted"
@@ -430,47 +500,35 @@ async fn on_a_tls_cluster_the_cli_two_serve_processes_and_the_consumer_sell_deli
         "{err}"
     );
 
-    let logs = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for id in ["tls-a", "tls-b"] {
-        let port = bigtap::store::embedded::free_port().unwrap();
-        let n = procs::NodeProc::start_with_env(id, &url, port, &[], &ca, logs.path())
-            .await
-            .unwrap_or_else(|e| panic!("{e}: {}", log_of(logs.path(), id)));
-        nodes.push(n);
-    }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    fleet.start_nodes().await;
     let mut tickets = HashSet::new();
     for s in &sales {
         for i in 0..4 {
-            let base = nodes[i % 2].url();
-            let a = take_at(&http, &base, s, &format!("buyer{i}")).await;
+            let a = fleet.take(i % 2, s, &format!("buyer{i}")).await;
             assert_eq!(a.status, StatusCode::CREATED, "{s} buyer{i}: {:?}", a.body);
             tickets.insert(a.body["ticket"].as_str().unwrap().to_owned());
         }
-        let late = take_at(&http, &nodes[0].url(), s, "late").await;
+        let late = fleet.take(0, s, "late").await;
         assert_eq!(late.status, StatusCode::GONE, "{s}: {:?}", late.body);
         // buyer0 won on the first node; the second knows it too.
-        let again = take_at(&http, &nodes[1].url(), s, "buyer0").await;
+        let again = fleet.take(1, s, "buyer0").await;
         assert_eq!(again.status, StatusCode::OK, "{s}: {:?}", again.body);
         assert!(tickets.contains(again.body["ticket"].as_str().unwrap_or_default()));
     }
     assert_eq!(tickets.len(), 4 * sales.len());
 
     let sink = TestSink::start(always(200)).await;
-    let _orders = procs::OrdersProc::start_with_env(&url, &sink.url(), &ca, logs.path())
-        .expect("bigtap orders starts on the TLS cluster");
+    let _orders =
+        procs::OrdersProc::start_with_env(&fleet.url, &sink.url(), &fleet.ca(), fleet.logs.path())
+            .expect("bigtap orders starts on the TLS cluster");
     assert!(
         eventually(PATIENCE, || async { sink.delivered() == tickets }).await,
         "timed out waiting until every winner reached the backend: {} of {}; {}",
         sink.delivered().len(),
         tickets.len(),
-        log_of(logs.path(), "orders")
+        fleet.log("orders")
     );
-    let delivered = logs.path().join("delivered.txt");
+    let delivered = fleet.logs.path().join("delivered.txt");
     for s in &sales {
         let got: Vec<String> = sink
             .calls()
@@ -479,7 +537,7 @@ async fn on_a_tls_cluster_the_cli_two_serve_processes_and_the_consumer_sell_deli
             .map(|c| c.ticket().to_owned())
             .collect();
         std::fs::write(&delivered, got.join("\n")).unwrap();
-        let audit = cli(&[
+        let audit = fleet.cli(&[
             "sale",
             "audit",
             s,
@@ -499,76 +557,41 @@ async fn on_a_tls_cluster_the_cli_two_serve_processes_and_the_consumer_sell_deli
 /// TLS connections, with every win from before the crash kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_shard_killed_with_kill_9_comes_back_and_both_serve_processes_sell_its_sale_again() {
-    let mut cluster = RedisCluster::start_tls();
-    let url = cluster.tls_url();
-    let ca_file = cluster.ca_file().to_str().unwrap().to_owned();
-    let ca = [(bigtap::store::redis::CA_FILE_ENV, ca_file.as_str())];
-    let cli = |args: &[&str]| {
-        ok_stdout(
-            &bigtap_command(&url)
-                .envs(ca)
-                .args(args)
-                .output()
-                .expect("bigtap runs"),
-        )
-    };
+    let mut fleet = TlsFleet::start();
     let sale = "alpha";
-    let shard = cluster.shard_of(&format!("bigtap:{{{sale}}}:cfg"));
-    cli(&["sale", "create", sale, "--stock", "10"]);
-    let logs = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for id in ["tls-a", "tls-b"] {
-        let port = bigtap::store::embedded::free_port().unwrap();
-        let n = procs::NodeProc::start_with_env(id, &url, port, &[], &ca, logs.path())
-            .await
-            .unwrap_or_else(|e| panic!("{e}: {}", log_of(logs.path(), id)));
-        nodes.push(n);
-    }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let shard = fleet.cluster.shard_of(&format!("bigtap:{{{sale}}}:cfg"));
+    fleet.cli(&["sale", "create", sale, "--stock", "10"]);
+    fleet.start_nodes().await;
     let mut before = Vec::new();
     for i in 0..4 {
-        let a = take_at(&http, &nodes[i % 2].url(), sale, &format!("before{i}")).await;
+        let a = fleet.take(i % 2, sale, &format!("before{i}")).await;
         assert_eq!(a.status, StatusCode::CREATED, "before{i}: {:?}", a.body);
         before.push(a.body["ticket"].as_str().unwrap().to_owned());
     }
 
-    cluster.kill_shard(shard);
-    for (i, n) in nodes.iter().enumerate() {
-        let a = take_at(&http, &n.url(), sale, &format!("outage{i}")).await;
+    fleet.cluster.kill_shard(shard);
+    for i in 0..2 {
+        let a = fleet.take(i, sale, &format!("outage{i}")).await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", a.body);
     }
-    cluster.restart_shard(shard);
+    fleet.cluster.restart_shard(shard);
 
-    // Until a node answers other than 503: a buyer whose commit of unknown
-    // outcome did land gets it back (200), any other wins now (201).
-    let settle = |base: String, user: String| {
-        let http = http.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + PATIENCE;
-            loop {
-                let a = take_at(&http, &base, sale, &user).await;
-                if a.status != StatusCode::SERVICE_UNAVAILABLE
-                    || tokio::time::Instant::now() >= deadline
-                {
-                    return a;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    for (i, n) in nodes.iter().enumerate() {
-        let a = settle(n.url(), format!("outage{i}")).await;
+    // A buyer whose commit of unknown outcome did land gets it back (200),
+    // any other wins now (201).
+    for i in 0..2 {
+        let a = fleet
+            .take_until_answered(i, sale, &format!("outage{i}"))
+            .await;
         assert!(
             matches!(a.status, StatusCode::CREATED | StatusCode::OK),
             "node {i} after the restart: {} {:?}; {}",
             a.status,
             a.body,
-            log_of(logs.path(), &n.node_id)
+            fleet.log(&fleet.nodes[i].node_id)
         );
-        let a = settle(n.url(), format!("after{i}")).await;
+        let a = fleet
+            .take_until_answered(i, sale, &format!("after{i}"))
+            .await;
         assert_eq!(
             a.status,
             StatusCode::CREATED,
@@ -577,26 +600,15 @@ async fn a_tls_shard_killed_with_kill_9_comes_back_and_both_serve_processes_sell
         );
     }
     for (i, ticket) in before.iter().enumerate() {
-        let a = take_at(
-            &http,
-            &nodes[(i + 1) % 2].url(),
-            sale,
-            &format!("before{i}"),
-        )
-        .await;
+        let a = fleet.take((i + 1) % 2, sale, &format!("before{i}")).await;
         assert_eq!(a.status, StatusCode::OK, "before{i}: {:?}", a.body);
         assert_eq!(a.body["ticket"].as_str(), Some(ticket.as_str()));
     }
-    let audit = cli(&["sale", "audit", sale]);
+    let audit = fleet.cli(&["sale", "audit", sale]);
     assert!(
         audit.contains("clean: no discrepancy") && audit.contains("8 tickets"),
         "{audit}"
     );
-}
-
-/// A process's log, for a failure's message.
-fn log_of(dir: &std::path::Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
 }
 
 /// Takes as `user` until the node answers other than 503 (or patience
