@@ -584,3 +584,63 @@ impl Faults for Flaky {
         bytes
     }
 }
+
+/// A store that runs out of memory (`maxmemory` reached, `noeviction`)
+/// refuses every write, answering `-OOM` before a script's first write.
+/// Buyers are told 503 "nothing was taken" while it lasts (Redis said no,
+/// so the outcome is known), the node takes its units back rather than
+/// writing them off as unknown, and once memory is freed it sells again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_out_of_memory_is_503_takes_nothing_and_the_node_sells_again_once_memory_is_freed()
+{
+    let redis = redis();
+    let lease_max = 4;
+    let node = spawn_node(&redis.url(), |c| c.lease_max = lease_max).await;
+    node.open_sale("s", 100).await;
+    assert_eq!(node.take("s", "before").await.status, StatusCode::CREATED);
+    let mut con = redis_con(&redis.url()).await;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok())
+        .expect("INFO memory has used_memory");
+    let set_maxmemory = |bytes: u64| {
+        let mut con = con.clone();
+        async move {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory")
+                .arg(bytes)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+        }
+    };
+    set_maxmemory(used / 2).await;
+    // More buyers than the node holds units: some commit units it leased
+    // before, the rest need a new lease.
+    for i in 0..3 * lease_max {
+        let a = node.take("s", &format!("full{i}")).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", a.body);
+        assert_eq!(a.body, json!({"error": "unavailable"}), "full{i}");
+        assert!(a.headers.contains_key("retry-after"), "full{i}");
+    }
+    set_maxmemory(0).await;
+    assert!(
+        sells_again(&node, "s", "freed", Duration::from_secs(10)).await,
+        "the node never sold again once memory was freed"
+    );
+    let acct = node.accounting("s").await;
+    assert_eq!(acct["balanced"], true, "{acct}");
+    // Units written off as of unknown outcome would stay in the node's
+    // lease on top of a fresh one.
+    assert!(
+        acct["leased"].as_u64().unwrap() <= u64::from(lease_max),
+        "the node holds units it lost track of: {acct}"
+    );
+    assert_eq!(acct["pending"], 2, "{acct}");
+}

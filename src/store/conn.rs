@@ -167,8 +167,42 @@ pub fn may_resend(e: &RedisError, idempotent: bool) -> bool {
     }
 }
 
+/// Whether Redis itself answered the call with an error (`-OOM …`,
+/// `-READONLY …`, `-BUSY …`, a refused argument): then the call changed
+/// nothing. A command is atomic; every script validates before its first
+/// write and so fails, if at all, before it; and Redis refuses a write for
+/// want of memory (`maxmemory`, `noeviction`) only at a script's first
+/// write, never half-way. Not an error of the connection or of parsing the
+/// reply: those may come after the call ran.
+pub fn answered_with_error(e: &RedisError) -> bool {
+    matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
+}
+
 /// The pause before the `n`-th resend (n >= 1): long enough for a slot map
 /// refresh or a reconnect.
 pub fn resend_pause(n: u32) -> Duration {
     Duration::from_millis(25u64 << n.min(4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_redis_answered_changed_nothing_and_a_broken_connection_may_have() {
+        let oom = ::redis::make_extension_error(
+            "OOM".into(),
+            Some("command not allowed when used memory > 'maxmemory'".into()),
+        );
+        assert!(answered_with_error(&oom));
+        let refused: RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused").into();
+        let reset: RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset").into();
+        assert!(!answered_with_error(&refused));
+        assert!(!answered_with_error(&reset));
+        let unknown = crate::store::StoreError::Io(reset);
+        assert!(unknown.maybe_applied());
+        assert!(!crate::store::StoreError::Io(oom).maybe_applied());
+    }
 }

@@ -48,9 +48,10 @@ use crate::sale::{
 };
 
 /// Failures to reach or understand the store. Every one means "nothing is
-/// known to have happened", except [`StoreError::Timeout`] and
-/// [`StoreError::Io`] on a write, whose effect is unknown: callers treat
-/// those conservatively (a buyer gets 503, a retry replays the ticket).
+/// known to have happened", except a write whose effect is unknown
+/// ([`StoreError::maybe_applied`]: a timeout, a reply that cannot be read,
+/// a connection lost after sending): callers treat those conservatively (a
+/// buyer gets 503, a retry replays the ticket).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("redis did not answer within {0:?}")]
@@ -73,11 +74,12 @@ pub enum StoreError {
 impl StoreError {
     /// Whether a write that failed this way may still have been applied: a
     /// timeout or a connection lost after sending may have reached Redis;
-    /// a refused connection never did.
+    /// a refused connection never did, nor did a call Redis answered with
+    /// an error ([`conn::answered_with_error`]).
     pub fn maybe_applied(&self) -> bool {
         match self {
             StoreError::Timeout(_) | StoreError::Protocol { .. } => true,
-            StoreError::Io(e) => !e.is_connection_refusal(),
+            StoreError::Io(e) => !(e.is_connection_refusal() || conn::answered_with_error(e)),
             StoreError::Unsafe(_) | StoreError::Url(_) | StoreError::CaFile(..) => false,
         }
     }
