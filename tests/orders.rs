@@ -505,6 +505,83 @@ async fn deliveries_resume_after_redis_restarts() {
     stop_consumer(token, task).await;
 }
 
+/// A store that is out of memory (`maxmemory` reached, `noeviction`)
+/// refuses every command that may take memory, creating a consumer group
+/// included, even one that exists; reading and acknowledging take none. A
+/// consumer that starts then (restarted, or added to catch up) still
+/// starts, delivers every winner of a sale it consumed before and
+/// acknowledges it. A sale never consumed yet, whose group cannot be made
+/// until memory is freed, waits for it without holding up the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_started_while_the_store_is_out_of_memory_delivers_and_acknowledges_every_winner(
+) {
+    let store = Store::start().await;
+    store.create_sale("s1").await;
+    let mut want: HashSet<String> = store
+        .add_winners("s1", 20)
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let sink = TestSink::start(always(200)).await;
+    let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
+    stop_consumer(token, task).await;
+    want.extend(
+        store
+            .add_winners("s1", 30)
+            .await
+            .into_iter()
+            .map(|(_, t)| t),
+    );
+    store.create_sale("s2").await;
+    let later: HashSet<String> = store
+        .add_winners("s2", 10)
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+
+    let mut con = store.conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok())
+        .expect("INFO memory has used_memory");
+    let maxmemory = |bytes: u64| {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET").arg("maxmemory").arg(bytes);
+        cmd
+    };
+    let _: () = maxmemory(used / 2).query_async(&mut con).await.unwrap();
+    let refused: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("bigtap:{s1}:orders")
+        .arg("orders")
+        .arg("0")
+        .query_async(&mut con)
+        .await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.code() == Some("OOM")),
+        "the store is not out of memory: {refused:?}"
+    );
+
+    let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
+    assert!(
+        sink.delivered().is_disjoint(&later),
+        "a sale without a group was read"
+    );
+    let _: () = maxmemory(0).query_async(&mut con).await.unwrap();
+    want.extend(later);
+    assert_delivered_and_acknowledged(&sink, &store, "s2", &want).await;
+    stop_consumer(token, task).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_sales_named_are_consumed() {
     let store = Store::start().await;

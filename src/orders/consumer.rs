@@ -333,16 +333,30 @@ impl Shared {
             None => crate::store::Store::sales(&self.store).await?,
         };
         let known = self.sales();
-        let mut added = false;
-        for sale in &wanted {
-            if !known.contains(sale) {
-                self.store.ensure_group(sale).await?;
-                tracing::info!(sale = %sale, "consuming orders of sale");
-                added = true;
+        let mut ready = Vec::with_capacity(wanted.len());
+        for sale in wanted {
+            if known.contains(&sale) {
+                ready.push(sale);
+                continue;
+            }
+            // One sale whose group cannot be made yet (a store out of
+            // memory refuses a new one) waits for the next discovery; the
+            // others are consumed meanwhile.
+            match self.store.ensure_group(&sale).await {
+                Ok(()) => {
+                    tracing::info!(sale = %sale, "consuming orders of sale");
+                    ready.push(sale);
+                }
+                Err(e) => tracing::warn!(
+                    sale = %sale, error = %e,
+                    "cannot consume orders of sale yet; trying again at the next discovery"
+                ),
             }
         }
-        if added || wanted.len() != known.len() {
-            self.sales.send_replace(Arc::new(wanted));
+        // The store lists sales in no fixed order: publish only a change of
+        // the set.
+        if ready.len() != known.len() || ready.iter().any(|s| !known.contains(s)) {
+            self.sales.send_replace(Arc::new(ready));
         }
         Ok(())
     }

@@ -35,6 +35,11 @@ impl RedisStore {
     /// `XGROUP CREATE <orders> orders 0 MKSTREAM`; an existing group is
     /// fine. Starting at 0 means entries written before the first consumer
     /// ran are delivered too.
+    ///
+    /// A store out of memory refuses the create before it looks for the
+    /// group (`-OOM`, as for any command that may take memory), although
+    /// reading and acknowledging need none: then the group is looked up,
+    /// and one that exists is just as fine.
     pub async fn ensure_group(&self, sale: &SaleId) -> Result<(), StoreError> {
         let mut cmd = ::redis::cmd("XGROUP");
         cmd.arg("CREATE")
@@ -44,7 +49,31 @@ impl RedisStore {
             .arg("MKSTREAM");
         match self.query::<()>(Op::Command, true, &cmd).await {
             Err(StoreError::Io(e)) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(StoreError::Io(e)) if e.code() == Some("OOM") => {
+                if self.group_exists(sale).await? {
+                    Ok(())
+                } else {
+                    Err(StoreError::Io(e))
+                }
+            }
             r => r,
+        }
+    }
+
+    /// Whether the sale's order stream has the consumer group (a read).
+    async fn group_exists(&self, sale: &SaleId) -> Result<bool, StoreError> {
+        let mut cmd = ::redis::cmd("XINFO");
+        cmd.arg("GROUPS").arg(self.keys().orders(sale));
+        match self
+            .query::<::redis::streams::StreamInfoGroupsReply>(Op::Command, true, &cmd)
+            .await
+        {
+            Ok(r) => Ok(r.groups.iter().any(|g| g.name == GROUP)),
+            // No stream, no group.
+            Err(StoreError::Io(e)) if e.detail().is_some_and(|d| d.contains("no such key")) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
         }
     }
 
