@@ -5,8 +5,9 @@
 //! names one sale, so each goes to one shard; the sales are chosen to live
 //! on different shards.
 //!
-//! A shard that fails over to its replica, on purpose and by a crash: the
-//! nodes follow it without a restart and keep every win.
+//! A shard that fails over to its replica, on purpose and by a crash,
+//! plain and behind TLS: the processes follow it without a restart and
+//! keep every win.
 //!
 //! The same behind TLS, as production runs it: the processes the
 //! deployment starts, on `rediss+cluster://` with the store's CA given,
@@ -373,25 +374,31 @@ async fn a_shard_killed_with_kill_9_comes_back_with_every_acknowledged_win() {
     );
 }
 
-/// A Redis Cluster behind TLS and the processes the deployment runs on it,
-/// each given the store's CA as the deployment gives it
+/// A Redis Cluster and the processes the deployment runs on it. Behind
+/// TLS, each process is given the store's CA as the deployment gives it
 /// (`BIGTAP_REDIS_CA_FILE`).
-struct TlsFleet {
+struct Fleet {
     cluster: RedisCluster,
     url: String,
-    ca_file: String,
+    /// The CA file's path, on a TLS cluster.
+    ca_file: Option<String>,
     logs: tempfile::TempDir,
     nodes: Vec<procs::NodeProc>,
     http: reqwest::Client,
 }
 
-impl TlsFleet {
-    /// The cluster, no node yet.
-    fn start() -> TlsFleet {
-        let cluster = RedisCluster::start_tls();
-        TlsFleet {
-            url: cluster.tls_url(),
-            ca_file: cluster.ca_file().to_str().unwrap().to_owned(),
+impl Fleet {
+    /// `cluster`, no node yet.
+    fn on(cluster: RedisCluster) -> Fleet {
+        let (url, ca_file) = if cluster.has_tls() {
+            let ca = cluster.ca_file().to_str().unwrap().to_owned();
+            (cluster.tls_url(), Some(ca))
+        } else {
+            (cluster.url(), None)
+        };
+        Fleet {
+            url,
+            ca_file,
             cluster,
             logs: tempfile::tempdir().unwrap(),
             nodes: Vec::new(),
@@ -402,11 +409,15 @@ impl TlsFleet {
         }
     }
 
-    fn ca(&self) -> [(&str, &str); 1] {
-        [(bigtap::store::redis::CA_FILE_ENV, self.ca_file.as_str())]
+    /// The environment a process needs besides the test keys.
+    fn ca(&self) -> Vec<(&str, &str)> {
+        self.ca_file
+            .iter()
+            .map(|f| (bigtap::store::redis::CA_FILE_ENV, f.as_str()))
+            .collect()
     }
 
-    /// `bigtap args…` given the CA; its output, which must be a success.
+    /// `bigtap args…`; its output, which must be a success.
     fn cli(&self, args: &[&str]) -> String {
         ok_stdout(
             &bigtap_command(&self.url)
@@ -481,7 +492,7 @@ impl TlsFleet {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_tls_cluster_the_cli_two_serve_processes_and_the_consumer_sell_deliver_and_audit_clean(
 ) {
-    let mut fleet = TlsFleet::start();
+    let mut fleet = Fleet::on(RedisCluster::start_tls());
     let sales = sales_on_every_shard(&fleet.cluster);
     for s in &sales {
         let out = fleet.cli(&["sale", "create", s, "--stock", "4"]);
@@ -557,7 +568,7 @@ async fn on_a_tls_cluster_the_cli_two_serve_processes_and_the_consumer_sell_deli
 /// TLS connections, with every win from before the crash kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_shard_killed_with_kill_9_comes_back_and_both_serve_processes_sell_its_sale_again() {
-    let mut fleet = TlsFleet::start();
+    let mut fleet = Fleet::on(RedisCluster::start_tls());
     let sale = "alpha";
     let shard = fleet.cluster.shard_of(&format!("bigtap:{{{sale}}}:cfg"));
     fleet.cli(&["sale", "create", sale, "--stock", "10"]);
@@ -611,89 +622,69 @@ async fn a_tls_shard_killed_with_kill_9_comes_back_and_both_serve_processes_sell
     );
 }
 
-/// Takes as `user` until the node answers other than 503 (or patience
-/// runs out): while a store fails over, a buyer is told to come back.
-async fn take_until_answered(n: &Node, sale: &str, user: &str) -> Answer {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let a = n.take(sale, user).await;
-        if a.status != StatusCode::SERVICE_UNAVAILABLE || tokio::time::Instant::now() >= deadline {
-            return a;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A sale's shard fails over as a managed store's does: first on purpose
 /// (maintenance: the replica takes over with every write, and the old
 /// primary answers MOVED from then on), then by the loss of the primary
 /// (`kill -9`: the replica is promoted once the cluster sees it gone). The
-/// nodes are not restarted: both sell the sale again after each, and every
-/// win from before is given back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sale_whose_shard_fails_over_sells_again_on_both_nodes_with_every_win_kept() {
-    let mut cluster = RedisCluster::start_with_replicas();
-    let url = cluster.url();
+/// two serve processes are not restarted: both sell the sale again after
+/// each, and every win from before is given back. An order consumer runs
+/// throughout: its blocking reads meet both failovers (a primary turned
+/// replica unblocks them with an error), and it delivers every winner.
+async fn a_shard_fails_over_twice_and_every_process_carries_on(cluster: RedisCluster) {
+    let mut fleet = Fleet::on(cluster);
     // Not on the seed's shard: the seed stays up, as a managed store's
     // endpoint does.
-    let (sale, shard) = sales_on_every_shard(&cluster)
+    let (sale, shard) = sales_on_every_shard(&fleet.cluster)
         .into_iter()
-        .map(|s| (s, cluster.shard_of(&format!("bigtap:{{{s}}}:cfg"))))
+        .map(|s| (s, fleet.cluster.shard_of(&format!("bigtap:{{{s}}}:cfg"))))
         .find(|&(_, shard)| shard != 0)
         .expect("a sale off the seed's shard");
-    let n1 = node(&url).await;
-    let n2 = node(&url).await;
-    n1.open_sale(sale, 12).await;
-    assert!(
-        eventually(PATIENCE, || async {
-            n2.get(&format!("/v1/sales/{sale}")).await.status == StatusCode::OK
-        })
-        .await,
-        "timed out waiting until the second node knows the sale"
-    );
-    let nodes = [&n1, &n2];
-    // A consumer delivers throughout: its blocking reads meet both
-    // failovers (a primary turned replica unblocks them with an error).
+    fleet.cli(&["sale", "create", sale, "--stock", "12"]);
+    fleet.start_nodes().await;
     let sink = TestSink::start(always(200)).await;
-    let orders = consumer(&url, &sink.url(), "through-failovers", &[]);
-    let mut won: Vec<(String, String)> = buy(&nodes, sale, 4)
-        .await
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| (format!("buyer{i}"), t))
-        .collect();
+    let _orders =
+        procs::OrdersProc::start_with_env(&fleet.url, &sink.url(), &fleet.ca(), fleet.logs.path())
+            .expect("bigtap orders starts");
+    let mut won: Vec<(String, String)> = Vec::new();
+    for i in 0..4 {
+        let user = format!("buyer{i}");
+        let a = fleet.take(i % 2, sale, &user).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{user}: {:?}", a.body);
+        won.push((user, a.body["ticket"].as_str().unwrap().to_owned()));
+    }
 
-    cluster.failover(shard);
-    for (i, n) in nodes.iter().enumerate() {
+    fleet.cluster.failover(shard);
+    for i in 0..2 {
         let user = format!("after-failover{i}");
-        let a = take_until_answered(n, sale, &user).await;
+        let a = fleet.take_until_answered(i, sale, &user).await;
         assert_eq!(a.status, StatusCode::CREATED, "node {i}: {:?}", a.body);
         won.push((user, a.body["ticket"].as_str().unwrap().to_owned()));
     }
 
-    cluster.wait_in_sync(shard);
-    let lost = cluster.kill_primary(shard);
-    for (i, n) in nodes.iter().enumerate() {
+    fleet.cluster.wait_in_sync(shard);
+    let lost = fleet.cluster.kill_primary(shard);
+    for i in 0..2 {
         // A buyer whose commit was sent as the primary died may find it
         // landed after all (200); any other wins now (201).
         let user = format!("after-promotion{i}");
-        let a = take_until_answered(n, sale, &user).await;
+        let a = fleet.take_until_answered(i, sale, &user).await;
         assert!(
             matches!(a.status, StatusCode::CREATED | StatusCode::OK),
-            "node {i}: {} {:?}",
+            "node {i}: {} {:?}; {}",
             a.status,
-            a.body
+            a.body,
+            fleet.log(&fleet.nodes[i].node_id)
         );
         won.push((user, a.body["ticket"].as_str().unwrap().to_owned()));
     }
-    cluster.restart_port(lost);
+    fleet.cluster.restart_port(lost);
 
     for (i, (user, ticket)) in won.iter().enumerate() {
-        let a = nodes[(i + 1) % 2].take(sale, user).await;
+        let a = fleet.take((i + 1) % 2, sale, user).await;
         assert_eq!(a.status, StatusCode::OK, "{user}: {:?}", a.body);
         assert_eq!(a.body["ticket"].as_str(), Some(ticket.as_str()), "{user}");
     }
-    let audit = ok_stdout(&bigtap(&["sale", "audit", sale], &url));
+    let audit = fleet.cli(&["sale", "audit", sale]);
     assert!(
         audit.contains("clean: no discrepancy") && audit.contains("8 tickets"),
         "{audit}"
@@ -701,11 +692,25 @@ async fn a_sale_whose_shard_fails_over_sells_again_on_both_nodes_with_every_win_
     let tickets: HashSet<String> = won.into_iter().map(|(_, t)| t).collect();
     assert!(
         eventually(PATIENCE, || async { sink.delivered() == tickets }).await,
-        "timed out waiting until every winner reached the backend: {} of {}",
+        "timed out waiting until every winner reached the backend: {} of {}; {}",
         sink.delivered().len(),
-        tickets.len()
+        tickets.len(),
+        fleet.log("orders")
     );
-    terminate(orders);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_whose_shard_fails_over_sells_again_on_both_nodes_with_every_win_kept() {
+    a_shard_fails_over_twice_and_every_process_carries_on(RedisCluster::start_with_replicas())
+        .await;
+}
+
+/// The same behind TLS, as MemoryDB runs it: replicas follow over TLS, and
+/// the processes reach each new primary over TLS with the CA they were given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_sale_whose_shard_fails_over_sells_again_on_both_nodes_with_every_win_kept() {
+    a_shard_fails_over_twice_and_every_process_carries_on(RedisCluster::start_tls_with_replicas())
+        .await;
 }
 
 /// A one-node cluster behind a proxy that loses the next answer.

@@ -74,18 +74,7 @@ impl RedisCluster {
         let mut shards = Vec::new();
         let mut ports = Vec::new();
         for _ in 0..3 {
-            let (shard, port) = (1..=TLS_PORT_TRIES)
-                .find_map(|_| {
-                    let port = bigtap::store::embedded::free_port().expect("a free port");
-                    let mut args: Vec<String> = NODE_ARGS.iter().map(|a| a.to_string()).collect();
-                    args.extend(files.redis_args(port));
-                    args.extend(["--tls-cluster".into(), "yes".into()]);
-                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                    RedisProcess::start_temporary_with(&args)
-                        .ok()
-                        .map(|s| (s, port))
-                })
-                .expect("redis-server starts in cluster mode with TLS (built with TLS support?)");
+            let (shard, port) = tls_node(&files);
             shards.push(shard);
             ports.push(port);
         }
@@ -126,15 +115,40 @@ impl RedisCluster {
     /// Like [`Self::start`], with a replica for each shard, so that a shard
     /// can fail over: `replicas[i]` follows `shards[i]`.
     pub fn start_with_replicas() -> RedisCluster {
-        let mut c = Self::start();
+        Self::start().with_replicas()
+    }
+
+    /// Like [`Self::start_tls`], with a replica for each shard, following
+    /// its primary over TLS (`tls-replication`), as a managed store's do.
+    pub fn start_tls_with_replicas() -> RedisCluster {
+        Self::start_tls().with_replicas()
+    }
+
+    fn with_replicas(self) -> RedisCluster {
+        let mut c = self;
         for i in 0..c.shards.len() {
-            let r = RedisProcess::start_temporary_with(&NODE_ARGS)
-                .expect("redis-server starts in cluster mode");
-            let primary = c.shards[i].port().to_string();
+            let r = match &c.tls {
+                None => RedisProcess::start_temporary_with(&NODE_ARGS)
+                    .expect("redis-server starts in cluster mode"),
+                Some(tls) => tls_node(&tls.files).0,
+            };
             let id = cli(c.shards[i].port(), &["cluster", "myid"])
                 .trim()
                 .to_owned();
-            let out = cli(r.port(), &["cluster", "meet", "127.0.0.1", &primary]);
+            // The primary's cluster-bus address as it announces it
+            // (`ip:port@cport`; behind TLS, the bus follows the TLS port).
+            let nodes = cli(c.shards[i].port(), &["cluster", "nodes"]);
+            let me = nodes
+                .lines()
+                .find(|l| l.contains("myself"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .expect("CLUSTER NODES names the node itself")
+                .to_owned();
+            let (addr, bus) = me.split_once('@').expect("ip:port@cport");
+            let port = addr.rsplit(':').next().unwrap_or_default();
+            // A hostname may follow the bus port.
+            let bus = bus.split(',').next().unwrap_or_default();
+            let out = cli(r.port(), &["cluster", "meet", "127.0.0.1", port, bus]);
             assert!(out.contains("OK"), "cluster meet: {out}");
             // The replica must have learnt of the primary through the bus
             // before it can follow it.
@@ -233,6 +247,11 @@ impl RedisCluster {
         format!("rediss+cluster://127.0.0.1:{}/", tls.ports[0])
     }
 
+    /// Whether the cluster was started behind TLS.
+    pub fn has_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// The CA file a client of [`Self::tls_url`] must be given.
     pub fn ca_file(&self) -> &Path {
         &self
@@ -319,6 +338,24 @@ impl RedisCluster {
             .expect("redis-cli runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// A cluster node on a free TLS port (tried again on another when one is
+/// taken before redis-server binds it), talking to the others and to its
+/// primary over TLS; the node and its TLS port.
+fn tls_node(files: &TlsFiles) -> (RedisProcess, u16) {
+    (1..=TLS_PORT_TRIES)
+        .find_map(|_| {
+            let port = bigtap::store::embedded::free_port().expect("a free port");
+            let mut args: Vec<String> = NODE_ARGS.iter().map(|a| a.to_string()).collect();
+            args.extend(files.redis_args(port));
+            args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            RedisProcess::start_temporary_with(&args)
+                .ok()
+                .map(|s| (s, port))
+        })
+        .expect("redis-server starts in cluster mode with TLS (built with TLS support?)")
 }
 
 /// Whether the node on `port` is a primary now (`ROLE`).
