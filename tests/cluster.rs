@@ -53,6 +53,18 @@ fn sales_on_every_shard(cluster: &RedisCluster) -> Vec<&'static str> {
     picked
 }
 
+/// Writes to `path` the tickets of `sale` the backend acknowledged, one a
+/// line, as `sale audit --delivered` reads them.
+fn write_delivered(sink: &TestSink, sale: &str, path: &std::path::Path) {
+    let got: BTreeSet<String> = sink
+        .calls()
+        .iter()
+        .filter(|c| c.ok() && c.body["sale"] == sale)
+        .map(|c| c.ticket().to_owned())
+        .collect();
+    std::fs::write(path, got.into_iter().collect::<Vec<_>>().join("\n")).unwrap();
+}
+
 /// `bigtap orders` as a child process, consuming every sale.
 fn consumer(redis_url: &str, sink: &str, name: &str, extra: &[&str]) -> Child {
     Command::new(BIN)
@@ -268,13 +280,7 @@ async fn orders_on_a_cluster_survive_kill_9_dead_letter_a_poison_order_replay_it
     let dir = tempfile::tempdir().unwrap();
     let delivered = dir.path().join("delivered.txt");
     for s in &sales {
-        let got: BTreeSet<String> = sink
-            .calls()
-            .iter()
-            .filter(|c| c.ok() && c.body["sale"] == *s)
-            .map(|c| c.ticket().to_owned())
-            .collect();
-        std::fs::write(&delivered, got.into_iter().collect::<Vec<_>>().join("\n")).unwrap();
+        write_delivered(&sink, s, &delivered);
         let audit = ok_stdout(&bigtap(
             &[
                 "sale",
@@ -541,13 +547,7 @@ async fn on_a_tls_cluster_the_cli_two_serve_processes_and_the_consumer_sell_deli
     );
     let delivered = fleet.logs.path().join("delivered.txt");
     for s in &sales {
-        let got: Vec<String> = sink
-            .calls()
-            .iter()
-            .filter(|c| c.ok() && c.body["sale"] == *s)
-            .map(|c| c.ticket().to_owned())
-            .collect();
-        std::fs::write(&delivered, got.join("\n")).unwrap();
+        write_delivered(&sink, s, &delivered);
         let audit = fleet.cli(&[
             "sale",
             "audit",

@@ -599,28 +599,7 @@ async fn a_store_out_of_memory_is_503_takes_nothing_and_the_node_sells_again_onc
     node.open_sale("s", 100).await;
     assert_eq!(node.take("s", "before").await.status, StatusCode::CREATED);
     let mut con = redis_con(&redis.url()).await;
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let used: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok())
-        .expect("INFO memory has used_memory");
-    let set_maxmemory = |bytes: u64| {
-        let mut con = con.clone();
-        async move {
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("maxmemory")
-                .arg(bytes)
-                .query_async(&mut con)
-                .await
-                .unwrap();
-        }
-    };
-    set_maxmemory(used / 2).await;
+    fill_memory(&mut con).await;
     // More buyers than the node holds units: some commit units it leased
     // before, the rest need a new lease.
     for i in 0..3 * lease_max {
@@ -629,7 +608,7 @@ async fn a_store_out_of_memory_is_503_takes_nothing_and_the_node_sells_again_onc
         assert_eq!(a.body, json!({"error": "unavailable"}), "full{i}");
         assert!(a.headers.contains_key("retry-after"), "full{i}");
     }
-    set_maxmemory(0).await;
+    set_maxmemory(&mut con, 0).await;
     assert!(
         sells_again(&node, "s", "freed", Duration::from_secs(10)).await,
         "the node never sold again once memory was freed"

@@ -543,21 +543,7 @@ async fn a_consumer_started_while_the_store_is_out_of_memory_delivers_and_acknow
         .collect();
 
     let mut con = store.conn.clone();
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let used: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok())
-        .expect("INFO memory has used_memory");
-    let maxmemory = |bytes: u64| {
-        let mut cmd = redis::cmd("CONFIG");
-        cmd.arg("SET").arg("maxmemory").arg(bytes);
-        cmd
-    };
-    let _: () = maxmemory(used / 2).query_async(&mut con).await.unwrap();
+    support::fill_memory(&mut con).await;
     let refused: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg("bigtap:{s1}:orders")
@@ -576,7 +562,7 @@ async fn a_consumer_started_while_the_store_is_out_of_memory_delivers_and_acknow
         sink.delivered().is_disjoint(&later),
         "a sale without a group was read"
     );
-    let _: () = maxmemory(0).query_async(&mut con).await.unwrap();
+    support::set_maxmemory(&mut con, 0).await;
     want.extend(later);
     assert_delivered_and_acknowledged(&sink, &store, "s2", &want).await;
     stop_consumer(token, task).await;

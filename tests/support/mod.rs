@@ -3,7 +3,8 @@
 //! binary is not dead code in another, hence `allow(dead_code)`.
 //!
 //! - this file: a real redis-server per test ([`redis`], random loopback
-//!   port, killed on drop), a connection to it ([`redis_con`]),
+//!   port, killed on drop), a connection to it ([`redis_con`]), a store
+//!   that filled up ([`fill_memory`]),
 //!   [`eventually`] (the one way a test waits for a condition) and
 //!   [`metric`] (one series read off a Prometheus page).
 //! - [`node`]:     a bigtap node in process ([`spawn_node`], [`node`]) and
@@ -59,6 +60,34 @@ pub async fn redis_con(url: &str) -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .expect("redis connection")
+}
+
+/// Caps the memory of the Redis behind `con` at half of what it uses now:
+/// under `noeviction` it then refuses every command that may take memory
+/// (`-OOM`), as a store that filled up does, until [`set_maxmemory`] lifts
+/// the cap (0: none).
+pub async fn fill_memory(con: &mut redis::aio::MultiplexedConnection) {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(con)
+        .await
+        .expect("INFO memory");
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok())
+        .expect("INFO memory has used_memory");
+    set_maxmemory(con, used / 2).await;
+}
+
+/// `CONFIG SET maxmemory bytes`.
+pub async fn set_maxmemory(con: &mut redis::aio::MultiplexedConnection, bytes: u64) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(bytes)
+        .query_async(con)
+        .await
+        .expect("CONFIG SET maxmemory");
 }
 
 /// The value of one series (its name and labels as exported) on a
