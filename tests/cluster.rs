@@ -485,6 +485,32 @@ impl Fleet {
         }
     }
 
+    /// The ticket `user` holds once node `i` answers other than 503: a
+    /// buyer whose commit was sent as the store failed may find it landed
+    /// after all (200); any other wins now (201).
+    async fn ticket_after_a_fault(&self, i: usize, sale: &str, user: &str) -> String {
+        let a = self.take_until_answered(i, sale, user).await;
+        assert!(
+            matches!(a.status, StatusCode::CREATED | StatusCode::OK),
+            "node {i}, {user}: {} {:?}; {}",
+            a.status,
+            a.body,
+            self.log(&self.nodes[i].node_id)
+        );
+        a.body["ticket"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the backend has acknowledged exactly `tickets`.
+    async fn wait_delivered(&self, sink: &TestSink, tickets: &HashSet<String>) {
+        assert!(
+            eventually(PATIENCE, || async { sink.delivered() == *tickets }).await,
+            "timed out waiting until every winner reached the backend: {} of {}; {}",
+            sink.delivered().len(),
+            tickets.len(),
+            self.log("orders")
+        );
+    }
+
     /// A process's log, for a failure's message.
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.logs.path().join(format!("{name}.log"))).unwrap_or_default()
@@ -538,13 +564,7 @@ async fn on_a_tls_cluster_the_cli_two_serve_processes_and_the_consumer_sell_deli
     let _orders =
         procs::OrdersProc::start_with_env(&fleet.url, &sink.url(), &fleet.ca(), fleet.logs.path())
             .expect("bigtap orders starts on the TLS cluster");
-    assert!(
-        eventually(PATIENCE, || async { sink.delivered() == tickets }).await,
-        "timed out waiting until every winner reached the backend: {} of {}; {}",
-        sink.delivered().len(),
-        tickets.len(),
-        fleet.log("orders")
-    );
+    fleet.wait_delivered(&sink, &tickets).await;
     let delivered = fleet.logs.path().join("delivered.txt");
     for s in &sales {
         write_delivered(&sink, s, &delivered);
@@ -587,19 +607,11 @@ async fn a_tls_shard_killed_with_kill_9_comes_back_and_both_serve_processes_sell
     }
     fleet.cluster.restart_shard(shard);
 
-    // A buyer whose commit of unknown outcome did land gets it back (200),
-    // any other wins now (201).
+    // The buyers of the outage hold a ticket now; fresh ones win.
     for i in 0..2 {
-        let a = fleet
-            .take_until_answered(i, sale, &format!("outage{i}"))
+        fleet
+            .ticket_after_a_fault(i, sale, &format!("outage{i}"))
             .await;
-        assert!(
-            matches!(a.status, StatusCode::CREATED | StatusCode::OK),
-            "node {i} after the restart: {} {:?}; {}",
-            a.status,
-            a.body,
-            fleet.log(&fleet.nodes[i].node_id)
-        );
         let a = fleet
             .take_until_answered(i, sale, &format!("after{i}"))
             .await;
@@ -664,18 +676,9 @@ async fn a_shard_fails_over_twice_and_every_process_carries_on(cluster: RedisClu
     fleet.cluster.wait_in_sync(shard);
     let lost = fleet.cluster.kill_primary(shard);
     for i in 0..2 {
-        // A buyer whose commit was sent as the primary died may find it
-        // landed after all (200); any other wins now (201).
         let user = format!("after-promotion{i}");
-        let a = fleet.take_until_answered(i, sale, &user).await;
-        assert!(
-            matches!(a.status, StatusCode::CREATED | StatusCode::OK),
-            "node {i}: {} {:?}; {}",
-            a.status,
-            a.body,
-            fleet.log(&fleet.nodes[i].node_id)
-        );
-        won.push((user, a.body["ticket"].as_str().unwrap().to_owned()));
+        let ticket = fleet.ticket_after_a_fault(i, sale, &user).await;
+        won.push((user, ticket));
     }
     fleet.cluster.restart_port(lost);
 
@@ -690,13 +693,7 @@ async fn a_shard_fails_over_twice_and_every_process_carries_on(cluster: RedisClu
         "{audit}"
     );
     let tickets: HashSet<String> = won.into_iter().map(|(_, t)| t).collect();
-    assert!(
-        eventually(PATIENCE, || async { sink.delivered() == tickets }).await,
-        "timed out waiting until every winner reached the backend: {} of {}; {}",
-        sink.delivered().len(),
-        tickets.len(),
-        fleet.log("orders")
-    );
+    fleet.wait_delivered(&sink, &tickets).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -379,7 +379,7 @@ async fn two_consumers_at_once_share_the_work_and_lose_nothing() {
     let mut want = HashSet::new();
     for s in ["s1", "s2"] {
         store.create_sale(s).await;
-        want.extend(store.add_winners(s, 300).await.into_iter().map(|(_, t)| t));
+        want.extend(store.add_tickets(s, 300).await);
     }
     let sink = TestSink::start(Arc::new(|_, _| Reply::Slow(200, Duration::from_millis(5)))).await;
     let mut cfg = consumer_config(&store);
@@ -465,7 +465,7 @@ async fn sales_created_while_the_consumer_runs_are_picked_up() {
     let mut want = HashSet::new();
     for s in ["early", "late"] {
         store.create_sale(s).await;
-        want.extend(store.add_winners(s, 5).await.into_iter().map(|(_, t)| t));
+        want.extend(store.add_tickets(s, 5).await);
         assert!(
             eventually(PATIENCE, || async { want.is_subset(&sink.delivered()) }).await,
             "timed out waiting until the new sale's winners were delivered"
@@ -478,12 +478,7 @@ async fn sales_created_while_the_consumer_runs_are_picked_up() {
 async fn deliveries_resume_after_redis_restarts() {
     let mut store = Store::start().await;
     store.create_sale("s1").await;
-    let mut want: HashSet<String> = store
-        .add_winners("s1", 20)
-        .await
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let mut want: HashSet<String> = store.add_tickets("s1", 20).await;
     let sink = TestSink::start(always(200)).await;
     let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
     assert!(
@@ -494,13 +489,7 @@ async fn deliveries_resume_after_redis_restarts() {
     // AOF with fsync on every write: the stream and the group survive.
     tokio::task::block_in_place(|| store.redis.restart()).expect("redis restarts");
     store.reconnect().await;
-    want.extend(
-        store
-            .add_winners("s1", 20)
-            .await
-            .into_iter()
-            .map(|(_, t)| t),
-    );
+    want.extend(store.add_tickets("s1", 20).await);
     assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
     stop_consumer(token, task).await;
 }
@@ -517,30 +506,14 @@ async fn a_consumer_started_while_the_store_is_out_of_memory_delivers_and_acknow
 ) {
     let store = Store::start().await;
     store.create_sale("s1").await;
-    let mut want: HashSet<String> = store
-        .add_winners("s1", 20)
-        .await
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let mut want: HashSet<String> = store.add_tickets("s1", 20).await;
     let sink = TestSink::start(always(200)).await;
     let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
     assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
     stop_consumer(token, task).await;
-    want.extend(
-        store
-            .add_winners("s1", 30)
-            .await
-            .into_iter()
-            .map(|(_, t)| t),
-    );
+    want.extend(store.add_tickets("s1", 30).await);
     store.create_sale("s2").await;
-    let later: HashSet<String> = store
-        .add_winners("s2", 10)
-        .await
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let later: HashSet<String> = store.add_tickets("s2", 10).await;
 
     let mut con = store.conn.clone();
     support::fill_memory(&mut con).await;

@@ -75,6 +75,15 @@ impl Store {
         let _: () = c.sadd("bigtap:sales", sale).await.expect("SADD");
     }
 
+    /// [`Store::add_winners`], keeping only their tickets.
+    pub async fn add_tickets(&self, sale: &str, n: usize) -> HashSet<String> {
+        self.add_winners(sale, n)
+            .await
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    }
+
     /// Appends `n` winners to the sale's stream, as the admission script
     /// does; returns `(entry id, ticket)` in order.
     pub async fn add_winners(&self, sale: &str, n: usize) -> Vec<(String, String)> {
