@@ -5,6 +5,7 @@
 -- KEYS[2] acct  hash  counters
 -- KEYS[3] wh    hash  per-warehouse counters "<w>:total", "<w>:sold", "<w>:conf"
 -- KEYS[4] wcfg  hash  warehouse spec: list, r:<region>, default_order (comma-joined ids)
+-- KEYS[5] orders stream  the sale's order stream (DESIGN §5)
 -- ARGV[1] stock          units for a new sale, >= 0; -1 when not given
 -- ARGV[2] starts_at_ms   >= 0
 -- ARGV[3] ends_at_ms     > starts_at_ms
@@ -15,6 +16,12 @@
 -- then    nd             ids of the default order (0: most unsold first), then nd ids
 -- The warehouse part is validated by the caller (every id known) and
 -- applies to a new sale only: an update never changes stock or warehouses.
+--
+-- A new sale's order stream is made here with its consumer group `orders`
+-- reading from the start, so the consumer never has to create the group
+-- itself: that takes memory, and a store that filled up after the sale was
+-- made would refuse it while every winner waits (`bigtap orders` still
+-- creates the group of a sale made before this script did).
 --
 -- Replies: {"created"} | {"updated"} | {"stock_required"} (no write)
 local stock, starts, ends, ttl, elig =
@@ -64,6 +71,15 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 if stock < 0 then return {'stock_required'} end
 if wsum ~= stock then return bad() end
+-- A stream left from an earlier sale of the same id may have the group.
+local has_group = false
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[5])) do
+    for j = 1, #g, 2 do
+      if g[j] == 'name' and g[j + 1] == 'orders' then has_group = true end
+    end
+  end
+end
 redis.call('HSET', KEYS[1], 'starts', starts, 'ends', ends, 'ttl', ttl, 'elig', elig,
   'closed', '0', 'version', 1, 'elig_version', 0)
 redis.call('HSET', KEYS[2], 'total', stock, 'avail', stock, 'leased', 0, 'pending', 0,
@@ -71,4 +87,7 @@ redis.call('HSET', KEYS[2], 'total', stock, 'avail', stock, 'leased', 0, 'pendin
 redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[3], unpack(wfields))
 redis.call('HSET', KEYS[4], unpack(spec))
+if not has_group then
+  redis.call('XGROUP', 'CREATE', KEYS[5], 'orders', '0', 'MKSTREAM')
+end
 return {'created'}

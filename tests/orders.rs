@@ -499,8 +499,10 @@ async fn deliveries_resume_after_redis_restarts() {
 /// included, even one that exists; reading and acknowledging take none. A
 /// consumer that starts then (restarted, or added to catch up) still
 /// starts, delivers every winner of a sale it consumed before and
-/// acknowledges it. A sale never consumed yet, whose group cannot be made
-/// until memory is freed, waits for it without holding up the others.
+/// acknowledges it. A sale whose stream has no group yet (made before
+/// `put_sale.lua` made the group with the sale; here its name is only
+/// listed), which cannot be made until memory is freed, waits for it
+/// without holding up the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_started_while_the_store_is_out_of_memory_delivers_and_acknowledges_every_winner(
 ) {
@@ -538,6 +540,45 @@ async fn a_consumer_started_while_the_store_is_out_of_memory_delivers_and_acknow
     support::set_maxmemory(&mut con, 0).await;
     want.extend(later);
     assert_delivered_and_acknowledged(&sink, &store, "s2", &want).await;
+    stop_consumer(token, task).await;
+}
+
+/// `sale put` makes a new sale's order stream with its consumer group, so
+/// a consumer that first meets the sale once the store is already out of
+/// memory has no group to create: it delivers and acknowledges every
+/// winner at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_made_before_the_store_filled_up_is_consumed_while_it_is_full() {
+    let store = Store::start().await;
+    let seam = store.seam();
+    let now = support::tokens::now_ms();
+    let spec = bigtap::sale::SaleSpec {
+        stock: Some(100),
+        starts_at_ms: now - 1000,
+        ends_at_ms: now + 3_600_000,
+        ticket_ttl_ms: 600_000,
+        eligibility: bigtap::sale::Eligibility::Open,
+    };
+    seam.put_sale(&sale("s1"), &spec).await.unwrap();
+    let want = store.add_tickets("s1", 25).await;
+
+    let mut con = store.conn.clone();
+    support::fill_memory(&mut con).await;
+    let refused: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("bigtap:{s1}:orders")
+        .arg("another")
+        .arg("0")
+        .query_async(&mut con)
+        .await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.code() == Some("OOM")),
+        "the store is not out of memory: {refused:?}"
+    );
+
+    let sink = TestSink::start(always(200)).await;
+    let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
+    assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
     stop_consumer(token, task).await;
 }
 

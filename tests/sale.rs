@@ -156,6 +156,47 @@ async fn the_sweeper_releases_tickets_whose_payment_time_ran_out() {
     );
 }
 
+/// The group's names and last-delivered ids on the sale's order stream.
+async fn order_groups(redis_url: &str, sale: &str) -> Vec<(String, String)> {
+    let mut con = redis_con(redis_url).await;
+    let r: redis::streams::StreamInfoGroupsReply = con
+        .xinfo_groups(format!("bigtap:{{{sale}}}:orders"))
+        .await
+        .unwrap();
+    r.groups
+        .into_iter()
+        .map(|g| (g.name, g.last_delivered_id))
+        .collect()
+}
+
+/// A consumer never has to create the group (it takes memory, which a full
+/// store refuses): the sale comes with its order stream and the group
+/// `orders` reading from its first entry. An update leaves it alone, and a
+/// sale made again under an id whose stream is still there keeps it.
+#[tokio::test]
+async fn a_new_sale_comes_with_its_order_stream_and_the_orders_group_reading_from_the_start() {
+    let redis = redis();
+    let n = spawn_node(&redis.url(), |_| {}).await;
+    let now = now_ms();
+    let spec = json!({"stock": 2, "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000, "ticket_ttl_ms": 60_000});
+    let created = n.admin(Method::PUT, "fresh", Some(spec.clone())).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let from_the_start = vec![("orders".to_owned(), "0-0".to_owned())];
+    assert_eq!(order_groups(&redis.url(), "fresh").await, from_the_start);
+    assert_eq!(xlen(&redis.url(), "bigtap:{fresh}:orders").await, 0);
+
+    let updated = n.admin(Method::PUT, "fresh", Some(spec.clone())).await;
+    assert_eq!(updated.status, StatusCode::OK, "{:?}", updated.body);
+    assert_eq!(order_groups(&redis.url(), "fresh").await, from_the_start);
+
+    // The sale's settings are gone, its stream and group are not.
+    let mut con = redis_con(&redis.url()).await;
+    let _: () = con.del("bigtap:{fresh}:cfg").await.unwrap();
+    let again = n.admin(Method::PUT, "fresh", Some(spec)).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+    assert_eq!(order_groups(&redis.url(), "fresh").await, from_the_start);
+}
+
 #[tokio::test]
 async fn a_delivered_order_stays_in_the_stream_until_the_sweeper_passes_it_and_its_ticket_is_released_at_its_ttl(
 ) {
@@ -174,15 +215,8 @@ async fn a_delivered_order_stays_in_the_stream_until_the_sweeper_passes_it_and_i
     // The order backend received both orders: read and acknowledged.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    // The group `orders` came with the sale.
     let stream = "bigtap:{due}:orders";
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg("orders")
-        .arg("0")
-        .query_async(&mut con)
-        .await
-        .unwrap();
     let read: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg("orders")

@@ -28,7 +28,8 @@ pub async fn call(
     inv.key(k.cfg(sale))
         .key(k.acct(sale))
         .key(k.stockw(sale))
-        .key(k.wcfg(sale));
+        .key(k.wcfg(sale))
+        .key(k.orders(sale));
     inv.arg(stock)
         .arg(spec.starts_at_ms)
         .arg(spec.ends_at_ms)
