@@ -388,6 +388,9 @@ struct Fleet {
     url: String,
     /// The CA file's path, on a TLS cluster.
     ca_file: Option<String>,
+    /// Processes log in as the deployment's store user, which may not read
+    /// the store's settings; they run as the deployment runs them then.
+    as_store_user: bool,
     logs: tempfile::TempDir,
     nodes: Vec<procs::NodeProc>,
     http: reqwest::Client,
@@ -405,6 +408,7 @@ impl Fleet {
         Fleet {
             url,
             ca_file,
+            as_store_user: false,
             cluster,
             logs: tempfile::tempdir().unwrap(),
             nodes: Vec::new(),
@@ -415,19 +419,34 @@ impl Fleet {
         }
     }
 
+    /// From now on every process logs in as the store user the deployment
+    /// creates, limited by the deployment's ACL rules. Like the
+    /// deployment's units (`terraform/templates/user_data.sh.tftpl`), it
+    /// lets serve run on a store whose settings it may not read.
+    fn with_deployment_user(mut self) -> Fleet {
+        self.url = self.cluster.add_deployment_user();
+        self.as_store_user = true;
+        self
+    }
+
     /// The environment a process needs besides the test keys.
-    fn ca(&self) -> Vec<(&str, &str)> {
-        self.ca_file
+    fn env(&self) -> Vec<(&str, &str)> {
+        let mut env: Vec<(&str, &str)> = self
+            .ca_file
             .iter()
             .map(|f| (bigtap::store::redis::CA_FILE_ENV, f.as_str()))
-            .collect()
+            .collect();
+        if self.as_store_user {
+            env.push(("BIGTAP_ALLOW_UNSAFE_REDIS", "true"));
+        }
+        env
     }
 
     /// `bigtap args…`; its output, which must be a success.
     fn cli(&self, args: &[&str]) -> String {
         ok_stdout(
             &bigtap_command(&self.url)
-                .envs(self.ca())
+                .envs(self.env())
                 .args(args)
                 .output()
                 .expect("bigtap runs"),
@@ -443,7 +462,7 @@ impl Fleet {
                 &self.url,
                 port,
                 &[],
-                &self.ca(),
+                &self.env(),
                 self.logs.path(),
             )
             .await
@@ -518,13 +537,15 @@ impl Fleet {
 }
 
 /// Production's store is a Redis Cluster behind TLS (MemoryDB, ElastiCache
-/// in cluster mode). Here every shard speaks TLS with a certificate of a
-/// CA the test made, the shards talk to each other over TLS, and the
-/// processes the deployment runs reach it through `rediss+cluster://`.
+/// in cluster mode), reached as a user limited by an ACL. Here every shard
+/// speaks TLS with a certificate of a CA the test made, the shards talk to
+/// each other over TLS, and the processes the deployment runs reach it
+/// through `rediss+cluster://` as the user the deployment creates, with
+/// the deployment's ACL rules (`terraform/variables.tf`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_tls_cluster_the_cli_two_serve_processes_and_the_consumer_sell_deliver_and_audit_clean(
 ) {
-    let mut fleet = Fleet::on(RedisCluster::start_tls());
+    let mut fleet = Fleet::on(RedisCluster::start_tls()).with_deployment_user();
     let sales = sales_on_every_shard(&fleet.cluster);
     for s in &sales {
         let out = fleet.cli(&["sale", "create", s, "--stock", "4"]);
@@ -562,7 +583,7 @@ async fn on_a_tls_cluster_the_cli_two_serve_processes_and_the_consumer_sell_deli
 
     let sink = TestSink::start(always(200)).await;
     let _orders =
-        procs::OrdersProc::start_with_env(&fleet.url, &sink.url(), &fleet.ca(), fleet.logs.path())
+        procs::OrdersProc::start_with_env(&fleet.url, &sink.url(), &fleet.env(), fleet.logs.path())
             .expect("bigtap orders starts on the TLS cluster");
     fleet.wait_delivered(&sink, &tickets).await;
     let delivered = fleet.logs.path().join("delivered.txt");
@@ -580,6 +601,9 @@ async fn on_a_tls_cluster_the_cli_two_serve_processes_and_the_consumer_sell_deli
             "{s}: {audit}"
         );
     }
+    // Every connection the processes hold was made as the limited user.
+    let users = fleet.cluster.client_users();
+    assert!(users.keys().eq([support::cluster::STORE_USER]), "{users:?}");
 }
 
 /// The same TLS cluster through a crash: a shard killed with `kill -9`
@@ -655,7 +679,7 @@ async fn a_shard_fails_over_twice_and_every_process_carries_on(cluster: RedisClu
     fleet.start_nodes().await;
     let sink = TestSink::start(always(200)).await;
     let _orders =
-        procs::OrdersProc::start_with_env(&fleet.url, &sink.url(), &fleet.ca(), fleet.logs.path())
+        procs::OrdersProc::start_with_env(&fleet.url, &sink.url(), &fleet.env(), fleet.logs.path())
             .expect("bigtap orders starts");
     let mut won: Vec<(String, String)> = Vec::new();
     for i in 0..4 {

@@ -247,6 +247,57 @@ impl RedisCluster {
         format!("rediss+cluster://127.0.0.1:{}/", tls.ports[0])
     }
 
+    /// Creates on every node (an ACL is each node's own) the store user
+    /// the deployment creates: [`STORE_USER`] with the rules of
+    /// [`deployment_access_rules`]. Checks that the user is limited by
+    /// them (`CONFIG` refused), and returns the cluster's URL (TLS when it
+    /// has TLS) that logs in as that user. The user lives in memory only:
+    /// a node restarted forgets it.
+    pub fn add_deployment_user(&self) -> String {
+        let rules = deployment_access_rules();
+        for n in self.shards.iter().chain(&self.replicas) {
+            let mut args = vec!["acl", "setuser", STORE_USER, "reset"];
+            args.extend(rules.iter().map(String::as_str));
+            let password = format!(">{STORE_PASSWORD}");
+            args.push(&password);
+            let set = cli(n.port(), &args);
+            assert_eq!(set.trim(), "OK", "ACL SETUSER {args:?}");
+            let config = cli_as_store_user(n.port(), &["config", "get", "appendonly"]);
+            assert!(
+                config.contains("NOPERM"),
+                "the store user may run CONFIG: {config}"
+            );
+        }
+        let (scheme, port) = match &self.tls {
+            Some(tls) => ("rediss+cluster", tls.ports[0]),
+            None => ("redis+cluster", self.shards[0].port()),
+        };
+        format!("{scheme}://{STORE_USER}:{STORE_PASSWORD}@127.0.0.1:{port}/")
+    }
+
+    /// The users of the clients connected to the running nodes, counted,
+    /// leaving out the connection that asks (`CLIENT LIST`).
+    pub fn client_users(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut users = std::collections::BTreeMap::new();
+        let running = self.shards.iter().chain(&self.replicas);
+        for n in running.filter(|n| n.pid().is_some()) {
+            for line in cli(n.port(), &["client", "list"]).lines() {
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|f| f.strip_prefix(name))
+                        .map(str::to_owned)
+                };
+                if field("cmd=").as_deref() == Some("client|list") {
+                    continue;
+                }
+                if let Some(user) = field("user=") {
+                    *users.entry(user).or_default() += 1;
+                }
+            }
+        }
+        users
+    }
+
     /// Whether the cluster was started behind TLS.
     pub fn has_tls(&self) -> bool {
         self.tls.is_some()
@@ -338,6 +389,51 @@ impl RedisCluster {
             .expect("redis-cli runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// The name these tests give the store user the deployment creates
+/// (terraform names it after the deployment, `store_user_name`), and its
+/// password.
+pub const STORE_USER: &str = "bigtap";
+const STORE_PASSWORD: &str = "test-store-password-2f9c";
+
+/// The ACL rules the deployment gives its store user: the default of
+/// `store_access_string` in `terraform/variables.tf`, read from there so
+/// that what these tests allow is what the deployment allows.
+pub fn deployment_access_rules() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/terraform/variables.tf");
+    let tf = std::fs::read_to_string(path).expect("terraform/variables.tf");
+    let block = tf
+        .split("variable \"store_access_string\"")
+        .nth(1)
+        .expect("variables.tf declares store_access_string");
+    let default = block
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("default"))
+        .expect("store_access_string has a default");
+    let quoted = default
+        .split('"')
+        .nth(1)
+        .expect("the default is a quoted string");
+    quoted.split_whitespace().map(str::to_owned).collect()
+}
+
+/// `redis-cli` on `port`, logged in as [`STORE_USER`].
+fn cli_as_store_user(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args([
+            "--no-auth-warning",
+            "--user",
+            STORE_USER,
+            "--pass",
+            STORE_PASSWORD,
+        ])
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A cluster node on a free TLS port (tried again on another when one is
