@@ -494,6 +494,28 @@ async fn deliveries_resume_after_redis_restarts() {
     stop_consumer(token, task).await;
 }
 
+/// Fills the store's memory, and checks that creating `group` on the
+/// sale's order stream is now refused for want of memory, even when the
+/// group exists.
+async fn fill_until_a_group_is_refused(
+    con: &mut redis::aio::MultiplexedConnection,
+    sale: &str,
+    group: &str,
+) {
+    support::fill_memory(con).await;
+    let refused: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(format!("bigtap:{{{sale}}}:orders"))
+        .arg(group)
+        .arg("0")
+        .query_async(con)
+        .await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.code() == Some("OOM")),
+        "the store is not out of memory: {refused:?}"
+    );
+}
+
 /// A store that is out of memory (`maxmemory` reached, `noeviction`)
 /// refuses every command that may take memory, creating a consumer group
 /// included, even one that exists; reading and acknowledging take none. A
@@ -518,18 +540,7 @@ async fn a_consumer_started_while_the_store_is_out_of_memory_delivers_and_acknow
     let later: HashSet<String> = store.add_tickets("s2", 10).await;
 
     let mut con = store.conn.clone();
-    support::fill_memory(&mut con).await;
-    let refused: redis::RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg("bigtap:{s1}:orders")
-        .arg("orders")
-        .arg("0")
-        .query_async(&mut con)
-        .await;
-    assert!(
-        refused.as_ref().is_err_and(|e| e.code() == Some("OOM")),
-        "the store is not out of memory: {refused:?}"
-    );
+    fill_until_a_group_is_refused(&mut con, "s1", "orders").await;
 
     let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);
     assert_delivered_and_acknowledged(&sink, &store, "s1", &want).await;
@@ -563,18 +574,7 @@ async fn a_sale_made_before_the_store_filled_up_is_consumed_while_it_is_full() {
     let want = store.add_tickets("s1", 25).await;
 
     let mut con = store.conn.clone();
-    support::fill_memory(&mut con).await;
-    let refused: redis::RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg("bigtap:{s1}:orders")
-        .arg("another")
-        .arg("0")
-        .query_async(&mut con)
-        .await;
-    assert!(
-        refused.as_ref().is_err_and(|e| e.code() == Some("OOM")),
-        "the store is not out of memory: {refused:?}"
-    );
+    fill_until_a_group_is_refused(&mut con, "s1", "another").await;
 
     let sink = TestSink::start(always(200)).await;
     let (token, task) = spawn_consumer(consumer_of(&store, &sink).await);

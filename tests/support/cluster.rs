@@ -420,20 +420,14 @@ pub fn deployment_access_rules() -> Vec<String> {
 
 /// `redis-cli` on `port`, logged in as [`STORE_USER`].
 fn cli_as_store_user(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args([
-            "--no-auth-warning",
-            "--user",
-            STORE_USER,
-            "--pass",
-            STORE_PASSWORD,
-        ])
-        .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let login = [
+        "--no-auth-warning",
+        "--user",
+        STORE_USER,
+        "--pass",
+        STORE_PASSWORD,
+    ];
+    redis_cli(&login, port, args)
 }
 
 /// A cluster node on a free TLS port (tried again on another when one is
@@ -471,7 +465,13 @@ fn poll(mut ok: impl FnMut() -> bool) -> bool {
 }
 
 fn cli(port: u16, args: &[&str]) -> String {
+    redis_cli(&[], port, args)
+}
+
+/// `redis-cli` with `options` on `port`; its output.
+fn redis_cli(options: &[&str], port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
+        .args(options)
         .arg("-p")
         .arg(port.to_string())
         .args(args)
