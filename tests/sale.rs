@@ -171,8 +171,10 @@ async fn order_groups(redis_url: &str, sale: &str) -> Vec<(String, String)> {
 
 /// A consumer never has to create the group (it takes memory, which a full
 /// store refuses): the sale comes with its order stream and the group
-/// `orders` reading from its first entry. An update leaves it alone, and a
-/// sale made again under an id whose stream is still there keeps it.
+/// `orders` reading from its first entry. An update leaves it alone. Where
+/// the stream already has the group (the sale's settings deleted by hand),
+/// creating the sale again does not stop halfway on `BUSYGROUP`: the
+/// script looks before its first write.
 #[tokio::test]
 async fn a_new_sale_comes_with_its_order_stream_and_the_orders_group_reading_from_the_start() {
     let redis = redis();
