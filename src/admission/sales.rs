@@ -28,9 +28,20 @@ use crate::store::{Store, StoreError};
 
 /// Bytes of the winners digest read per call (8 per win).
 const TAIL_BYTES: u64 = 64 * 1024;
-/// Pause between stream reads once caught up: bounds how long a winner from
-/// another node is unknown here.
+/// Pause between digest reads once caught up, while wins keep coming:
+/// bounds how long a winner from another node is unknown here.
 const TAIL_IDLE: Duration = Duration::from_millis(50);
+/// Longest pause between digest reads that find nothing new while the sale
+/// may be sold out: each read renews the sold-out proof, which answers a
+/// replica miss from memory only while under
+/// [`PROOF_FRESH_MS`](super::stock::PROOF_FRESH_MS) old, so
+/// this leaves a read more than half of that to come back in.
+const TAIL_QUIET_SOLD_OUT: Duration = Duration::from_millis(100);
+/// Longest pause between digest reads that find nothing new while units
+/// remain. A winner from another node unknown here meanwhile costs a store
+/// call, never a wrong answer: the buyer's commit finds the win and
+/// answers it (`admit` replays it).
+const TAIL_QUIET: Duration = Duration::from_millis(200);
 /// How often a sale past its window is refreshed and tailed: it can only
 /// change by releases, sweeps and admin actions, none of them urgent.
 const ENDED_PERIOD: Duration = Duration::from_secs(2);
@@ -269,26 +280,37 @@ pub async fn reload_eligible(store: &dyn Store, sale: &Sale) -> Result<(), Store
 /// fleet costs the store next to nothing more per winner.
 ///
 /// While the sale may be sold out, each poll first reads the pool (one
-/// `HMGET`), then the digest: a pool with no unit anywhere, plus every win
-/// counted with it read, proves a miss is a loser (see
-/// [`Sale::replica_complete`]).
+/// `HMGET`), then the digest, in one round trip: a pool with no unit
+/// anywhere, plus every win counted with it read, proves a miss is a loser
+/// (see [`Sale::replica_complete`]).
+///
+/// Reads that find nothing new space out, doubling from [`TAIL_IDLE`] up
+/// to [`TAIL_QUIET`] ([`TAIL_QUIET_SOLD_OUT`] while the sale may be sold
+/// out), and the first new win brings them back to [`TAIL_IDLE`]: a quiet
+/// sale, open or sold out, is the state a large fleet spends most of its
+/// time in, and what each node costs the store then grows with the fleet.
 async fn tail_loop(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     sale: Arc<Sale>,
     stop: CancellationToken,
 ) {
+    let mut quiet = TAIL_IDLE;
     loop {
         sale.while_retired(&stop).await;
         let poll = async {
             let read_at_ms = clock.now_ms();
-            let pool = if sale.may_be_sold_out() {
-                store.pool(&sale.id).await?
-            } else {
-                None
-            };
             let offset = sale.digests_offset();
-            let bytes = store.read_digests(&sale.id, offset, TAIL_BYTES).await?;
+            let (pool, bytes) = if sale.may_be_sold_out() {
+                store
+                    .pool_then_digests(&sale.id, offset, TAIL_BYTES)
+                    .await?
+            } else {
+                (
+                    None,
+                    store.read_digests(&sale.id, offset, TAIL_BYTES).await?,
+                )
+            };
             Ok::<_, StoreError>((read_at_ms, pool, offset, bytes))
         };
         let read = tokio::select! {
@@ -298,16 +320,30 @@ async fn tail_loop(
         let pause = match read {
             Ok((read_at_ms, pool, offset, bytes)) => {
                 let full = bytes.len() as u64 >= TAIL_BYTES;
+                let sold_out = pool.is_some();
                 sale.read_digests(offset, &bytes);
                 if let Some(p) = pool {
                     sale.observe_pool(p.available, p.leased, p.orders_enqueued, read_at_ms);
                 }
+                let pause = if bytes.is_empty() {
+                    let cap = if sold_out {
+                        TAIL_QUIET_SOLD_OUT
+                    } else {
+                        TAIL_QUIET
+                    };
+                    let pause = quiet.min(cap);
+                    quiet = (pause * 2).min(cap);
+                    pause
+                } else {
+                    quiet = TAIL_IDLE;
+                    TAIL_IDLE
+                };
                 if full {
                     Duration::ZERO
                 } else if ended(&sale, &*clock) {
                     ENDED_PERIOD
                 } else {
-                    TAIL_IDLE
+                    pause
                 }
             }
             Err(e) => {

@@ -352,4 +352,18 @@ pub trait Store: Send + Sync + 'static {
     /// Units in the pool and in leases, and wins enqueued, in one read.
     /// `None` for an unknown sale.
     async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError>;
+
+    /// [`Store::pool`], then [`Store::read_digests`], the digest read after
+    /// the pool (so it holds every win the pool's `orders_enqueued`
+    /// counted). A store that can sends both in one round trip.
+    async fn pool_then_digests(
+        &self,
+        sale: &SaleId,
+        offset: u64,
+        max: u64,
+    ) -> Result<(Option<Pool>, Vec<u8>), StoreError> {
+        let pool = self.pool(sale).await?;
+        let bytes = self.read_digests(sale, offset, max).await?;
+        Ok((pool, bytes))
+    }
 }

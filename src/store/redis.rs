@@ -591,28 +591,76 @@ impl Store for RedisStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let mut cmd = ::redis::cmd("GETRANGE");
-        cmd.arg(self.keys.digests(sale))
-            .arg(offset)
-            .arg(offset + max - 1);
+        let cmd = self.digests_cmd(sale, offset, max);
         self.query(Op::ReadOrders, true, &cmd).await
     }
 
     async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError> {
+        let v: Vec<Option<u64>> = self.query(Op::Command, true, &self.pool_cmd(sale)).await?;
+        Ok(pool_of(&v))
+    }
+
+    /// One pipeline, so one pass of the store's event loop for both reads:
+    /// a node polls this several times a second while its sale may be
+    /// sold out, and in a large fleet the passes, not the reads, are what
+    /// the store pays for. Redis runs a connection's commands in order, on
+    /// a cluster too (one slot, one shard).
+    async fn pool_then_digests(
+        &self,
+        sale: &SaleId,
+        offset: u64,
+        max: u64,
+    ) -> Result<(Option<Pool>, Vec<u8>), StoreError> {
+        if max == 0 {
+            return Ok((self.pool(sale).await?, Vec::new()));
+        }
+        let mut pipe = ::redis::pipe();
+        pipe.add_command(self.pool_cmd(sale))
+            .add_command(self.digests_cmd(sale, offset, max));
+        let reply = self.read_pipeline(&pipe).await?;
+        let protocol = |detail: String| StoreError::Protocol {
+            script: Op::ReadOrders.name(),
+            detail,
+        };
+        let [pool, bytes] = &reply[..] else {
+            return Err(protocol(format!("{} replies to 2 commands", reply.len())));
+        };
+        let pool: Vec<Option<u64>> =
+            ::redis::from_redis_value_ref(pool).map_err(|e| protocol(e.to_string()))?;
+        let bytes: Vec<u8> =
+            ::redis::from_redis_value_ref(bytes).map_err(|e| protocol(e.to_string()))?;
+        Ok((pool_of(&pool), bytes))
+    }
+}
+
+impl RedisStore {
+    fn pool_cmd(&self, sale: &SaleId) -> Cmd {
         let mut cmd = ::redis::cmd("HMGET");
         cmd.arg(self.keys.acct(sale))
             .arg("avail")
             .arg("leased")
             .arg("enqueued");
-        let v: Vec<Option<u64>> = self.query(Op::Command, true, &cmd).await?;
-        Ok(match v.as_slice() {
-            [Some(available), leased, enqueued] => Some(Pool {
-                available: *available,
-                leased: leased.unwrap_or(0),
-                orders_enqueued: enqueued.unwrap_or(0),
-            }),
-            _ => None,
-        })
+        cmd
+    }
+
+    fn digests_cmd(&self, sale: &SaleId, offset: u64, max: u64) -> Cmd {
+        let mut cmd = ::redis::cmd("GETRANGE");
+        cmd.arg(self.keys.digests(sale))
+            .arg(offset)
+            .arg(offset + max - 1);
+        cmd
+    }
+}
+
+/// The pool from `HMGET acct avail leased enqueued`; `None` without a sale.
+fn pool_of(v: &[Option<u64>]) -> Option<Pool> {
+    match v {
+        [Some(available), leased, enqueued] => Some(Pool {
+            available: *available,
+            leased: leased.unwrap_or(0),
+            orders_enqueued: enqueued.unwrap_or(0),
+        }),
+        _ => None,
     }
 }
 
