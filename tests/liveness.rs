@@ -400,6 +400,46 @@ async fn a_node_reads_every_lease_record_only_once_in_25_refreshes() {
     );
 }
 
+/// What a node costs the store while its sale is quiet is paid once per
+/// node, so it grows with the fleet: once reads of the winners digest find
+/// nothing new, a node reads it less often, at most 5 times a second while
+/// units remain and 10 while the sale may be sold out (each of those reads
+/// also renews the sold-out proof, with the pool in the same round trip).
+/// The proof stays fresh all along: losers still cost no lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quiet_sale_is_read_less_often_and_a_sold_out_one_keeps_its_proof_fresh() {
+    let redis = redis();
+    let url = redis.url();
+    let node = spawn_node(&url, |_| {}).await;
+    node.open_sale("s", 2).await;
+    assert_eq!(node.take("s", "first").await.status, StatusCode::CREATED);
+    let mut con = redis_con(&url).await;
+    let quiet_reads = |con: &mut redis::aio::MultiplexedConnection| {
+        let mut con = con.clone();
+        async move {
+            // Quiet by now; then two seconds of reads.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let before = calls(&mut con, &["getrange"]).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            calls(&mut con, &["getrange"]).await - before
+        }
+    };
+    // Every 50 ms, as while wins come, would be 40.
+    let open = quiet_reads(&mut con).await;
+    assert!(
+        (5..=12).contains(&open),
+        "{open} digest reads in 2 s of a quiet open sale"
+    );
+
+    assert_eq!(node.take("s", "last").await.status, StatusCode::CREATED);
+    let sold_out = quiet_reads(&mut con).await;
+    assert!(
+        (12..=24).contains(&sold_out),
+        "{sold_out} digest reads in 2 s of a quiet sold-out sale"
+    );
+    assert!(losers_cost_no_lookup(&node, &mut con).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tickets_mine_answers_before_during_and_after_the_window() {
     let redis = redis();
