@@ -11,7 +11,12 @@
 -- KEYS[7] winners  hash    user -> record (or, for an older ticket, the ticket)
 -- ARGV[1] limit    most stream entries judged (and tickets released) by one call, 1..10000
 --
--- Replies: released_count
+-- Replies: {released_count, next, wait_ms}
+--   next = "more": the call stopped at its limit; sweep again now
+--          "due":  the first pending ticket left falls due in wait_ms
+--          "none": no pending ticket is left after the cursor; a ticket
+--                  issued from now on falls due one TTL after its win
+--   wait_ms is 0 unless next is "due".
 --
 -- The walk: the stream is in issue order and a sale's tickets share one
 -- TTL, so tickets fall due in stream order. From the cursor, each entry's
@@ -23,7 +28,8 @@
 -- the difference, never early, never lost. The consumer's trim keeps every
 -- entry after the cursor (orders_trim.lua), so no pending ticket leaves the
 -- walk's reach. The first read is one entry: a sweep with nothing due reads
--- one entry and one record.
+-- one entry and one record. The reply says when the next ticket falls due,
+-- so a node need not call again before then (src/lifecycle.rs).
 local limit = tonumber(ARGV[1])
 if not limit or limit < 1 or limit > 10000 then
   return redis.error_reply('ERR sweep: bad arguments')
@@ -31,6 +37,8 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n, back = 0, {}
+-- The expiry of the first pending ticket found not yet due.
+local next_due = nil
 
 -- Releases the ticket if it is pending and due. False when it is pending
 -- and not yet due (the walk stops there); true otherwise, a ticket without
@@ -38,7 +46,11 @@ local n, back = 0, {}
 local function release(ticket)
   local rec = find_ticket(KEYS[7], KEYS[1], ticket)
   if not rec or rec.state ~= 'p' then return true end
-  if tonumber(rec.exp) > now then return false end
+  local exp = tonumber(rec.exp)
+  if exp > now then
+    if not next_due or exp < next_due then next_due = exp end
+    return false
+  end
   rec.put('r')
   back[rec.w] = (back[rec.w] or 0) + 1
   n = n + 1
@@ -50,6 +62,15 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
 for _, ticket in ipairs(due) do
   redis.call('ZREM', KEYS[3], ticket)
   release(ticket)
+end
+local more = #due == limit
+if not more then
+  -- The index's next entry (it holds pending tickets only).
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if first[2] then
+    local exp = tonumber(first[2])
+    if not next_due or exp < next_due then next_due = exp end
+  end
 end
 
 -- The walk.
@@ -69,6 +90,7 @@ while not stop and judged < limit do
   chunk = 100
 end
 if moved then redis.call('SET', KEYS[6], cursor) end
+if not stop and judged >= limit then more = true end
 
 if n > 0 then
   redis.call('HINCRBY', KEYS[2], 'pending', -n)
@@ -77,4 +99,6 @@ if n > 0 then
   -- One write per warehouse the released units return to.
   for w, k in pairs(back) do redis.call('HINCRBY', KEYS[4], w .. ':sold', -k) end
 end
-return n
+if more then return {n, 'more', 0} end
+if next_due then return {n, 'due', math.max(0, next_due - now)} end
+return {n, 'none', 0}

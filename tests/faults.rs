@@ -576,7 +576,12 @@ impl Faults for BrokenAdmit {
     ) -> Result<ReturnReply, StoreError> {
         Ok(ReturnReply::Returned(0))
     }
-    async fn reclaim(&self, _: &RedisStore, _: &SaleId) -> Result<(u64, u64), StoreError> {
+    async fn reclaim(
+        &self,
+        _: &RedisStore,
+        _: &SaleId,
+        _: Duration,
+    ) -> Result<(u64, u64), StoreError> {
         Ok((0, 0))
     }
     async fn admit(

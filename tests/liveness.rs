@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bigtap::store::redis::RedisStore;
-use bigtap::store::{AdmitReply, Candidate, Store, StoreError};
+use bigtap::store::{AdmitReply, Candidate, Head, PollHead, Store, StoreError};
 use bigtap::SaleId;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -248,7 +248,7 @@ async fn a_winner_is_not_told_sold_out_by_a_node_whose_view_of_the_pool_is_stale
     assert_eq!(first.status, StatusCode::CREATED);
     assert_eq!(a.take("s", "u2").await.body["outcome"], "sold_out");
 
-    // Node a's tailer falls behind (a slow store), then a unit comes back
+    // Node a's watcher falls behind (a slow store), then a unit comes back
     // and is won on node b.
     flaky.tail_delay_ms.store(3000, Relaxed);
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -401,43 +401,163 @@ async fn a_node_reads_every_lease_record_only_once_in_25_refreshes() {
 }
 
 /// What a node costs the store while its sale is quiet is paid once per
-/// node, so it grows with the fleet: once reads of the winners digest find
-/// nothing new, a node reads it less often, at most 5 times a second while
-/// units remain and 10 while the sale may be sold out (each of those reads
-/// also renews the sold-out proof, with the pool in the same round trip).
-/// The proof stays fresh all along: losers still cost no lookup.
+/// node, so it grows with the fleet, and it is the round trips that cost:
+/// once reads of the winners digest find nothing new, a node polls less
+/// often, at most 5 times a second while units remain and 10 while the sale
+/// may be sold out, and each poll carries whatever else is due: the
+/// settings and counters (every 200 ms, as deployed) and, while the sale
+/// may be sold out, the pool that renews the sold-out proof. The proof
+/// stays fresh all along: losers still cost no lookup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_quiet_sale_is_read_less_often_and_a_sold_out_one_keeps_its_proof_fresh() {
+async fn a_quiet_sale_is_polled_less_often_each_poll_carrying_the_view_and_the_proof_stays_fresh() {
     let redis = redis();
     let url = redis.url();
-    let node = spawn_node(&url, |_| {}).await;
+    let deployed = bigtap::ServeConfig::defaults().refresh_ms;
+    let (node, polls) = node_with(&url, Polls::default(), |c| c.refresh_ms = deployed).await;
     node.open_sale("s", 2).await;
     assert_eq!(node.take("s", "first").await.status, StatusCode::CREATED);
     let mut con = redis_con(&url).await;
-    let quiet_reads = |con: &mut redis::aio::MultiplexedConnection| {
+    let quiet = |con: &mut redis::aio::MultiplexedConnection| {
         let mut con = con.clone();
+        let polls = polls.clone();
         async move {
-            // Quiet by now; then two seconds of reads.
+            // Quiet by now; then two seconds of polls.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let before = calls(&mut con, &["getrange"]).await;
+            let before = (calls(&mut con, &["getrange"]).await, polls.count());
             tokio::time::sleep(Duration::from_secs(2)).await;
-            calls(&mut con, &["getrange"]).await - before
+            let after = (calls(&mut con, &["getrange"]).await, polls.count());
+            (after.0 - before.0, after.1 - before.1)
         }
     };
-    // Every 50 ms, as while wins come, would be 40.
-    let open = quiet_reads(&mut con).await;
+    // Every 50 ms, as while wins come, would be 40 digest reads.
+    let (reads, open) = quiet(&mut con).await;
     assert!(
-        (5..=12).contains(&open),
-        "{open} digest reads in 2 s of a quiet open sale"
+        (5..=12).contains(&reads),
+        "{reads} digest reads in 2 s of a quiet open sale"
+    );
+    assert_eq!(
+        open.total(),
+        reads,
+        "a digest read outside a poll: {open:?}"
+    );
+    // Every 25th view is the full accounting, a script of its own.
+    assert!(
+        open.view + 2 >= open.total(),
+        "polls without the view: {open:?}"
     );
 
     assert_eq!(node.take("s", "last").await.status, StatusCode::CREATED);
-    let sold_out = quiet_reads(&mut con).await;
+    let (reads, sold_out) = quiet(&mut con).await;
     assert!(
-        (12..=24).contains(&sold_out),
-        "{sold_out} digest reads in 2 s of a quiet sold-out sale"
+        (12..=24).contains(&reads),
+        "{reads} digest reads in 2 s of a quiet sold-out sale"
+    );
+    assert_eq!(
+        sold_out.nothing, 0,
+        "polls of a sold-out sale without the pool: {sold_out:?}"
+    );
+    assert!(
+        sold_out.view + 2 >= sold_out.total() / 2,
+        "the view does not ride on every other poll: {sold_out:?}"
     );
     assert!(losers_cost_no_lookup(&node, &mut con).await);
+}
+
+/// A sweep every `--sweep-ms` from every node would cost the store the
+/// size of the fleet each period, for nothing while no ticket is due: a
+/// node sweeps when the sweep before said the next pending ticket falls
+/// due, and the unit comes back within a period of that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_sweeps_when_a_ticket_falls_due_not_every_period() {
+    let redis = redis();
+    let url = redis.url();
+    // Checking every 100 ms (the test nodes' setting): 10 sweeps a second.
+    let node = spawn_node(&url, |c| c.sweep_ms = 100).await;
+    let now = now_ms();
+    let created = node
+        .admin(
+            reqwest::Method::PUT,
+            "s",
+            Some(json!({"stock": 1, "starts_at_ms": now - 1000, "ends_at_ms": now + 600_000, "ticket_ttl_ms": 2500})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let won = node.take("s", "unpaid").await;
+    assert_eq!(won.status, StatusCode::CREATED);
+    let mut con = redis_con(&url).await;
+    // Only `sweep.lua` reads the old expiry index.
+    let before = calls(&mut con, &["zrangebyscore"]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sweeps = calls(&mut con, &["zrangebyscore"]).await - before;
+    assert!(
+        sweeps <= 1,
+        "{sweeps} sweeps in 1.5 s while the only ticket is not due"
+    );
+    assert_eq!(node.take("s", "early").await.body["outcome"], "sold_out");
+    // It falls due 2.5 s after the win: its unit sells again soon after.
+    assert!(sells_again(&node, "s", "later", Duration::from_secs(3)).await);
+}
+
+/// A node's polls, by what they read before the digest.
+#[derive(Default)]
+struct Polls {
+    nothing: AtomicU64,
+    pool: AtomicU64,
+    view: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PollCount {
+    nothing: u64,
+    pool: u64,
+    view: u64,
+}
+
+impl PollCount {
+    fn total(&self) -> u64 {
+        self.nothing + self.pool + self.view
+    }
+}
+
+impl std::ops::Sub for PollCount {
+    type Output = PollCount;
+    fn sub(self, o: PollCount) -> PollCount {
+        PollCount {
+            nothing: self.nothing - o.nothing,
+            pool: self.pool - o.pool,
+            view: self.view - o.view,
+        }
+    }
+}
+
+impl Polls {
+    fn count(&self) -> PollCount {
+        PollCount {
+            nothing: self.nothing.load(Relaxed),
+            pool: self.pool.load(Relaxed),
+            view: self.view.load(Relaxed),
+        }
+    }
+}
+
+#[async_trait]
+impl Faults for Polls {
+    async fn poll(
+        &self,
+        inner: &RedisStore,
+        sale: &SaleId,
+        head: PollHead,
+        offset: u64,
+        max: u64,
+    ) -> Result<(Head, Vec<u8>), StoreError> {
+        match head {
+            PollHead::Nothing => &self.nothing,
+            PollHead::Pool => &self.pool,
+            PollHead::View => &self.view,
+        }
+        .fetch_add(1, Relaxed);
+        inner.poll(sale, head, offset, max).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -558,7 +678,7 @@ const ADMIT_FAIL_UNSENT: u8 = 1;
 const ADMIT_RUN_THEN_FAIL: u8 = 2;
 
 /// Switches in the way of the Redis store: lose an admit, slow or stop the
-/// tailer.
+/// watcher.
 struct Flaky {
     admit: AtomicU8,
     tail_delay_ms: AtomicU64,
@@ -569,18 +689,25 @@ async fn flaky_node(
     url: &str,
     tweak: impl FnOnce(&mut bigtap::ServeConfig),
 ) -> (Node, Arc<Forward<Flaky>>) {
+    let flaky = Flaky {
+        admit: AtomicU8::new(ADMIT_PASS),
+        tail_delay_ms: AtomicU64::new(0),
+        tail_blocked: AtomicBool::new(false),
+    };
+    node_with(url, flaky, tweak).await
+}
+
+/// A node whose store is Redis behind `faults`.
+async fn node_with<F: Faults>(
+    url: &str,
+    faults: F,
+    tweak: impl FnOnce(&mut bigtap::ServeConfig),
+) -> (Node, Arc<Forward<F>>) {
     let inner = RedisStore::open(url, "bigtap", Duration::from_millis(500), None).unwrap();
     inner.wait_ready(Duration::from_secs(5)).await.unwrap();
-    let flaky = Arc::new(Forward::new(
-        inner,
-        Flaky {
-            admit: AtomicU8::new(ADMIT_PASS),
-            tail_delay_ms: AtomicU64::new(0),
-            tail_blocked: AtomicBool::new(false),
-        },
-    ));
-    let node = spawn_node_on(flaky.clone(), url, tweak).await;
-    (node, flaky)
+    let store = Arc::new(Forward::new(inner, faults));
+    let node = spawn_node_on(store.clone(), url, tweak).await;
+    (node, store)
 }
 
 fn lost() -> StoreError {
@@ -606,22 +733,23 @@ impl Faults for Flaky {
             _ => inner.admit(sale, node, epoch, batch).await,
         }
     }
-    async fn read_digests(
+    async fn poll(
         &self,
         inner: &RedisStore,
         sale: &SaleId,
+        head: PollHead,
         offset: u64,
         max: u64,
-    ) -> Result<Vec<u8>, StoreError> {
+    ) -> Result<(Head, Vec<u8>), StoreError> {
         if self.tail_blocked.load(Relaxed) {
             return Err(lost());
         }
-        let bytes = inner.read_digests(sale, offset, max).await;
+        let read = inner.poll(sale, head, offset, max).await;
         let delay = self.tail_delay_ms.load(Relaxed);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        bytes
+        read
     }
 }
 

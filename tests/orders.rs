@@ -649,7 +649,7 @@ async fn trimming_removes_only_entries_every_group_is_done_with() {
         .sweep(&bigtap::SaleId::parse("s1").unwrap(), 1000)
         .await
         .unwrap();
-    assert_eq!(swept, 0);
+    assert_eq!(swept.released, 0);
     let _: () = redis::cmd("XGROUP")
         .arg("DESTROY")
         .arg("bigtap:{s1}:orders")

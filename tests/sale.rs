@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bigtap::store::redis::RedisStore;
-use bigtap::store::{AdmitReply, Candidate, LeaseReply, Store, Verdict};
+use bigtap::store::{AdmitReply, Candidate, LeaseReply, NextSweep, Store, Swept, Verdict};
 use bigtap::{SaleId, TicketId, UserId};
 use futures::stream::{self, StreamExt};
 use redis::AsyncCommands;
@@ -250,9 +250,32 @@ async fn a_delivered_order_stays_in_the_stream_until_the_sweeper_passes_it_and_i
     let sale = SaleId::parse("due").unwrap();
     assert_eq!(store.trim(&sale).await.unwrap(), 0);
     assert_eq!(xlen(&redis.url(), stream).await, 2);
-    // Past the TTL the sweeper reaches both tickets through the stream.
+    // Before the TTL a sweep releases nothing and says when the first
+    // ticket falls due.
+    let early = store.sweep(&sale, 100).await.unwrap();
+    assert_eq!(early.released, 0);
+    assert!(
+        matches!(early.next, NextSweep::In(d) if d <= Duration::from_millis(300)),
+        "{early:?}"
+    );
+    // Past the TTL the sweeper reaches both tickets through the stream: a
+    // sweep that stops at its limit says to sweep again now; then none is
+    // left to fall due.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(store.sweep(&sale, 100).await.unwrap(), 2);
+    assert_eq!(
+        store.sweep(&sale, 1).await.unwrap(),
+        Swept {
+            released: 1,
+            next: NextSweep::Now
+        }
+    );
+    assert_eq!(
+        store.sweep(&sale, 100).await.unwrap(),
+        Swept {
+            released: 1,
+            next: NextSweep::AfterTtl
+        }
+    );
     for t in &tickets {
         assert_eq!(
             n.backend(Method::GET, "due", t).await.body["state"],
@@ -267,7 +290,7 @@ async fn a_delivered_order_stays_in_the_stream_until_the_sweeper_passes_it_and_i
     assert_eq!(acct["balanced"], true);
     // Now the sweeper has passed them, the trim may go up to its cursor.
     assert_eq!(store.trim(&sale).await.unwrap(), 1);
-    assert_eq!(store.sweep(&sale, 100).await.unwrap(), 0);
+    assert_eq!(store.sweep(&sale, 100).await.unwrap().released, 0);
 }
 
 /// Writes a win the way releases before one-record-per-win did: the record
@@ -370,7 +393,7 @@ async fn a_win_is_one_record_under_its_buyer_and_wins_recorded_the_older_way_sti
     // The sweeper walks the stream and releases the older ticket that is due.
     let store = RedisStore::open(&redis.url(), "bigtap", Duration::from_secs(2), None).unwrap();
     let sale = SaleId::parse("mixed").unwrap();
-    assert_eq!(store.sweep(&sale, 100).await.unwrap(), 1);
+    assert_eq!(store.sweep(&sale, 100).await.unwrap().released, 1);
     assert_eq!(
         n.backend(Method::GET, "mixed", &bobs).await.body["state"],
         "released"
@@ -711,4 +734,56 @@ async fn right_after_sell_out_losers_are_refused_from_memory_without_waiting_for
     );
     // Two commits and at most one lease call that found the pool empty.
     assert!(memory >= 19.0, "losers answered from memory: {memory}\n{m}");
+}
+
+/// Every node reclaims expired leases every half lease TTL, and a scan reads
+/// every lease record: across a fleet that would cost the store the square
+/// of its size. One scan per interval serves the whole fleet; the other
+/// calls of the interval return at once, and a call that must scan now
+/// (zero interval) still does.
+#[tokio::test]
+async fn one_reclaim_scan_per_interval_serves_the_fleet_and_expired_leases_still_come_back() {
+    let redis = redis();
+    let store = RedisStore::open(&redis.url(), "bigtap", Duration::from_secs(2), None).unwrap();
+    store.wait_ready(Duration::from_secs(5)).await.unwrap();
+    let sale = SaleId::parse("r").unwrap();
+    let now = now_ms();
+    let spec = bigtap::sale::SaleSpec {
+        stock: Some(100),
+        starts_at_ms: now - 1000,
+        ends_at_ms: now + 3_600_000,
+        ticket_ttl_ms: 600_000,
+        eligibility: bigtap::sale::Eligibility::Open,
+    };
+    store.put_sale(&sale, &spec).await.unwrap();
+    let lease = |node: &'static str, units: u64| {
+        let store = store.clone();
+        async move {
+            let reply = store.lease(&sale, node, units, 50).await.unwrap();
+            assert!(matches!(reply, LeaseReply::Granted { granted, .. } if granted == units));
+        }
+    };
+    let interval = Duration::from_millis(1500);
+
+    // Node a's lease runs out; the first call of the interval scans.
+    lease("a", 3).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.reclaim(&sale, interval).await.unwrap(), (1, 3));
+
+    // Node b's runs out within the same interval: the calls of the other
+    // nodes return at once, until one must scan now.
+    lease("b", 5).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        assert_eq!(store.reclaim(&sale, interval).await.unwrap(), (0, 0));
+    }
+    assert_eq!(store.reclaim(&sale, Duration::ZERO).await.unwrap(), (1, 5));
+
+    // Once the interval is over, the next call scans again.
+    lease("c", 7).await;
+    tokio::time::sleep(interval).await;
+    assert_eq!(store.reclaim(&sale, interval).await.unwrap(), (1, 7));
+    let acct = store.snapshot(&sale).await.unwrap().unwrap();
+    assert_eq!((acct.available, acct.leased), (100, 0));
+    assert!(acct.balanced);
 }

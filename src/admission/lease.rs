@@ -289,7 +289,9 @@ pub async fn reclaim_loop(ctx: Arc<LeaseCtx>, sale: Arc<Sale>, stop: Cancellatio
             _ = tokio::time::sleep(period) => {}
             _ = stop.cancelled() => return,
         }
-        match ctx.store.reclaim(&sale.id).await {
+        // One scan per interval across the fleet, a little shorter than
+        // this node's own interval (see `lua/reclaim.lua`).
+        match ctx.store.reclaim(&sale.id, period - period / 4).await {
             Ok((leases, units)) if leases > 0 => {
                 tracing::info!(sale = %sale.id, leases, units, "reclaimed expired leases");
             }

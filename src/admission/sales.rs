@@ -5,14 +5,16 @@
 //! path looks a sale up without locking or asking Redis. New sales are
 //! discovered from Redis every second (and at once when created through
 //! this node); each sale then gets:
-//! - a refresher (settings, accounting and eligibility, every `--refresh-ms`),
-//! - a reader of the winners digest feeding the winners replica,
+//! - a watcher, which reads its settings, accounting and eligibility
+//!   (every `--refresh-ms`) and the winners digest feeding the winners
+//!   replica, in one round trip per poll,
 //! - a committer, a lease keeper, a reclaimer and a sweeper.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_skiplist::SkipMap;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,8 +25,8 @@ use super::Admission;
 use crate::clock::Clock;
 use crate::id::SaleId;
 use crate::lifecycle;
-use crate::sale::SaleState;
-use crate::store::{Store, StoreError};
+use crate::sale::{SaleState, Snapshot};
+use crate::store::{Head, PollHead, Store, StoreError};
 
 /// Bytes of the winners digest read per call (8 per win).
 const TAIL_BYTES: u64 = 64 * 1024;
@@ -51,6 +53,8 @@ const CHECK_EVERY: u64 = 25;
 /// How often a retired sale (over and settled) is refreshed, to notice an
 /// update that opens its window again.
 const RETIRED_PERIOD: Duration = Duration::from_secs(30);
+/// Pause before polling again after a poll failed.
+const POLL_RETRY: Duration = Duration::from_millis(250);
 /// How often the list of sales is re-read.
 const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 
@@ -140,17 +144,11 @@ impl Sales {
             return Ok(Some(entry.value().clone()));
         }
         let t = &ctx.tasks;
-        t.spawn(refresh_loop(
+        t.spawn(watch_loop(
             ctx.store.clone(),
             ctx.lease.clock.clone(),
             sale.clone(),
             ctx.refresh,
-            ctx.stop.clone(),
-        ));
-        t.spawn(tail_loop(
-            ctx.store.clone(),
-            ctx.lease.clock.clone(),
-            sale.clone(),
             ctx.stop.clone(),
         ));
         t.spawn(lease::keep(
@@ -188,36 +186,6 @@ impl Sales {
     }
 }
 
-/// Applies a fresh snapshot of `sale` every `period`.
-async fn refresh_loop(
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    sale: Arc<Sale>,
-    period: Duration,
-    stop: CancellationToken,
-) {
-    let mut round = 0u64;
-    loop {
-        round += 1;
-        let wait = if sale.is_retired() {
-            RETIRED_PERIOD
-        } else if ended(&sale, &*clock) {
-            ENDED_PERIOD
-        } else {
-            period
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.cancelled() => return,
-        }
-        // The full cross-check (O(fleet) in the store) now and then only.
-        let check = round.is_multiple_of(CHECK_EVERY);
-        if let Err(e) = refresh_with(&*store, &sale, check).await {
-            tracing::debug!(sale = %sale.id, error = %e, "refresh failed");
-        }
-    }
-}
-
 /// True when the sale no longer admits buyers (by this node's clock).
 fn ended(sale: &Sale, clock: &dyn Clock) -> bool {
     sale.window(clock.now_ms()) == super::stock::Window::Ended
@@ -226,10 +194,10 @@ fn ended(sale: &Sale, clock: &dyn Clock) -> bool {
 /// One refresh: settings, accounting, and the eligibility list if it
 /// changed. It also retires a sale that is over and settled (window past,
 /// no unit in any lease, no pending ticket, every win in the replica): its
-/// tailer, lease keeper, reclaimer and sweeper then sleep, and only this
-/// refresh runs, every `RETIRED_PERIOD`, so old sales cost the store
-/// next to nothing. A refresh that finds it open again (its window moved)
-/// revives them.
+/// lease keeper, reclaimer and sweeper then sleep, and its watcher only
+/// views it, every `RETIRED_PERIOD`, so old sales cost the store next to
+/// nothing. A refresh that finds it open again (its window moved) revives
+/// them.
 pub async fn refresh(store: &dyn Store, sale: &Sale) -> Result<(), StoreError> {
     refresh_with(store, sale, true).await
 }
@@ -241,6 +209,17 @@ async fn refresh_with(store: &dyn Store, sale: &Sale, check: bool) -> Result<(),
     } else {
         store.view(&sale.id).await?
     };
+    after_view(store, sale, snap).await
+}
+
+/// Takes in a view or snapshot of `sale` (`None`: the store does not
+/// know it): applies it, retires or revives the sale's upkeep, and reloads
+/// the eligibility list if it changed.
+async fn after_view(
+    store: &dyn Store,
+    sale: &Sale,
+    snap: Option<Snapshot>,
+) -> Result<(), StoreError> {
     if let Some(snap) = snap {
         sale.apply(&snap);
         if snap.checked && !snap.balanced {
@@ -271,7 +250,11 @@ pub async fn reload_eligible(store: &dyn Store, sale: &Sale) -> Result<(), Store
     Ok(())
 }
 
-/// Feeds the winners replica from the sale's winners digest.
+/// Keeps this node's picture of `sale` current: its settings and
+/// counters (the view, every `refresh`), and its winners replica (the
+/// winners digest, tailed). Both are read in one poll, one round trip:
+/// what a node costs the store while a sale is quiet is its round trips,
+/// and a large fleet spends most of a sale's life quiet.
 ///
 /// The digest is a Redis string to which `admit` appends 8 bytes per win in
 /// the order wins are counted; it is never trimmed, so reading it from
@@ -279,83 +262,150 @@ pub async fn reload_eligible(store: &dyn Store, sale: &Sale) -> Result<(), Store
 /// node learns a winner for 8 bytes of reply, not a stream entry: a larger
 /// fleet costs the store next to nothing more per winner.
 ///
-/// While the sale may be sold out, each poll first reads the pool (one
-/// `HMGET`), then the digest, in one round trip: a pool with no unit
+/// Reads that find nothing new space out, doubling from [`TAIL_IDLE`] up
+/// to [`TAIL_QUIET`] ([`TAIL_QUIET_SOLD_OUT`] while the sale may be sold
+/// out), and the first new win brings them back to [`TAIL_IDLE`]. The view
+/// rides on the first read due at or after its time, and both times are
+/// then counted from that poll, so once a sale is quiet (digest every 200
+/// ms, view every 200 ms) each poll carries both.
+///
+/// While the sale may be sold out, every poll reads the pool before the
+/// digest (in the view when one is due, else alone): a pool with no unit
 /// anywhere, plus every win counted with it read, proves a miss is a loser
 /// (see [`Sale::replica_complete`]).
 ///
-/// Reads that find nothing new space out, doubling from [`TAIL_IDLE`] up
-/// to [`TAIL_QUIET`] ([`TAIL_QUIET_SOLD_OUT`] while the sale may be sold
-/// out), and the first new win brings them back to [`TAIL_IDLE`]: a quiet
-/// sale, open or sold out, is the state a large fleet spends most of its
-/// time in, and what each node costs the store then grows with the fleet.
-async fn tail_loop(
+/// Past its window a sale is polled every [`ENDED_PERIOD`]; retired (over
+/// and settled), only viewed, every [`RETIRED_PERIOD`], to notice an update
+/// that opens it again. Every [`CHECK_EVERY`]th view is the full
+/// accounting with its cross-checks, a script of its own.
+async fn watch_loop(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     sale: Arc<Sale>,
+    refresh: Duration,
     stop: CancellationToken,
 ) {
     let mut quiet = TAIL_IDLE;
+    let mut views = 0u64;
+    // The sale was just loaded from a full snapshot: first the digest.
+    let mut view_at = Instant::now() + refresh;
+    let mut tail_at = Instant::now();
     loop {
-        sale.while_retired(&stop).await;
+        let retired = sale.is_retired();
+        let next = if retired {
+            view_at
+        } else {
+            view_at.min(tail_at)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            // A revival by another path (an admin update through this
+            // node) resumes the tail at once.
+            _ = sale.while_retired(&stop), if retired => {
+                tail_at = Instant::now();
+                continue;
+            }
+            _ = stop.cancelled() => return,
+        }
+        let now = Instant::now();
+        let retired = sale.is_retired();
+        let mut head = if !retired && sale.may_be_sold_out() {
+            PollHead::Pool
+        } else {
+            PollHead::Nothing
+        };
+        let view_due = now >= view_at;
+        if view_due {
+            views += 1;
+            if views.is_multiple_of(CHECK_EVERY) {
+                let checked = async {
+                    let snap = store.snapshot(&sale.id).await?;
+                    after_view(&*store, &sale, snap).await
+                };
+                let r = tokio::select! {
+                    r = checked => r,
+                    _ = stop.cancelled() => return,
+                };
+                if let Err(e) = r {
+                    tracing::debug!(sale = %sale.id, error = %e, "refresh failed");
+                }
+            } else {
+                head = PollHead::View;
+            }
+        }
+        if retired && head != PollHead::View {
+            if view_due {
+                view_at = now + RETIRED_PERIOD;
+            }
+            continue;
+        }
         let poll = async {
             let read_at_ms = clock.now_ms();
             let offset = sale.digests_offset();
-            let (pool, bytes) = if sale.may_be_sold_out() {
-                store
-                    .pool_then_digests(&sale.id, offset, TAIL_BYTES)
-                    .await?
-            } else {
-                (
-                    None,
-                    store.read_digests(&sale.id, offset, TAIL_BYTES).await?,
-                )
-            };
-            Ok::<_, StoreError>((read_at_ms, pool, offset, bytes))
+            let (head, bytes) = store.poll(&sale.id, head, offset, TAIL_BYTES).await?;
+            Ok::<_, StoreError>((read_at_ms, head, offset, bytes))
         };
         let read = tokio::select! {
             r = poll => r,
             _ = stop.cancelled() => return,
         };
-        let pause = match read {
-            Ok((read_at_ms, pool, offset, bytes)) => {
-                let full = bytes.len() as u64 >= TAIL_BYTES;
-                let sold_out = pool.is_some();
-                sale.read_digests(offset, &bytes);
-                if let Some(p) = pool {
-                    sale.observe_pool(p.available, p.leased, p.orders_enqueued, read_at_ms);
-                }
-                let pause = if bytes.is_empty() {
-                    let cap = if sold_out {
-                        TAIL_QUIET_SOLD_OUT
-                    } else {
-                        TAIL_QUIET
-                    };
-                    let pause = quiet.min(cap);
-                    quiet = (pause * 2).min(cap);
-                    pause
-                } else {
-                    quiet = TAIL_IDLE;
-                    TAIL_IDLE
-                };
-                if full {
-                    Duration::ZERO
-                } else if ended(&sale, &*clock) {
-                    ENDED_PERIOD
-                } else {
-                    pause
-                }
-            }
+        let (read_at_ms, polled, offset, bytes) = match read {
+            Ok(r) => r,
             Err(e) => {
-                tracing::debug!(sale = %sale.id, error = %e, "winners digest read failed");
-                Duration::from_millis(250)
+                tracing::debug!(sale = %sale.id, error = %e, "sale poll failed");
+                let again = Instant::now() + POLL_RETRY;
+                tail_at = again;
+                if view_due {
+                    view_at = again;
+                }
+                continue;
             }
         };
-        if !pause.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = stop.cancelled() => return,
+        // The digest first, then the pool read before it: the proof needs
+        // every win the pool counted in the replica.
+        let full = bytes.len() as u64 >= TAIL_BYTES;
+        let fresh = !bytes.is_empty();
+        sale.read_digests(offset, &bytes);
+        if let Some(p) = polled.pool() {
+            sale.observe_pool(p.available, p.leased, p.orders_enqueued, read_at_ms);
+        }
+        if let Head::View(snap) = polled {
+            if let Err(e) = after_view(&*store, &sale, snap).await {
+                tracing::debug!(sale = %sale.id, error = %e, "refresh failed");
             }
         }
+        let now = Instant::now();
+        let ended = ended(&sale, &*clock);
+        if view_due {
+            view_at = now
+                + if sale.is_retired() {
+                    RETIRED_PERIOD
+                } else if ended {
+                    ENDED_PERIOD
+                } else {
+                    refresh
+                };
+        }
+        let pause = if fresh {
+            quiet = TAIL_IDLE;
+            TAIL_IDLE
+        } else {
+            let cap = if sale.may_be_sold_out() {
+                TAIL_QUIET_SOLD_OUT
+            } else {
+                TAIL_QUIET
+            };
+            let pause = quiet.min(cap);
+            quiet = (pause * 2).min(cap);
+            pause
+        };
+        tail_at = now
+            + if full {
+                Duration::ZERO
+            } else if ended {
+                ENDED_PERIOD
+            } else {
+                pause
+            };
     }
 }

@@ -25,7 +25,7 @@
 //!
 //! The winners replica is one insert-only hash table of 64-bit digests
 //! (`super::winners`). It holds two kinds of entry. A *bare digest* for
-//! each winner the tailer reads from the sale's winners digest in Redis
+//! each winner the watcher reads from the sale's winners digest in Redis
 //! (8 bytes per win, appended by `admit` in the order wins are counted):
 //! other nodes' wins, and this node's own only when they land past a
 //! stretch it has not read yet. So a loser after sell-out is refused
@@ -61,7 +61,7 @@ use crate::metrics::SaleGauges;
 use crate::sale::{Issued, SaleState, Snapshot};
 
 /// How old a sold-out proof may be and still answer a replica miss from
-/// memory (see [`Sale::replica_complete`]): five polls of the tailer. It
+/// memory (see [`Sale::replica_complete`]): five polls of the watcher. It
 /// bounds how long a unit released on one node and won on another can go
 /// unseen here.
 pub const PROOF_FRESH_MS: u64 = 250;
@@ -262,6 +262,9 @@ pub struct Sale {
     proof_at_ms: AtomicU64,
     /// Set while the sale is over and settled: its upkeep tasks sleep.
     retired: AtomicBool,
+    /// A ticket of this sale was confirmed or released through this node
+    /// since its last sweep (see `lifecycle::sweep_loop`).
+    sweep_asked: AtomicBool,
     pub(super) revived: Notify,
     /// The winners replica (see the module docs): bare digests and ticket
     /// entries, by digest.
@@ -271,7 +274,7 @@ pub struct Sale {
     /// In front of the winners table: a clear bit proves a digest absent.
     filter: DigestFilter,
     /// Bytes of the winners digest known without a gap, from offset 0:
-    /// read by the tailer, or appended by this node's own commit right at
+    /// read by the watcher, or appended by this node's own commit right at
     /// the end of what it knew. `/ 8` is what the sold-out proof counts
     /// (not the set's size: own wins may sit past others not read yet).
     digests_known: AtomicU64,
@@ -485,6 +488,7 @@ impl Sale {
             proof_enqueued: AtomicU64::new(0),
             proof_at_ms: AtomicU64::new(0),
             retired: AtomicBool::new(false),
+            sweep_asked: AtomicBool::new(false),
             revived: Notify::new(),
             winners: Table::default(),
             warehouses: Names::default(),
@@ -597,7 +601,7 @@ impl Sale {
     }
 
     /// Takes in the pool as Redis showed it in one atomic read made at
-    /// `read_at_ms` (node clock) or later: a lease reply, or the tailer's
+    /// `read_at_ms` (node clock) or later: a lease reply, or the watcher's
     /// pool read. When it shows no unit anywhere, it proves the winners
     /// replica complete once the replica holds `orders_enqueued` wins.
     pub(super) fn observe_pool(
@@ -642,8 +646,8 @@ impl Sale {
     /// lease (no new win can happen before a unit comes back), and the
     /// replica holds every win Redis had counted then.
     ///
-    /// The proof is renewed by the tailer every poll while the sale is sold
-    /// out; when it is not (store unreachable, tailer behind), a miss is
+    /// The proof is renewed by the watcher every poll while the sale is sold
+    /// out; when it is not (store unreachable, watcher behind), a miss is
     /// asked of Redis instead of answered from a stale view.
     pub fn replica_complete(&self, now_ms: u64) -> bool {
         let at = self.proof_at_ms.load(Acquire);
@@ -654,7 +658,7 @@ impl Sale {
     }
 
     /// Whether the pool may be empty everywhere, by the last view: the
-    /// tailer then renews the sold-out proof at every poll.
+    /// watcher then renews the sold-out proof at every poll.
     pub fn may_be_sold_out(&self) -> bool {
         self.remaining_hint() == 0 || self.is_sold_out()
     }
@@ -662,6 +666,19 @@ impl Sale {
     /// Wins Redis had counted at the last view.
     pub fn orders_enqueued_hint(&self) -> u64 {
         self.mirror.orders_enqueued.load(Relaxed)
+    }
+
+    /// Asks for a sweep at the sweeper's next check: a ticket was settled,
+    /// and the sweep cursor may now pass its entry.
+    pub fn ask_sweep(&self) {
+        // Relaxed: a request flag; the sweep reads the store, not memory.
+        self.sweep_asked.store(true, Relaxed);
+    }
+
+    /// Whether a sweep was asked for since the last call.
+    pub(crate) fn sweep_was_asked(&self) -> bool {
+        // Relaxed: as in `ask_sweep`.
+        self.sweep_asked.swap(false, Relaxed)
     }
 
     pub fn is_retired(&self) -> bool {
@@ -829,7 +846,7 @@ impl Sale {
         }
     }
 
-    /// Where the tailer reads the winners digest next.
+    /// Where the watcher reads the winners digest next.
     pub fn digests_offset(&self) -> u64 {
         self.digests_known.load(Acquire)
     }
@@ -854,7 +871,7 @@ impl Sale {
 
     /// This node's commit appended `wins` digests, ending at `len`: when it
     /// knew everything before them, it now knows everything up to `len`
-    /// without waiting for the tailer. (Its wins have ticket entries
+    /// without waiting for the watcher. (Its wins have ticket entries
     /// already: `remember_winner` ran for each.)
     pub(super) fn appended_digests(&self, wins: u64, len: u64) {
         let start = len.saturating_sub(8 * wins);

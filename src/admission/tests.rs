@@ -162,7 +162,7 @@ impl Store for Fake {
     async fn return_lease(&self, _: &SaleId, _: &str, _: u64) -> Result<ReturnReply, StoreError> {
         Err(not_here())
     }
-    async fn reclaim(&self, _: &SaleId) -> Result<(u64, u64), StoreError> {
+    async fn reclaim(&self, _: &SaleId, _: std::time::Duration) -> Result<(u64, u64), StoreError> {
         Err(not_here())
     }
 
@@ -230,7 +230,7 @@ impl Store for Fake {
     async fn release(&self, _: &SaleId, _: &TicketId) -> Result<Transition, StoreError> {
         Err(not_here())
     }
-    async fn sweep(&self, _: &SaleId, _: u64) -> Result<u64, StoreError> {
+    async fn sweep(&self, _: &SaleId, _: u64) -> Result<crate::store::Swept, StoreError> {
         Err(not_here())
     }
     async fn read_digests(&self, _: &SaleId, _: u64, _: u64) -> Result<Vec<u8>, StoreError> {

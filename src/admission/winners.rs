@@ -1,7 +1,7 @@
 //! The winners table: every winner a node knows of, by 64-bit digest.
 //!
 //! One open-addressing hash table holds both parts of the winners replica
-//! (see [`super::stock`]): bare digests the tailer reads (other nodes'
+//! (see [`super::stock`]): bare digests the watcher reads (other nodes'
 //! wins) and ticket entries (a digest and the ticket it stands for, for the
 //! wins this node committed or looked up). It only grows: a win is never
 //! forgotten while the node serves the sale.
@@ -15,7 +15,7 @@
 //!
 //! The table is split into [`SHARDS`] shards by the digest's top bits,
 //! each with its own slots and its own writer lock. Writers (the
-//! committer, the tailer, a lookup that found a ticket) take the lock of
+//! committer, the watcher, a lookup that found a ticket) take the lock of
 //! the shard they write. A slot is written once: its value first, then its
 //! digest (Release), so a reader that sees the digest (Acquire) sees the
 //! value. When a shard is half full, the writer builds one four times

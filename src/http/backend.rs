@@ -64,6 +64,11 @@ pub async fn route<B: RequestBody>(
     if !authorized(&req, &shared.backend_key) {
         return response::unauthorized();
     }
+    let settled = |r: &Result<Transition, StoreError>| {
+        if let (Ok(Some(_)), Some(live)) = (r, shared.sales.get(&sale)) {
+            live.sale().ask_sweep();
+        }
+    };
     match action {
         Action::Read => match shared.store.ticket(&sale, &ticket).await {
             Ok(Some(t)) => reply(
@@ -73,14 +78,16 @@ pub async fn route<B: RequestBody>(
             Ok(None) => unknown_ticket(),
             Err(e) => failed(e),
         },
-        Action::Confirm => settle(
-            shared.store.confirm(&sale, &ticket).await,
-            TicketState::Confirmed,
-        ),
-        _ => settle(
-            shared.store.release(&sale, &ticket).await,
-            TicketState::Released,
-        ),
+        Action::Confirm => {
+            let r = shared.store.confirm(&sale, &ticket).await;
+            settled(&r);
+            settle(r, TicketState::Confirmed)
+        }
+        _ => {
+            let r = shared.store.release(&sale, &ticket).await;
+            settled(&r);
+            settle(r, TicketState::Released)
+        }
     }
 }
 

@@ -92,6 +92,10 @@ impl Keys {
     pub fn swept(&self, sale: &SaleId) -> String {
         self.sale_key(sale, "swept")
     }
+    /// Present while the last lease reclaim scan's interval runs.
+    pub fn reclaimed(&self, sale: &SaleId) -> String {
+        self.sale_key(sale, "reclaimed")
+    }
     /// The eligibility list (set).
     pub fn eligible(&self, sale: &SaleId) -> String {
         self.sale_key(sale, "eligible")
@@ -135,6 +139,7 @@ mod tests {
             k.tickets(&s),
             k.expiry(&s),
             k.swept(&s),
+            k.reclaimed(&s),
             k.eligible(&s),
             k.orders(&s),
             k.digests(&s),

@@ -315,8 +315,14 @@ pub trait Store: Send + Sync + 'static {
         node: &str,
         epoch: u64,
     ) -> Result<ReturnReply, StoreError>;
-    /// (leases reclaimed, units returned to the pool)
-    async fn reclaim(&self, sale: &SaleId) -> Result<(u64, u64), StoreError>;
+    /// Returns expired leases to the pool: (leases reclaimed, units
+    /// returned). Scans at most once per `every` across the fleet (the
+    /// other calls of that interval return (0, 0)); zero scans now.
+    async fn reclaim(
+        &self,
+        sale: &SaleId,
+        every: std::time::Duration,
+    ) -> Result<(u64, u64), StoreError>;
     async fn admit(
         &self,
         sale: &SaleId,
@@ -337,8 +343,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<TicketRecord>, StoreError>;
     async fn confirm(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError>;
     async fn release(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError>;
-    /// Releases up to `limit` expired pending tickets; returns how many.
-    async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError>;
+    /// Releases up to `limit` expired pending tickets; says how many, and
+    /// when the next one falls due.
+    async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<Swept, StoreError>;
 
     /// Bytes of the sale's winners digest from `offset`, at most `max`
     /// (8 per win, in the order wins were counted; empty when none).
@@ -353,17 +360,77 @@ pub trait Store: Send + Sync + 'static {
     /// `None` for an unknown sale.
     async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError>;
 
-    /// [`Store::pool`], then [`Store::read_digests`], the digest read after
-    /// the pool (so it holds every win the pool's `orders_enqueued`
-    /// counted). A store that can sends both in one round trip.
-    async fn pool_then_digests(
+    /// One poll of a sale: `head`, then the digest from `offset` (at most
+    /// `max` bytes), read after it, so the digest holds every win the
+    /// counters read first counted. A store that can sends it all in one
+    /// round trip: a node polls several times a second, and in a large
+    /// fleet the store pays for the round trips more than for the reads.
+    async fn poll(
         &self,
         sale: &SaleId,
+        head: PollHead,
         offset: u64,
         max: u64,
-    ) -> Result<(Option<Pool>, Vec<u8>), StoreError> {
-        let pool = self.pool(sale).await?;
+    ) -> Result<(Head, Vec<u8>), StoreError> {
+        let head = match head {
+            PollHead::Nothing => Head::Nothing,
+            PollHead::Pool => Head::Pool(self.pool(sale).await?),
+            PollHead::View => Head::View(self.view(sale).await?),
+        };
         let bytes = self.read_digests(sale, offset, max).await?;
-        Ok((pool, bytes))
+        Ok((head, bytes))
+    }
+}
+
+/// What one [`Store::sweep`] did, and when the next is worth making.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub released: u64,
+    pub next: NextSweep,
+}
+
+/// When a sale's next pending ticket falls due, as a sweep saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextSweep {
+    /// The sweep stopped at its limit: more tickets may be due now.
+    Now,
+    /// The first pending ticket left falls due after this long.
+    In(std::time::Duration),
+    /// No pending ticket is left: none falls due before one TTL from now
+    /// (a ticket issued from now on lives at least that long).
+    AfterTtl,
+}
+
+/// What a [`Store::poll`] reads before the digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollHead {
+    Nothing,
+    /// [`Store::pool`].
+    Pool,
+    /// [`Store::view`], which holds the pool too.
+    View,
+}
+
+/// What a [`Store::poll`] read before the digest; `None` inside for an
+/// unknown sale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head {
+    Nothing,
+    Pool(Option<Pool>),
+    View(Option<Snapshot>),
+}
+
+impl Head {
+    /// The pool it read, directly or within the view.
+    pub fn pool(&self) -> Option<Pool> {
+        match self {
+            Head::Nothing => None,
+            Head::Pool(p) => *p,
+            Head::View(v) => v.as_ref().map(|s| Pool {
+                available: s.available,
+                leased: s.leased,
+                orders_enqueued: s.orders_enqueued,
+            }),
+        }
     }
 }

@@ -475,8 +475,15 @@ impl Store for RedisStore {
         scripts::account::call(self, sale).await
     }
 
+    /// Plain reads, not a script: the settings, the counters and the
+    /// store's clock in one round trip, at about two thirds of what the
+    /// same reads cost the store as a script, which every node runs
+    /// several times a second.
     async fn view(&self, sale: &SaleId) -> Result<Option<Snapshot>, StoreError> {
-        scripts::view::call(self, sale).await
+        let mut pipe = ::redis::pipe();
+        self.add_view(&mut pipe, sale);
+        let reply = self.read_pipeline(&pipe).await?;
+        view_of(&reply)
     }
 
     async fn eligible_users(&self, sale: &SaleId) -> Result<Vec<UserId>, StoreError> {
@@ -522,8 +529,8 @@ impl Store for RedisStore {
         scripts::return_lease::call(self, sale, node, epoch).await
     }
 
-    async fn reclaim(&self, sale: &SaleId) -> Result<(u64, u64), StoreError> {
-        scripts::reclaim::call(self, sale).await
+    async fn reclaim(&self, sale: &SaleId, every: Duration) -> Result<(u64, u64), StoreError> {
+        scripts::reclaim::call(self, sale, every).await
     }
 
     async fn admit(
@@ -578,7 +585,7 @@ impl Store for RedisStore {
         scripts::release::call(self, sale, ticket).await
     }
 
-    async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError> {
+    async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<Swept, StoreError> {
         scripts::sweep::call(self, sale, limit).await
     }
 
@@ -600,36 +607,60 @@ impl Store for RedisStore {
         Ok(pool_of(&v))
     }
 
-    /// One pipeline, so one pass of the store's event loop for both reads:
-    /// a node polls this several times a second while its sale may be
-    /// sold out, and in a large fleet the passes, not the reads, are what
-    /// the store pays for. Redis runs a connection's commands in order, on
-    /// a cluster too (one slot, one shard).
-    async fn pool_then_digests(
+    /// One pipeline, so one pass of the store's event loop for all its
+    /// reads: while a sale is quiet a node polls it every 100 to 200 ms,
+    /// and in a large fleet the passes, not the reads, are what the store
+    /// pays for. Redis runs a connection's commands in order, on a cluster
+    /// too (one slot, one shard; `TIME`, which has no key, goes with them).
+    async fn poll(
         &self,
         sale: &SaleId,
+        head: PollHead,
         offset: u64,
         max: u64,
-    ) -> Result<(Option<Pool>, Vec<u8>), StoreError> {
-        if max == 0 {
-            return Ok((self.pool(sale).await?, Vec::new()));
+    ) -> Result<(Head, Vec<u8>), StoreError> {
+        if head == PollHead::Nothing && max == 0 {
+            return Ok((Head::Nothing, Vec::new()));
         }
         let mut pipe = ::redis::pipe();
-        pipe.add_command(self.pool_cmd(sale))
-            .add_command(self.digests_cmd(sale, offset, max));
+        match head {
+            PollHead::Nothing => {}
+            PollHead::Pool => {
+                pipe.add_command(self.pool_cmd(sale));
+            }
+            PollHead::View => self.add_view(&mut pipe, sale),
+        }
+        if max > 0 {
+            pipe.add_command(self.digests_cmd(sale, offset, max));
+        }
         let reply = self.read_pipeline(&pipe).await?;
-        let protocol = |detail: String| StoreError::Protocol {
-            script: Op::ReadOrders.name(),
-            detail,
+        let (head_reply, bytes) = if max > 0 {
+            match reply.split_last() {
+                Some((bytes, rest)) => (rest, Some(bytes)),
+                None => return Err(poll_protocol("no reply".into())),
+            }
+        } else {
+            (&reply[..], None)
         };
-        let [pool, bytes] = &reply[..] else {
-            return Err(protocol(format!("{} replies to 2 commands", reply.len())));
+        let head = match head {
+            PollHead::Nothing => Head::Nothing,
+            PollHead::Pool => {
+                let [pool] = head_reply else {
+                    return Err(poll_protocol(format!("{} replies", reply.len())));
+                };
+                let pool: Vec<Option<u64>> = ::redis::from_redis_value_ref(pool)
+                    .map_err(|e| poll_protocol(e.to_string()))?;
+                Head::Pool(pool_of(&pool))
+            }
+            PollHead::View => Head::View(view_of(head_reply)?),
         };
-        let pool: Vec<Option<u64>> =
-            ::redis::from_redis_value_ref(pool).map_err(|e| protocol(e.to_string()))?;
-        let bytes: Vec<u8> =
-            ::redis::from_redis_value_ref(bytes).map_err(|e| protocol(e.to_string()))?;
-        Ok((pool_of(&pool), bytes))
+        let bytes = match bytes {
+            Some(v) => {
+                ::redis::from_redis_value_ref(v).map_err(|e| poll_protocol(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        Ok((head, bytes))
     }
 }
 
@@ -643,6 +674,17 @@ impl RedisStore {
         cmd
     }
 
+    /// The view's reads (see [`view_of`]): settings, counters, clock.
+    fn add_view(&self, pipe: &mut ::redis::Pipeline, sale: &SaleId) {
+        pipe.cmd("HMGET")
+            .arg(self.keys.cfg(sale))
+            .arg(&VIEW_SETTINGS[..]);
+        pipe.cmd("HMGET")
+            .arg(self.keys.acct(sale))
+            .arg(&VIEW_COUNTERS[..]);
+        pipe.cmd("TIME");
+    }
+
     fn digests_cmd(&self, sale: &SaleId, offset: u64, max: u64) -> Cmd {
         let mut cmd = ::redis::cmd("GETRANGE");
         cmd.arg(self.keys.digests(sale))
@@ -650,6 +692,83 @@ impl RedisStore {
             .arg(offset + max - 1);
         cmd
     }
+}
+
+fn poll_protocol(detail: String) -> StoreError {
+    StoreError::Protocol {
+        script: Op::ReadOrders.name(),
+        detail,
+    }
+}
+
+/// The settings a view reads from the sale's `cfg` hash, in this order.
+const VIEW_SETTINGS: [&str; 6] = ["starts", "ends", "closed", "ttl", "elig", "elig_version"];
+/// The counters a view reads from the sale's `acct` hash, in this order.
+const VIEW_COUNTERS: [&str; 7] = [
+    "total",
+    "avail",
+    "leased",
+    "pending",
+    "confirmed",
+    "released",
+    "enqueued",
+];
+
+/// A view from the replies to [`RedisStore::add_view`]'s three reads;
+/// `None` for an unknown sale (every sale's settings have `starts`,
+/// `ends` and `ttl`: `put_sale.lua`). A counter not yet written is 0.
+fn view_of(reply: &[Value]) -> Result<Option<Snapshot>, StoreError> {
+    let protocol = |detail: String| StoreError::Protocol {
+        script: Op::Account.name(),
+        detail,
+    };
+    let [cfg, acct, time] = reply else {
+        return Err(protocol(format!(
+            "{} replies to a view's 3 reads",
+            reply.len()
+        )));
+    };
+    let cfg: Vec<Option<String>> =
+        ::redis::from_redis_value_ref(cfg).map_err(|e| protocol(e.to_string()))?;
+    let acct: Vec<Option<u64>> =
+        ::redis::from_redis_value_ref(acct).map_err(|e| protocol(e.to_string()))?;
+    let (secs, micros): (u64, u64) =
+        ::redis::from_redis_value_ref(time).map_err(|e| protocol(e.to_string()))?;
+    let [starts, ends, closed, ttl, elig, version] = &cfg[..] else {
+        return Err(protocol(format!("{} settings", cfg.len())));
+    };
+    let Some(starts) = starts else {
+        return Ok(None);
+    };
+    let number = |name: &str, v: Option<&String>| -> Result<u64, StoreError> {
+        v.and_then(|t| t.parse().ok())
+            .ok_or_else(|| protocol(format!("sale setting {name} is {v:?}")))
+    };
+    let counter = |i: usize| acct.get(i).copied().flatten().unwrap_or(0);
+    if acct.len() != VIEW_COUNTERS.len() {
+        return Err(protocol(format!("{} counters", acct.len())));
+    }
+    Ok(Some(Snapshot {
+        now_ms: secs * 1000 + micros / 1000,
+        starts_at_ms: number("starts", Some(starts))?,
+        ends_at_ms: number("ends", ends.as_ref())?,
+        closed: closed.as_deref() == Some("1"),
+        ticket_ttl_ms: number("ttl", ttl.as_ref())?,
+        list_only: elig.as_deref() == Some("list"),
+        eligibility_version: match version {
+            Some(_) => number("elig_version", version.as_ref())?,
+            None => 0,
+        },
+        stock_total: counter(0),
+        available: counter(1),
+        leased: counter(2),
+        pending: counter(3),
+        confirmed: counter(4),
+        released_total: counter(5),
+        orders_enqueued: counter(6),
+        balanced: false,
+        checked: false,
+    }))
 }
 
 /// The pool from `HMGET acct avail leased enqueued`; `None` without a sale.

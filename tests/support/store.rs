@@ -17,9 +17,11 @@ use bigtap::sale::{
 };
 use bigtap::store::redis::RedisStore;
 use bigtap::store::{
-    AdmitReply, Candidate, LeaseReply, RenewReply, ReturnReply, SafetyReport, Store, StoreError,
+    AdmitReply, Candidate, Head, LeaseReply, PollHead, RenewReply, ReturnReply, SafetyReport,
+    Store, StoreError,
 };
 use bigtap::{SaleId, TicketId, UserId};
+use std::time::Duration;
 
 /// The calls a test may break. Each default forwards to `inner`.
 #[async_trait]
@@ -34,14 +36,16 @@ pub trait Faults: Send + Sync + 'static {
     ) -> Result<AdmitReply, StoreError> {
         inner.admit(sale, node, epoch, batch).await
     }
-    async fn read_digests(
+    /// A sale watcher's poll (its view, pool and digest reads).
+    async fn poll(
         &self,
         inner: &RedisStore,
         sale: &SaleId,
+        head: PollHead,
         offset: u64,
         max: u64,
-    ) -> Result<Vec<u8>, StoreError> {
-        inner.read_digests(sale, offset, max).await
+    ) -> Result<(Head, Vec<u8>), StoreError> {
+        inner.poll(sale, head, offset, max).await
     }
     async fn lease(
         &self,
@@ -72,8 +76,13 @@ pub trait Faults: Send + Sync + 'static {
     ) -> Result<ReturnReply, StoreError> {
         inner.return_lease(sale, node, epoch).await
     }
-    async fn reclaim(&self, inner: &RedisStore, sale: &SaleId) -> Result<(u64, u64), StoreError> {
-        inner.reclaim(sale).await
+    async fn reclaim(
+        &self,
+        inner: &RedisStore,
+        sale: &SaleId,
+        every: Duration,
+    ) -> Result<(u64, u64), StoreError> {
+        inner.reclaim(sale, every).await
     }
 }
 
@@ -196,8 +205,8 @@ impl<F: Faults> Store for Forward<F> {
             .return_lease(&self.inner, sale, node, epoch)
             .await
     }
-    async fn reclaim(&self, sale: &SaleId) -> Result<(u64, u64), StoreError> {
-        self.faults.reclaim(&self.inner, sale).await
+    async fn reclaim(&self, sale: &SaleId, every: Duration) -> Result<(u64, u64), StoreError> {
+        self.faults.reclaim(&self.inner, sale, every).await
     }
     async fn admit(
         &self,
@@ -230,7 +239,7 @@ impl<F: Faults> Store for Forward<F> {
     async fn release(&self, sale: &SaleId, ticket: &TicketId) -> Result<Transition, StoreError> {
         self.inner.release(sale, ticket).await
     }
-    async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<u64, StoreError> {
+    async fn sweep(&self, sale: &SaleId, limit: u64) -> Result<bigtap::store::Swept, StoreError> {
         self.inner.sweep(sale, limit).await
     }
     async fn read_digests(
@@ -239,9 +248,16 @@ impl<F: Faults> Store for Forward<F> {
         offset: u64,
         max: u64,
     ) -> Result<Vec<u8>, StoreError> {
-        self.faults
-            .read_digests(&self.inner, sale, offset, max)
-            .await
+        self.inner.read_digests(sale, offset, max).await
+    }
+    async fn poll(
+        &self,
+        sale: &SaleId,
+        head: PollHead,
+        offset: u64,
+        max: u64,
+    ) -> Result<(Head, Vec<u8>), StoreError> {
+        self.faults.poll(&self.inner, sale, head, offset, max).await
     }
     async fn pool(&self, sale: &SaleId) -> Result<Option<Pool>, StoreError> {
         self.inner.pool(sale).await

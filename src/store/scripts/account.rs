@@ -59,7 +59,7 @@ pub async fn call_full(
     Ok(Some((snap, warehouses)))
 }
 
-/// The settings and counters both `account.lua` and `view.lua` reply with,
+/// The settings and counters `account.lua` replies with,
 /// in that order (`balanced` unchecked).
 pub(super) fn settings_and_counters(r: &mut Reply) -> Result<Snapshot, StoreError> {
     Ok(Snapshot {

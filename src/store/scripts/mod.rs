@@ -40,7 +40,6 @@ pub mod renew;
 pub mod return_lease;
 pub mod sweep;
 pub mod transfer;
-pub mod view;
 
 /// Index of each operation in [`crate::metrics::STORE_OPS`].
 #[derive(Clone, Copy, Debug)]
@@ -109,10 +108,9 @@ impl Def {
 }
 
 /// Every script, for loading them all at start-up.
-pub fn all() -> [&'static Def; 23] {
+pub fn all() -> [&'static Def; 22] {
     [
         &account::DEF,
-        &view::DEF,
         &add_eligible::DEF,
         &add_stock::DEF,
         &admit::DEF,

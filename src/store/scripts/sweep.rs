@@ -6,7 +6,8 @@
 use super::{Def, Op, Reply};
 use crate::id::SaleId;
 use crate::store::redis::RedisStore;
-use crate::store::StoreError;
+use crate::store::{NextSweep, StoreError, Swept};
+use std::time::Duration;
 
 pub static DEF: Def = Def::new(
     "sweep",
@@ -18,7 +19,7 @@ pub static DEF: Def = Def::new(
     ),
 );
 
-pub async fn call(s: &RedisStore, sale: &SaleId, limit: u64) -> Result<u64, StoreError> {
+pub async fn call(s: &RedisStore, sale: &SaleId, limit: u64) -> Result<Swept, StoreError> {
     let k = s.keys();
     let mut inv = DEF.script().prepare_invoke();
     inv.key(k.tickets(sale))
@@ -30,5 +31,13 @@ pub async fn call(s: &RedisStore, sale: &SaleId, limit: u64) -> Result<u64, Stor
         .key(k.winners(sale));
     inv.arg(limit);
     let items = s.invoke(&DEF, &inv).await?;
-    Reply::new(&DEF, &items).u64()
+    let mut r = Reply::new(&DEF, &items);
+    let released = r.u64()?;
+    let next = match r.str()? {
+        "more" => NextSweep::Now,
+        "due" => NextSweep::In(Duration::from_millis(r.u64()?)),
+        "none" => NextSweep::AfterTtl,
+        other => return Err(r.unknown_status(other)),
+    };
+    Ok(Swept { released, next })
 }
