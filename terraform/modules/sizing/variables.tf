@@ -202,8 +202,9 @@ variable "store_memory_fill" {
 # committed, and the idle fleet's background per node-second. The defaults
 # are that command's figures on a 2-core x86 VM with redis-server 7.0.15,
 # appendfsync always (the per-node-second figure is the highest of three
-# runs on 2026-12-01, 396, 486 and 528 µs: it is a small difference of noisy
-# numbers); measure on the store's instance class before a launch.
+# runs on 2026-12-01 after a node's view came to ride with its digest read,
+# 252, 264 and 330 µs: it is a small difference of noisy numbers); measure
+# on the store's instance class before a launch.
 
 variable "store_cpu_us_per_winner" {
   description = "Redis CPU one committed winner costs with a fleet of one node, in microseconds: the fan-out fit's cost at zero nodes from `loadtest/run --fan-out` (or \"Redis CPU per winner\" of `--vs-naive`). Measured on the deployed store's instance class when possible: a faster core lowers it."
@@ -228,9 +229,9 @@ variable "store_cpu_us_per_winner_per_node" {
 }
 
 variable "store_cpu_us_per_node_second" {
-  description = "Redis CPU an idle node costs per hot sale and second, in microseconds (views of the sale, lease upkeep, winners-digest reads): \"idle fleet: Redis CPU per node-second\" of `loadtest/run --fan-out`."
+  description = "Redis CPU an idle node costs per hot sale and second, in microseconds (its polls of the sale, lease upkeep, sale discovery): \"idle fleet: Redis CPU per node-second\" of `loadtest/run --fan-out`."
   type        = number
-  default     = 528
+  default     = 330
 
   validation {
     condition     = var.store_cpu_us_per_node_second >= 0 && var.store_cpu_us_per_node_second <= 100000
