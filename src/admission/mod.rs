@@ -212,7 +212,9 @@ impl Admission {
         if let Err(t) = door.pace(&user) {
             return Answer::memory(t);
         }
-        if !self.sale.may_have_won(&user) && self.sale.replica_complete(now) {
+        // The proof first, then the buyer's digest: a digest read in
+        // between would otherwise be missed by a proof that counts it.
+        if self.sale.replica_complete(now) && !self.sale.may_have_won(&user) {
             return Answer::memory(Mine::NoTicket);
         }
         Box::pin(async move {

@@ -112,6 +112,14 @@ impl Admission {
     fn observe_sold_out(&self, f: &mut Facts, now_ms: u64) {
         f.sold_out = self.sale.is_sold_out() && self.sale.stock.units() == 0;
         f.replica_complete = self.sale.replica_complete(now_ms);
+        // Looked at again after the proof, never before: the proof counts
+        // wins whose digests were in the filter before it could hold, and
+        // the buyer's may have come in since `buyer` looked (a watcher's
+        // read during this request's store calls). A stale "not there"
+        // with a fresh proof would tell a winner "sold out".
+        if let Some(b) = f.buyer.as_mut() {
+            b.may_have_won = b.may_have_won || self.sale.may_have_won(&b.user);
+        }
     }
 
     /// What this node knows about `user`.
@@ -223,8 +231,8 @@ impl Admission {
                             // Answered now, whatever the rounds left: this
                             // buyer's request made the lease call.
                             leased = true;
+                            self.observe_sold_out(&mut f, self.clock().now_ms());
                             f.sold_out = true;
-                            f.replica_complete = self.sale.replica_complete(self.clock().now_ms());
                             next = self.advance(&mut f, now, None, leased);
                             continue;
                         }

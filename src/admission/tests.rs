@@ -63,6 +63,9 @@ struct Fake {
     /// What `sales` lists and `snapshot` answers per sale; a sale listed
     /// without a snapshot cannot be read (its `snapshot` fails).
     listed: Mutex<Vec<(SaleId, Option<Snapshot>)>>,
+    /// Runs while the next `lease` call is out (what other tasks of the
+    /// node do meanwhile).
+    during_lease: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Fake {
@@ -76,6 +79,7 @@ impl Fake {
             lose_admit_replies: AtomicBool::new(false),
             admits_started: AtomicUsize::new(0),
             listed: Mutex::new(Vec::new()),
+            during_lease: Mutex::new(None),
         };
         Arc::new(f)
     }
@@ -140,6 +144,10 @@ impl Store for Fake {
         // A round trip: other buyers run meanwhile.
         for _ in 0..10 {
             tokio::task::yield_now().await;
+        }
+        let meanwhile = self.during_lease.lock().take();
+        if let Some(f) = meanwhile {
+            f();
         }
         let mut b = self.books();
         b.lease_calls += 1;
@@ -279,6 +287,7 @@ fn user(i: usize) -> Let {
 /// One sale on one node, on a manual clock, with `units` in the pool.
 struct Rig {
     admission: Arc<Admission>,
+    sale: Arc<Sale>,
     store: Arc<Fake>,
     clock: ManualClock,
     stop: CancellationToken,
@@ -337,7 +346,8 @@ impl Rig {
             lease_max,
         });
         Rig {
-            admission: Arc::new(Admission::new(sale, committer, lease)),
+            admission: Arc::new(Admission::new(sale.clone(), committer, lease)),
+            sale,
             store,
             clock,
             stop,
@@ -450,6 +460,48 @@ async fn a_winner_asking_again_is_answered_from_the_ticket_cache() {
     assert_eq!(again.outcome, Outcome::Replay(ticket));
     assert!(!again.asked_store);
     assert_eq!(rig.store.books().batches, vec![1], "no second commit");
+}
+
+/// A buyer who won on another node, asking this node after sell-out: the
+/// request's own lease call finds the pool empty (a sold-out proof), and
+/// meanwhile this node's watcher read the buyer's digest. The replica is
+/// then complete and holds the buyer: asked again after the proof, the
+/// buyer is a possible winner, looked up, and gets the ticket, never "sold
+/// out".
+#[tokio::test(start_paused = true)]
+async fn a_winner_whose_digest_arrives_during_the_lease_call_that_proves_sold_out_gets_the_ticket()
+{
+    let rig = Rig::new(0, 5, 4);
+    let winner = user(7).0;
+    let rec = TicketRecord {
+        ticket: TicketId::for_user(&winner),
+        user: winner,
+        state: TicketState::Pending,
+        issued_at_ms: START_MS,
+        expires_at_ms: START_MS + TTL_MS,
+        warehouse: Placement::default_warehouse().warehouse,
+    };
+    rig.store.books().wins.insert(winner, rec);
+    let sale = rig.sale.clone();
+    *rig.store.during_lease.lock() = Some(Box::new(move || {
+        sale.read_digests(0, &winner.digest().to_be_bytes());
+    }));
+
+    let again = rig.take(7).await;
+    assert_eq!(
+        again.outcome,
+        Outcome::Replay(super::check::Ticket {
+            user: winner,
+            issued: rec.issued(),
+            warehouse: rec.warehouse,
+        })
+    );
+    assert_eq!(
+        rig.store.books().lease_calls,
+        1,
+        "the proof came from the lease call"
+    );
+    assert_eq!(rig.store.books().winner_calls, 1);
 }
 
 #[tokio::test(start_paused = true)]
