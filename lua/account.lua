@@ -13,7 +13,8 @@
 --   {"ok", now_ms, starts, ends, closed, ttl, elig, elig_version,
 --    total, avail, leased, pending, confirmed, released, enqueued,
 --    balanced (1|0), lease_units_sum,
---    nw, then per warehouse: id, total, unsold, pending, confirmed}
+--    nw, then per warehouse: id, total, unsold, pending, confirmed,
+--    lease_records}
 --   balanced: total = avail + leased + pending + confirmed, every counter
 --   >= 0, leased equals the sum of live lease records, and every enqueued
 --   order is pending, confirmed or released; and per warehouse (DESIGN §7)
@@ -67,6 +68,8 @@ if total == avail + leased + pending + confirmed and avail >= 0 and leased >= 0
    and enqueued == pending + confirmed + released and wok then
   balanced = 1
 end
+-- Last, after the warehouses (unpack expands only in the last place).
+wout[#wout + 1] = #leases
 return {'ok', now, tonumber(c[1]), tonumber(c[2]), tonumber(c[3]) or 0, tonumber(c[4]),
   c[5] or 'open', tonumber(c[6]) or 0, total, avail, leased, pending, confirmed, released,
   enqueued, balanced, sum, unpack(wout)}

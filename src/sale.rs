@@ -181,6 +181,8 @@ pub struct Snapshot {
     pub balanced: bool,
     /// Whether `balanced` was evaluated (a [`crate::store::Store::view`] does not).
     pub checked: bool,
+    /// Lease records the cross-check read (0 when not `checked`).
+    pub lease_records: u64,
 }
 
 impl Snapshot {

@@ -740,15 +740,7 @@ async fn store_behind_a_cut_proxy() -> (ProxiedClusterNode, RedisStore, SaleId) 
     let store = RedisStore::open(&c.url(), "bigtap", Duration::from_secs(2), None).unwrap();
     store.wait_ready(Duration::from_secs(10)).await.unwrap();
     let sale = SaleId::parse("cut").unwrap();
-    let now = now_ms();
-    let spec = SaleSpec {
-        stock: Some(100),
-        starts_at_ms: now - 1000,
-        ends_at_ms: now + 3_600_000,
-        ticket_ttl_ms: 600_000,
-        eligibility: Eligibility::Open,
-    };
-    store.put_sale(&sale, &spec).await.unwrap();
+    store.put_sale(&sale, &open_sale_spec(100)).await.unwrap();
     (c, store, sale)
 }
 

@@ -53,6 +53,20 @@ async fn hang_ups(node: &Node, sale: &str, prefix: &str, n: usize, ms: u64) {
 }
 
 /// True once a fresh buyer wins at `node` within `limit`.
+/// Creates `sale` with `stock` units through `node`, open since a second
+/// ago and for `open_ms` more, its tickets living `ttl_ms`.
+async fn put_open_sale(node: &Node, sale: &str, stock: u64, open_ms: u64, ttl_ms: u64) {
+    let now = now_ms();
+    let created = node
+        .admin(
+            reqwest::Method::PUT,
+            sale,
+            Some(json!({"stock": stock, "starts_at_ms": now - 1000, "ends_at_ms": now + open_ms, "ticket_ttl_ms": ttl_ms})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+}
+
 async fn sells_again(node: &Node, sale: &str, prefix: &str, limit: Duration) -> bool {
     let mut k = 0;
     eventually(limit, || {
@@ -335,15 +349,7 @@ async fn a_sale_that_is_over_and_settled_costs_the_store_nothing_until_it_reopen
     let redis = redis();
     let url = redis.url();
     let node = node(&url).await;
-    let now = now_ms();
-    let created = node
-        .admin(
-            reqwest::Method::PUT,
-            "s",
-            Some(json!({"stock": 2, "starts_at_ms": now - 1000, "ends_at_ms": now + 1500, "ticket_ttl_ms": 600_000})),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED);
+    put_open_sale(&node, "s", 2, 1500, 600_000).await;
     let won = node.take("s", "w1").await;
     assert_eq!(won.status, StatusCode::CREATED);
     let ticket = won.body["ticket"].as_str().unwrap().to_owned();
@@ -398,6 +404,41 @@ async fn a_node_reads_every_lease_record_only_once_in_25_refreshes() {
         (1..=3).contains(&cross_checks),
         "{cross_checks} full cross-checks in 40 refreshes"
     );
+}
+
+/// The full cross-check reads every lease record, so a check per node per
+/// round would cost a selling fleet the square of its size: once many
+/// nodes hold a lease, each node checks less often (once in 5 rounds with
+/// 100 lease holders), and the fleet about 20 times a round in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_spaces_its_cross_checks_out_once_many_nodes_hold_a_lease() {
+    let redis = redis();
+    let url = redis.url();
+    // Refreshing every 50 ms: a round of 25 refreshes is 1.25 s.
+    let node = spawn_node(&url, |c| c.refresh_ms = 50).await;
+    node.open_sale("s", 1000).await;
+    let store = RedisStore::open(&url, "bigtap", Duration::from_secs(2), None).unwrap();
+    let sale = SaleId::parse("s").unwrap();
+    for i in 0..100 {
+        let granted = store
+            .lease(&sale, &format!("other-{i}"), 1, 600_000)
+            .await
+            .unwrap();
+        assert!(matches!(
+            granted,
+            bigtap::store::LeaseReply::Granted { granted: 1, .. }
+        ));
+    }
+    // The node's next check (within a round) sees the 100 records.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut con = redis_con(&url).await;
+    let before = calls(&mut con, &["hvals"]).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let checks = calls(&mut con, &["hvals"]).await - before;
+    // A check every round would be 3 or 4 in 4 s.
+    assert!(checks <= 1, "{checks} full cross-checks in 4 s");
+    let acct = node.accounting("s").await;
+    assert_eq!(acct["balanced"], true, "{acct}");
 }
 
 /// What a node costs the store while its sale is quiet is paid once per
@@ -473,15 +514,7 @@ async fn a_node_sweeps_when_a_ticket_falls_due_not_every_period() {
     let url = redis.url();
     // Checking every 100 ms (the test nodes' setting): 10 sweeps a second.
     let node = spawn_node(&url, |c| c.sweep_ms = 100).await;
-    let now = now_ms();
-    let created = node
-        .admin(
-            reqwest::Method::PUT,
-            "s",
-            Some(json!({"stock": 1, "starts_at_ms": now - 1000, "ends_at_ms": now + 600_000, "ticket_ttl_ms": 2500})),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED);
+    put_open_sale(&node, "s", 1, 600_000, 2500).await;
     let won = node.take("s", "unpaid").await;
     assert_eq!(won.status, StatusCode::CREATED);
     let mut con = redis_con(&url).await;

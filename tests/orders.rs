@@ -562,15 +562,9 @@ async fn a_consumer_started_while_the_store_is_out_of_memory_delivers_and_acknow
 async fn a_sale_made_before_the_store_filled_up_is_consumed_while_it_is_full() {
     let store = Store::start().await;
     let seam = store.seam();
-    let now = support::tokens::now_ms();
-    let spec = bigtap::sale::SaleSpec {
-        stock: Some(100),
-        starts_at_ms: now - 1000,
-        ends_at_ms: now + 3_600_000,
-        ticket_ttl_ms: 600_000,
-        eligibility: bigtap::sale::Eligibility::Open,
-    };
-    seam.put_sale(&sale("s1"), &spec).await.unwrap();
+    seam.put_sale(&sale("s1"), &support::open_sale_spec(100))
+        .await
+        .unwrap();
     let want = store.add_tickets("s1", 25).await;
 
     let mut con = store.conn.clone();

@@ -50,6 +50,9 @@ const ENDED_PERIOD: Duration = Duration::from_secs(2);
 /// Every how many refreshes a node runs the full accounting cross-check
 /// (the `balanced` gauge); the others read settings and counters only.
 const CHECK_EVERY: u64 = 25;
+/// Lease holders up to which every node runs the cross-check every
+/// [`CHECK_EVERY`] refreshes; see [`views_between_checks`].
+const CHECKS_PER_ROUND: u64 = 20;
 /// How often a retired sale (over and settled) is refreshed, to notice an
 /// update that opens its window again.
 const RETIRED_PERIOD: Duration = Duration::from_secs(30);
@@ -186,6 +189,18 @@ impl Sales {
     }
 }
 
+/// Views between two of this node's full cross-checks, given how many
+/// lease records the last one read: [`CHECK_EVERY`], stretched once more
+/// than [`CHECKS_PER_ROUND`] nodes hold a lease so that the whole fleet
+/// runs about that many checks per [`CHECK_EVERY`] refreshes, whatever its
+/// size. A check reads every lease record: one per node per round would
+/// cost the store the square of the selling fleet. The `balanced` alert
+/// takes the lowest value over the nodes, so the fleet still tells within
+/// a round (each node keeps the value of its own last check).
+fn views_between_checks(lease_records: u64) -> u64 {
+    CHECK_EVERY * lease_records.div_ceil(CHECKS_PER_ROUND).max(1)
+}
+
 /// True when the sale no longer admits buyers (by this node's clock).
 fn ended(sale: &Sale, clock: &dyn Clock) -> bool {
     sale.window(clock.now_ms()) == super::stock::Window::Ended
@@ -276,8 +291,9 @@ pub async fn reload_eligible(store: &dyn Store, sale: &Sale) -> Result<(), Store
 ///
 /// Past its window a sale is polled every [`ENDED_PERIOD`]; retired (over
 /// and settled), only viewed, every [`RETIRED_PERIOD`], to notice an update
-/// that opens it again. Every [`CHECK_EVERY`]th view is the full
-/// accounting with its cross-checks, a script of its own.
+/// that opens it again. Every [`CHECK_EVERY`]th view (fewer once many
+/// nodes hold a lease: [`views_between_checks`]) is the full accounting
+/// with its cross-checks, a script of its own.
 async fn watch_loop(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -286,7 +302,8 @@ async fn watch_loop(
     stop: CancellationToken,
 ) {
     let mut quiet = TAIL_IDLE;
-    let mut views = 0u64;
+    // Views left before the next full cross-check.
+    let mut to_check = CHECK_EVERY;
     // The sale was just loaded from a full snapshot: first the digest.
     let mut view_at = Instant::now() + refresh;
     let mut tail_at = Instant::now();
@@ -316,10 +333,14 @@ async fn watch_loop(
         };
         let view_due = now >= view_at;
         if view_due {
-            views += 1;
-            if views.is_multiple_of(CHECK_EVERY) {
+            to_check = to_check.saturating_sub(1);
+            if to_check == 0 {
+                to_check = CHECK_EVERY;
                 let checked = async {
                     let snap = store.snapshot(&sale.id).await?;
+                    if let Some(s) = &snap {
+                        to_check = views_between_checks(s.lease_records);
+                    }
                     after_view(&*store, &sale, snap).await
                 };
                 let r = tokio::select! {
@@ -407,5 +428,23 @@ async fn watch_loop(
             } else {
                 pause
             };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_fleet_checks_every_round_and_a_large_one_about_twenty_times_a_round_in_all() {
+        for holders in [0, 1, 20] {
+            assert_eq!(views_between_checks(holders), CHECK_EVERY);
+        }
+        assert_eq!(views_between_checks(21), 2 * CHECK_EVERY);
+        // 1,000 selling nodes: each checks once in 50 rounds, the fleet 20
+        // times a round.
+        let every = views_between_checks(1_000);
+        assert_eq!(every, 50 * CHECK_EVERY);
+        assert_eq!(1_000 * CHECK_EVERY / every, CHECKS_PER_ROUND);
     }
 }

@@ -768,6 +768,7 @@ fn view_of(reply: &[Value]) -> Result<Option<Snapshot>, StoreError> {
         orders_enqueued: counter(6),
         balanced: false,
         checked: false,
+        lease_records: 0,
     }))
 }
 

@@ -4,7 +4,8 @@
 //!
 //! - this file: a real redis-server per test ([`redis`], random loopback
 //!   port, killed on drop), a connection to it ([`redis_con`]), a store
-//!   that filled up ([`fill_memory`]),
+//!   that filled up ([`fill_memory`]), the settings of an open sale
+//!   ([`open_sale_spec`]),
 //!   [`eventually`] (the one way a test waits for a condition) and
 //!   [`metric`] (one series read off a Prometheus page).
 //! - [`node`]:     a bigtap node in process ([`spawn_node`], [`node`]) and
@@ -48,6 +49,20 @@ pub use tokens::*;
 
 /// A redis-server of the test's own on a random loopback port, killed when
 /// dropped.
+/// The settings of a sale of `stock` units, open from a second ago for an
+/// hour, whose tickets live ten minutes (for tests that create sales
+/// through the store itself).
+pub fn open_sale_spec(stock: u64) -> bigtap::sale::SaleSpec {
+    let now = tokens::now_ms();
+    bigtap::sale::SaleSpec {
+        stock: Some(stock),
+        starts_at_ms: now - 1000,
+        ends_at_ms: now + 3_600_000,
+        ticket_ttl_ms: 600_000,
+        eligibility: bigtap::sale::Eligibility::Open,
+    }
+}
+
 pub fn redis() -> RedisProcess {
     RedisProcess::start_temporary().expect("redis-server must be installed to run the tests")
 }

@@ -56,6 +56,7 @@ pub async fn call_full(
             confirmed: r.u64()?,
         });
     }
+    snap.lease_records = r.u64()?;
     Ok(Some((snap, warehouses)))
 }
 
@@ -79,5 +80,6 @@ pub(super) fn settings_and_counters(r: &mut Reply) -> Result<Snapshot, StoreErro
         orders_enqueued: r.u64()?,
         balanced: false,
         checked: false,
+        lease_records: 0,
     })
 }
