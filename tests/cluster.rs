@@ -66,8 +66,8 @@ fn write_delivered(sink: &TestSink, sale: &str, path: &std::path::Path) {
 }
 
 /// `bigtap orders` as a child process, consuming every sale.
-fn consumer(redis_url: &str, sink: &str, name: &str, extra: &[&str]) -> Child {
-    Command::new(BIN)
+fn consumer(redis_url: &str, sink: &str, name: &str, extra: &[&str]) -> Consumer {
+    let child = Command::new(BIN)
         .args([
             "orders",
             "--sink",
@@ -96,11 +96,37 @@ fn consumer(redis_url: &str, sink: &str, name: &str, extra: &[&str]) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("bigtap orders starts")
+        .expect("bigtap orders starts");
+    Consumer(child)
+}
+
+/// A `bigtap orders` process, killed when dropped: a test that fails
+/// halfway must not leave it running.
+struct Consumer(Child);
+
+impl std::ops::Deref for Consumer {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Consumer {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // Once it has been waited for, `kill` sends nothing.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Stops a consumer the way systemd does (SIGTERM), waiting for its drain.
-fn terminate(mut c: Child) {
+fn terminate(mut c: Consumer) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     let status = c.wait().expect("consumer exits");
