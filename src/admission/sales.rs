@@ -214,16 +214,7 @@ fn ended(sale: &Sale, clock: &dyn Clock) -> bool {
 /// nothing. A refresh that finds it open again (its window moved) revives
 /// them.
 pub async fn refresh(store: &dyn Store, sale: &Sale) -> Result<(), StoreError> {
-    refresh_with(store, sale, true).await
-}
-
-/// A refresh with (`check`) or without the accounting cross-checks.
-async fn refresh_with(store: &dyn Store, sale: &Sale, check: bool) -> Result<(), StoreError> {
-    let snap = if check {
-        store.snapshot(&sale.id).await?
-    } else {
-        store.view(&sale.id).await?
-    };
+    let snap = store.snapshot(&sale.id).await?;
     after_view(store, sale, snap).await
 }
 
