@@ -396,7 +396,7 @@ async fn a_node_reads_every_lease_record_only_once_in_25_refreshes() {
     assert_eq!(node.take("s", "w").await.status, StatusCode::CREATED);
     let mut con = redis_con(&url).await;
     let before = calls(&mut con, &["hvals"]).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    while_a_buyer_asks(&node, "s", Duration::from_secs(2)).await;
     let cross_checks = calls(&mut con, &["hvals"]).await - before;
     // The full cross-check reads every lease record (O(fleet)); the other
     // refreshes read settings and counters only.
@@ -429,11 +429,13 @@ async fn a_node_spaces_its_cross_checks_out_once_many_nodes_hold_a_lease() {
             bigtap::store::LeaseReply::Granted { granted: 1, .. }
         ));
     }
-    // The node's next check (within a round) sees the 100 records.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The node's next check (within a round) sees the 100 records. A
+    // buyer keeps asking, or the sale would be dormant and its views
+    // (hence checks) rare whatever their spacing.
+    while_a_buyer_asks(&node, "s", Duration::from_secs(2)).await;
     let mut con = redis_con(&url).await;
     let before = calls(&mut con, &["hvals"]).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    while_a_buyer_asks(&node, "s", Duration::from_secs(4)).await;
     let checks = calls(&mut con, &["hvals"]).await - before;
     // A check every round would be 3 or 4 in 4 s.
     assert!(checks <= 1, "{checks} full cross-checks in 4 s");
@@ -448,24 +450,23 @@ async fn a_node_spaces_its_cross_checks_out_once_many_nodes_hold_a_lease() {
 /// may be sold out, and each poll carries whatever else is due: the
 /// settings and counters (every 200 ms, as deployed) and, while the sale
 /// may be sold out, the pool that renews the sold-out proof. The proof
-/// stays fresh all along: losers still cost no lookup.
+/// stays fresh all along: losers still cost no lookup. (A buyer keeps
+/// asking meanwhile: a sale nobody asks about is dormant, next test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_quiet_sale_is_polled_less_often_each_poll_carrying_the_view_and_the_proof_stays_fresh() {
     let redis = redis();
     let url = redis.url();
-    let deployed = bigtap::ServeConfig::defaults().refresh_ms;
-    let (node, polls) = node_with(&url, Polls::default(), |c| c.refresh_ms = deployed).await;
-    node.open_sale("s", 2).await;
-    assert_eq!(node.take("s", "first").await.status, StatusCode::CREATED);
+    let (node, polls) = polled_node_after_one_win(&url).await;
     let mut con = redis_con(&url).await;
+    let node = &node;
     let quiet = |con: &mut redis::aio::MultiplexedConnection| {
         let mut con = con.clone();
         let polls = polls.clone();
         async move {
             // Quiet by now; then two seconds of polls.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            while_a_buyer_asks(node, "s", Duration::from_secs(1)).await;
             let before = (calls(&mut con, &["getrange"]).await, polls.count());
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            while_a_buyer_asks(node, "s", Duration::from_secs(2)).await;
             let after = (calls(&mut con, &["getrange"]).await, polls.count());
             (after.0 - before.0, after.1 - before.1)
         }
@@ -501,7 +502,68 @@ async fn a_quiet_sale_is_polled_less_often_each_poll_carrying_the_view_and_the_p
         sold_out.view + 2 >= sold_out.total() / 2,
         "the view does not ride on every other poll: {sold_out:?}"
     );
-    assert!(losers_cost_no_lookup(&node, &mut con).await);
+    assert!(losers_cost_no_lookup(node, &mut con).await);
+}
+
+/// Most of a large fleet's nodes are asked nothing about most sales most
+/// of the time, so what the store pays for a node nobody asks is what a
+/// big idle fleet costs it. Two seconds after its last buyer, a sale is
+/// dormant on a node: one poll every 0.8 s, open or sold out. The first
+/// buyer back wakes the watcher, and a flood of losers that comes back
+/// waits for that one poll instead of each asking the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sale_nobody_asks_about_is_polled_seldom_and_losers_who_come_back_wait_for_one_poll() {
+    let redis = redis();
+    let (node, polls) = polled_node_after_one_win(&redis.url()).await;
+    let dormant = || async {
+        // Dormant two seconds after the last buyer; then 2.4 s of polls.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let before = polls.count();
+        tokio::time::sleep(Duration::from_millis(2400)).await;
+        polls.count() - before
+    };
+    // Awake and quiet, 12 polls in 2.4 s (previous test).
+    let open = dormant().await;
+    assert!(
+        (2..=4).contains(&open.total()),
+        "{open:?} in 2.4 s of an open sale nobody asks about"
+    );
+    assert!(
+        open.view + 1 >= open.total(),
+        "polls without the view: {open:?}"
+    );
+
+    assert_eq!(node.take("s", "last").await.status, StatusCode::CREATED);
+    // The first loser's lease call finds the pool empty: sold out here.
+    assert_eq!(node.take("s", "early").await.body["outcome"], "sold_out");
+    let sold_out = dormant().await;
+    assert!(
+        (2..=4).contains(&sold_out.total()),
+        "{sold_out:?} in 2.4 s of a sold-out sale nobody asks about"
+    );
+    assert_eq!(sold_out.nothing, 0, "polls without the pool: {sold_out:?}");
+
+    // The proof is long stale now (it lasts 250 ms). Forty losers at once:
+    // each answered from memory, none looked up.
+    let before = polls.lookups.load(Relaxed);
+    let polled = polls.count();
+    let answers = futures::future::join_all((0..40).map(|i| {
+        let node = &node;
+        async move { node.take("s", &format!("back{i}")).await }
+    }))
+    .await;
+    for a in &answers {
+        assert_eq!(a.body["outcome"], "sold_out", "{:?}", a.body);
+    }
+    assert_eq!(
+        polls.lookups.load(Relaxed) - before,
+        0,
+        "losers coming back to a dormant sale were looked up one by one"
+    );
+    assert!(
+        polls.count().total() > polled.total(),
+        "the first buyer back did not wake the watcher"
+    );
 }
 
 /// A sweep every `--sweep-ms` from every node would cost the store the
@@ -531,12 +593,24 @@ async fn a_node_sweeps_when_a_ticket_falls_due_not_every_period() {
     assert!(sells_again(&node, "s", "later", Duration::from_secs(3)).await);
 }
 
-/// A node's polls, by what they read before the digest.
+/// A node as deployed (settings read every 200 ms) whose polls are counted,
+/// on an open sale `s` of 2 units, one of them sold.
+async fn polled_node_after_one_win(url: &str) -> (Node, Arc<Forward<Polls>>) {
+    let deployed = bigtap::ServeConfig::defaults().refresh_ms;
+    let (node, polls) = node_with(url, Polls::default(), |c| c.refresh_ms = deployed).await;
+    node.open_sale("s", 2).await;
+    assert_eq!(node.take("s", "first").await.status, StatusCode::CREATED);
+    (node, polls)
+}
+
+/// A node's polls, by what they read before the digest, and its buyers'
+/// lookups by user.
 #[derive(Default)]
 struct Polls {
     nothing: AtomicU64,
     pool: AtomicU64,
     view: AtomicU64,
+    lookups: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -590,6 +664,15 @@ impl Faults for Polls {
         }
         .fetch_add(1, Relaxed);
         inner.poll(sale, head, offset, max).await
+    }
+    async fn winner(
+        &self,
+        inner: &RedisStore,
+        sale: &SaleId,
+        user: &bigtap::UserId,
+    ) -> Result<Option<bigtap::sale::TicketRecord>, StoreError> {
+        self.lookups.fetch_add(1, Relaxed);
+        inner.winner(sale, user).await
     }
 }
 
@@ -686,6 +769,21 @@ async fn calls(con: &mut redis::aio::MultiplexedConnection, commands: &[&str]) -
 
 /// True once ten losers in a row at `node` are refused without one winner
 /// lookup reaching Redis.
+/// Waits `d` while a buyer asks the node about `sale` every 250 ms (their
+/// own ticket), so the sale is not dormant there meanwhile.
+async fn while_a_buyer_asks(node: &Node, sale: &str, d: Duration) {
+    let asking = async {
+        loop {
+            let _ = node.mine(sale, "browsing").await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::select! {
+        _ = asking => {}
+        _ = tokio::time::sleep(d) => {}
+    }
+}
+
 async fn losers_cost_no_lookup(node: &Node, con: &mut redis::aio::MultiplexedConnection) -> bool {
     let mut round = 0;
     let con = con.clone();

@@ -39,6 +39,7 @@ mod tests;
 mod winners;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::id::UserId;
@@ -50,6 +51,11 @@ use commit::Committer;
 use lease::LeaseCtx;
 use stock::Sale;
 pub use take::Taking;
+
+/// How long a buyer who meets a stale sold-out proof waits for the
+/// watcher's next pool read to renew it before asking the store: many
+/// round trips of a healthy store, and short beside a request's deadline.
+const PROOF_WAIT: Duration = Duration::from_millis(50);
 
 /// How a buyer's take ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,11 +206,36 @@ impl Admission {
         Ok(rec)
     }
 
+    /// Whether the sold-out proof, once the watcher's next pool read
+    /// renews it, shows `user` lost: waited for at most [`PROOF_WAIT`].
+    ///
+    /// A stale proof is what a buyer meets first on a sale that was
+    /// dormant here (the watcher polled it seldom): the buyer's request
+    /// woke the watcher, whose poll renews the proof within a round trip.
+    /// Waiting for it keeps a flood that comes back off the store; a
+    /// buyer whose digest is in the replica, or a proof that does not
+    /// come (store slow or down), still goes to the store.
+    async fn proven_loser_after_renewal(&self, user: &UserId) -> bool {
+        if self.sale.may_have_won(user) {
+            return false;
+        }
+        let renewed = self.sale.proof_renewed();
+        tokio::pin!(renewed);
+        // Registered before the check: a renewal in between still wakes it.
+        renewed.as_mut().enable();
+        if !self.sale.replica_complete(self.clock().now_ms()) {
+            let _ = tokio::time::timeout(PROOF_WAIT, renewed).await;
+        }
+        // The proof first, then the buyer's digest (see `take`).
+        self.sale.replica_complete(self.clock().now_ms()) && !self.sale.may_have_won(user)
+    }
+
     /// `GET …/tickets/mine`: the buyer's own ticket, before, during and
     /// after the window. A miss the winners replica proves is answered
     /// from memory; a ticket's state comes from the store.
     pub async fn mine(&self, door: &impl Door) -> Answer<Mine> {
         let now = self.clock().now_ms();
+        self.sale.note_demand(now);
         let user = match door.identify(now) {
             Ok(user) => user,
             Err(t) => return Answer::memory(t),
@@ -218,6 +249,9 @@ impl Admission {
             return Answer::memory(Mine::NoTicket);
         }
         Box::pin(async move {
+            if self.sale.may_be_sold_out() && self.proven_loser_after_renewal(&user).await {
+                return Answer::memory(Mine::NoTicket);
+            }
             match self.look_up(user).await {
                 Ok(Some(rec)) => Answer::store(Mine::Ticket(
                     Ticket {

@@ -7,7 +7,8 @@
 //! this node); each sale then gets:
 //! - a watcher, which reads its settings, accounting and eligibility
 //!   (every `--refresh-ms`) and the winners digest feeding the winners
-//!   replica, in one round trip per poll,
+//!   replica, in one round trip per poll, and polls seldom while no buyer
+//!   asks about the sale (dormant, see `watch_loop`),
 //! - a committer, a lease keeper, a reclaimer and a sweeper.
 
 use std::sync::Arc;
@@ -44,6 +45,13 @@ const TAIL_QUIET_SOLD_OUT: Duration = Duration::from_millis(100);
 /// call, never a wrong answer: the buyer's commit finds the win and
 /// answers it (`admit` replays it).
 const TAIL_QUIET: Duration = Duration::from_millis(200);
+/// How often a sale no buyer has asked this node about for
+/// [`DORMANT_AFTER_MS`](super::stock::DORMANT_AFTER_MS) is polled (view,
+/// digest and, if it may be sold out, pool, in one round trip). Nothing
+/// read then is needed before a buyer comes, and the first one wakes the
+/// watcher for a poll at once; under a second, so the sale's state a
+/// status request reads is never older than DESIGN §3 allows.
+const DORMANT_PERIOD: Duration = Duration::from_millis(800);
 /// How often a sale past its window is refreshed and tailed: it can only
 /// change by releases, sweeps and admin actions, none of them urgent.
 const ENDED_PERIOD: Duration = Duration::from_secs(2);
@@ -280,6 +288,14 @@ pub async fn reload_eligible(store: &dyn Store, sale: &Sale) -> Result<(), Store
 /// anywhere, plus every win counted with it read, proves a miss is a loser
 /// (see [`Sale::replica_complete`]).
 ///
+/// A sale no buyer has asked this node about for two seconds is dormant
+/// here ([`Sale::dormant`]): view and digest every [`DORMANT_PERIOD`],
+/// whatever they find, since nothing they bring is needed before a buyer
+/// comes. The first buyer wakes the watcher for a poll at once; until it
+/// returns, the replica's misses wait for it rather than ask the store
+/// (`Admission::proven_loser_after_renewal`). An idle fleet then costs
+/// the store a round trip per node every 0.8 s, a sold-out one no more.
+///
 /// Past its window a sale is polled every [`ENDED_PERIOD`]; retired (over
 /// and settled), only viewed, every [`RETIRED_PERIOD`], to notice an update
 /// that opens it again. Every [`CHECK_EVERY`]th view (fewer once many
@@ -311,6 +327,13 @@ async fn watch_loop(
             // node) resumes the tail at once.
             _ = sale.while_retired(&stop), if retired => {
                 tail_at = Instant::now();
+                continue;
+            }
+            // A buyer came back to a dormant sale: view, digest and pool
+            // now, so the buyer's checks from memory have fresh facts.
+            _ = sale.demand_returned(), if !retired => {
+                tail_at = Instant::now();
+                view_at = view_at.min(tail_at);
                 continue;
             }
             _ = stop.cancelled() => return,
@@ -388,17 +411,22 @@ async fn watch_loop(
         }
         let now = Instant::now();
         let ended = ended(&sale, &*clock);
+        let dormant = sale.dormant(clock.now_ms());
         if view_due {
             view_at = now
                 + if sale.is_retired() {
                     RETIRED_PERIOD
                 } else if ended {
                     ENDED_PERIOD
+                } else if dormant {
+                    DORMANT_PERIOD.max(refresh)
                 } else {
                     refresh
                 };
         }
-        let pause = if fresh {
+        let pause = if dormant {
+            DORMANT_PERIOD
+        } else if fresh {
             quiet = TAIL_IDLE;
             TAIL_IDLE
         } else {

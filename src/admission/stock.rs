@@ -66,6 +66,13 @@ use crate::sale::{Issued, SaleState, Snapshot};
 /// unseen here.
 pub const PROOF_FRESH_MS: u64 = 250;
 
+/// A sale no buyer has asked this node about for this long is dormant
+/// here: its watcher polls the store seldom (see `sales::watch_loop`).
+pub const DORMANT_AFTER_MS: u64 = 2_000;
+
+/// How finely a sale's last demand is kept.
+const DEMAND_GRAIN_MS: u64 = 100;
+
 /// A lease epoch as the local counter stores it.
 pub type Epoch = u32;
 
@@ -250,6 +257,14 @@ pub struct Sale {
     pub(super) last_grant: AtomicU64,
     /// Local time of the last unit taken (an idle node returns its lease).
     pub(super) last_take_ms: AtomicU64,
+    /// When a buyer last asked this node about the sale (node clock, ms),
+    /// to [`DEMAND_GRAIN_MS`]: see [`Sale::note_demand`]. Read by every
+    /// request, so on a line of its own, away from the commit counters.
+    demand_ms: CachePadded<AtomicU64>,
+    /// Wakes the watcher when a buyer comes to a dormant sale.
+    demand: Notify,
+    /// Woken each time a pool read renews the sold-out proof.
+    proof_renewed: Notify,
     /// Units taken and not yet settled by a commit reply. Counted *before*
     /// the unit leaves the counter (see [`Sale::take_unit`]), so a
     /// reconciliation that sees the unit gone also sees it in flight.
@@ -483,6 +498,9 @@ impl Sale {
             refilled: Notify::new(),
             last_grant: AtomicU64::new(0),
             last_take_ms: AtomicU64::new(0),
+            demand_ms: CachePadded::new(AtomicU64::new(0)),
+            demand: Notify::new(),
+            proof_renewed: Notify::new(),
             inflight: AtomicU64::new(0),
             settled: AtomicU64::new(0),
             proof_enqueued: AtomicU64::new(0),
@@ -627,7 +645,48 @@ impl Sale {
             // Release: pairs with the Acquire in `replica_complete`; a reader
             // of this time also reads the count proven with it.
             self.proof_at_ms.fetch_max(read_at_ms, Release);
+            self.proof_renewed.notify_waiters();
         }
+    }
+
+    /// Resolves when the next pool read renews the sold-out proof (from
+    /// the moment it is enabled or first polled).
+    pub(super) fn proof_renewed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.proof_renewed.notified()
+    }
+
+    /// Notes that a buyer asked about the sale at `now_ms` (node clock).
+    /// Once nobody has for [`DORMANT_AFTER_MS`] the sale is dormant here and
+    /// its watcher polls the store seldom; the first buyer after that wakes
+    /// it for a poll at once.
+    ///
+    /// On every request, refusals included: a load and a compare, and a
+    /// write at most once per `DEMAND_GRAIN_MS`, so the cores do not
+    /// trade the cache line back and forth at a flood's rate.
+    #[inline]
+    pub fn note_demand(&self, now_ms: u64) {
+        // Relaxed (both): a hint that only spaces polls out; the sold-out
+        // proof keeps its own time and never depends on it.
+        if now_ms.saturating_sub(self.demand_ms.load(Relaxed)) < DEMAND_GRAIN_MS {
+            return;
+        }
+        let before = self.demand_ms.swap(now_ms, Relaxed);
+        if now_ms.saturating_sub(before) >= DORMANT_AFTER_MS {
+            self.demand.notify_one();
+        }
+    }
+
+    /// Whether no buyer has asked this node about the sale for
+    /// [`DORMANT_AFTER_MS`].
+    pub fn dormant(&self, now_ms: u64) -> bool {
+        // Relaxed: as in `note_demand`.
+        now_ms.saturating_sub(self.demand_ms.load(Relaxed)) >= DORMANT_AFTER_MS
+    }
+
+    /// Resolves when a buyer comes back to a dormant sale (at once if one
+    /// came since the last call).
+    pub(super) async fn demand_returned(&self) {
+        self.demand.notified().await;
     }
 
     pub fn is_sold_out(&self) -> bool {
@@ -923,6 +982,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::sync::Arc;
+    use std::time::Duration;
 
     #[test]
     fn an_empty_counter_gives_nothing() {
@@ -1175,6 +1235,42 @@ mod tests {
         sale.stock.grant(1, 5);
         let _flying = sale.take_unit().expect("a unit").hand_over();
         assert!(sale.quiet_point().is_none());
+    }
+
+    #[test]
+    fn a_sale_is_dormant_until_a_buyer_asks_and_again_two_seconds_after_the_last() {
+        let sale = sale();
+        assert!(sale.dormant(10_000), "no buyer yet");
+        sale.note_demand(10_000);
+        assert!(!sale.dormant(10_000 + DORMANT_AFTER_MS - 1));
+        // Asked within the grain: not written again, so dormant on time.
+        sale.note_demand(10_050);
+        assert!(sale.dormant(10_000 + DORMANT_AFTER_MS));
+        sale.note_demand(10_200);
+        assert!(!sale.dormant(10_000 + DORMANT_AFTER_MS));
+        assert!(sale.dormant(10_200 + DORMANT_AFTER_MS));
+    }
+
+    #[tokio::test]
+    async fn only_a_buyer_who_comes_back_to_a_dormant_sale_wakes_the_watcher() {
+        let sale = sale();
+        sale.note_demand(10_000);
+        // The first buyer ever woke it: take that wake-up.
+        tokio::time::timeout(Duration::from_millis(10), sale.demand_returned())
+            .await
+            .expect("the first buyer wakes the watcher");
+        sale.note_demand(10_500);
+        sale.note_demand(11_900);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), sale.demand_returned())
+                .await
+                .is_err(),
+            "woken while buyers kept coming"
+        );
+        sale.note_demand(11_900 + DORMANT_AFTER_MS);
+        tokio::time::timeout(Duration::from_millis(10), sale.demand_returned())
+            .await
+            .expect("a buyer back after two quiet seconds wakes the watcher");
     }
 
     #[test]

@@ -162,6 +162,7 @@ impl Admission {
         deadline: Instant,
     ) -> Taking {
         let now = self.clock().now_ms();
+        self.sale.note_demand(now);
         let mut f = self.facts(now);
         match self.advance(&mut f, now, Some(door), false) {
             Next::Answer(a) => Taking::Ready(Some(a)),
@@ -266,6 +267,9 @@ impl Admission {
     /// The sold-out answer when the replica cannot prove the buyer lost:
     /// the store says whether they won elsewhere.
     async fn prove_sold_out(&self, user: UserId) -> Answer {
+        if self.proven_loser_after_renewal(&user).await {
+            return Answer::memory(Outcome::SoldOut);
+        }
         match self.look_up(user).await {
             Ok(Some(rec)) => Answer::store(Outcome::Replay(Ticket {
                 user,

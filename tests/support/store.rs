@@ -84,6 +84,15 @@ pub trait Faults: Send + Sync + 'static {
     ) -> Result<(u64, u64), StoreError> {
         inner.reclaim(sale, every).await
     }
+    /// A buyer's lookup by user (a replica miss the node could not prove).
+    async fn winner(
+        &self,
+        inner: &RedisStore,
+        sale: &SaleId,
+        user: &UserId,
+    ) -> Result<Option<TicketRecord>, StoreError> {
+        inner.winner(sale, user).await
+    }
 }
 
 /// The Redis store, with `faults` in the way of the calls it overrides.
@@ -224,7 +233,7 @@ impl<F: Faults> Store for Forward<F> {
         sale: &SaleId,
         user: &UserId,
     ) -> Result<Option<TicketRecord>, StoreError> {
-        self.inner.winner(sale, user).await
+        self.faults.winner(&self.inner, sale, user).await
     }
     async fn ticket(
         &self,

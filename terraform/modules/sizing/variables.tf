@@ -229,7 +229,7 @@ variable "store_cpu_us_per_winner_per_node" {
 }
 
 variable "store_cpu_us_per_node_second" {
-  description = "Redis CPU an idle node costs per hot sale and second, in microseconds (its polls of the sale, lease upkeep, sale discovery): \"idle fleet: Redis CPU per node-second\" of `loadtest/run --fan-out`."
+  description = "Redis CPU an idle node costs per hot sale and second while buyers ask it about the sale, as at a launch, in microseconds (its polls of the sale, lease upkeep, sale discovery): \"idle fleet, asked: Redis CPU per node-second\" of `loadtest/run --fan-out`. A node nobody has asked for two seconds costs less (the sale is dormant there; docs/scaling.md)."
   type        = number
   default     = 330
 
