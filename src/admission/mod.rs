@@ -214,9 +214,12 @@ impl Admission {
     /// woke the watcher, whose poll renews the proof within a round trip.
     /// Waiting for it keeps a flood that comes back off the store; a
     /// buyer whose digest is in the replica, or a proof that does not
-    /// come (store slow or down), still goes to the store.
+    /// come (store slow or down), still goes to the store. So does every
+    /// buyer while the last pool read showed units in a lease or the pool:
+    /// no poll can prove anything before they are gone, and waiting would
+    /// only delay the lookup.
     async fn proven_loser_after_renewal(&self, user: &UserId) -> bool {
-        if self.sale.may_have_won(user) {
+        if self.sale.remaining_hint() != 0 || self.sale.may_have_won(user) {
             return false;
         }
         let renewed = self.sale.proof_renewed();
@@ -249,7 +252,7 @@ impl Admission {
             return Answer::memory(Mine::NoTicket);
         }
         Box::pin(async move {
-            if self.sale.may_be_sold_out() && self.proven_loser_after_renewal(&user).await {
+            if self.proven_loser_after_renewal(&user).await {
                 return Answer::memory(Mine::NoTicket);
             }
             match self.look_up(user).await {
