@@ -566,6 +566,52 @@ async fn a_sale_nobody_asks_about_is_polled_seldom_and_losers_who_come_back_wait
     );
 }
 
+/// A reclaim call finds expired leases; while no unit is leased there is
+/// none to find, and a call per sale per node every half lease TTL is
+/// what an idle fleet would pay for nothing. A node skips it while its view
+/// shows no unit leased, and still brings back a dead node's units once
+/// one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_calls_reclaim_only_while_units_are_leased_and_a_dead_nodes_units_still_come_back() {
+    let redis = redis();
+    let url = redis.url();
+    // Lease TTL 1 s: a reclaim call every 0.5 s, 4 in 2 s.
+    let (node, polls) = node_with(&url, Polls::default(), |_| {}).await;
+    node.open_sale("s", 5).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = polls.reclaims.load(Relaxed);
+    while_a_buyer_asks(&node, "s", Duration::from_secs(2)).await;
+    assert_eq!(
+        polls.reclaims.load(Relaxed) - before,
+        0,
+        "reclaim calls while no unit is leased"
+    );
+
+    // A node that leases two units and dies.
+    let store = RedisStore::open(&url, "bigtap", Duration::from_secs(2), None).unwrap();
+    let granted = store
+        .lease(&SaleId::parse("s").unwrap(), "dead", 2, 800)
+        .await
+        .unwrap();
+    assert!(matches!(
+        granted,
+        bigtap::store::LeaseReply::Granted { granted: 2, .. }
+    ));
+    // Every unit sells through the live node, the dead node's two once
+    // their lease has expired and been reclaimed.
+    for i in 0..5 {
+        let sells = eventually(Duration::from_secs(8), || async {
+            node.take("s", &format!("buyer{i}")).await.status == StatusCode::CREATED
+        })
+        .await;
+        assert!(sells, "unit {} of 5 never sold", i + 1);
+    }
+    assert!(
+        polls.reclaims.load(Relaxed) > before,
+        "no reclaim call at all"
+    );
+}
+
 /// A sweep every `--sweep-ms` from every node would cost the store the
 /// size of the fleet each period, for nothing while no ticket is due: a
 /// node sweeps when the sweep before said the next pending ticket falls
@@ -603,14 +649,15 @@ async fn polled_node_after_one_win(url: &str) -> (Node, Arc<Forward<Polls>>) {
     (node, polls)
 }
 
-/// A node's polls, by what they read before the digest, and its buyers'
-/// lookups by user.
+/// A node's polls, by what they read before the digest, its buyers'
+/// lookups by user, and its reclaim calls.
 #[derive(Default)]
 struct Polls {
     nothing: AtomicU64,
     pool: AtomicU64,
     view: AtomicU64,
     lookups: AtomicU64,
+    reclaims: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -673,6 +720,15 @@ impl Faults for Polls {
     ) -> Result<Option<bigtap::sale::TicketRecord>, StoreError> {
         self.lookups.fetch_add(1, Relaxed);
         inner.winner(sale, user).await
+    }
+    async fn reclaim(
+        &self,
+        inner: &RedisStore,
+        sale: &SaleId,
+        every: Duration,
+    ) -> Result<(u64, u64), StoreError> {
+        self.reclaims.fetch_add(1, Relaxed);
+        inner.reclaim(sale, every).await
     }
 }
 

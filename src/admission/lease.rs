@@ -281,6 +281,12 @@ pub async fn give_back(ctx: &LeaseCtx, sale: &Sale) {
 }
 
 /// Reclaims expired leases of any node, every half TTL, until `stop`.
+///
+/// Skipped while the node's last view showed no unit in any lease: there
+/// is nothing to reclaim, and an idle fleet's nodes would otherwise each
+/// pay a round trip a period for every sale. A lease taken since is seen
+/// by the next view, at most a refresh period later (0.8 s while the sale
+/// is dormant here), which delays its reclaim by no more than that.
 pub async fn reclaim_loop(ctx: Arc<LeaseCtx>, sale: Arc<Sale>, stop: CancellationToken) {
     let period = Duration::from_millis((ctx.ttl_ms / 2).max(10));
     loop {
@@ -288,6 +294,9 @@ pub async fn reclaim_loop(ctx: Arc<LeaseCtx>, sale: Arc<Sale>, stop: Cancellatio
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = stop.cancelled() => return,
+        }
+        if sale.leased_hint() == 0 {
+            continue;
         }
         // One scan per interval across the fleet, a little shorter than
         // this node's own interval (see `lua/reclaim.lua`).

@@ -601,6 +601,12 @@ impl Sale {
     }
 
     /// Units not yet sold as last seen: pool plus leases.
+    /// Units in leases, any node's, at the last view or pool read.
+    pub fn leased_hint(&self) -> u64 {
+        // Relaxed: a hint, as in `apply`.
+        self.mirror.leased.load(Relaxed)
+    }
+
     pub fn remaining_hint(&self) -> u64 {
         self.mirror.available.load(Relaxed) + self.mirror.leased.load(Relaxed)
     }
