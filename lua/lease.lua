@@ -39,9 +39,13 @@ if cur then
     units, epoch = tonumber(u), tonumber(ep)
   else
     -- Expired (or unreadable) lease of this very node: reclaim it first.
+    -- A spent lease moves no unit; and in Lua -0 is "-0", which HINCRBY
+    -- refuses as not an integer, aborting the script before the HDEL.
     local stale = tonumber(u) or 0
-    redis.call('HINCRBY', KEYS[2], 'avail', stale)
-    redis.call('HINCRBY', KEYS[2], 'leased', -stale)
+    if stale > 0 then
+      redis.call('HINCRBY', KEYS[2], 'avail', stale)
+      redis.call('HINCRBY', KEYS[2], 'leased', -stale)
+    end
     redis.call('HDEL', KEYS[3], node)
     avail = avail + stale
   end

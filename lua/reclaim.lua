@@ -38,6 +38,10 @@ for i = 1, #all, 2 do
 end
 if #dead > 0 then
   redis.call('HDEL', KEYS[2], unpack(dead))
+end
+-- Spent leases move no unit (and -0 would reach HINCRBY as "-0", which
+-- it refuses as not an integer).
+if units > 0 then
   redis.call('HINCRBY', KEYS[1], 'avail', units)
   redis.call('HINCRBY', KEYS[1], 'leased', -units)
 end

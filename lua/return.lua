@@ -19,6 +19,10 @@ local u, _, ep = string.match(cur, '^(%d+):(%d+):(%d+)$')
 if not u or tonumber(ep) ~= epoch then return {'fenced'} end
 u = tonumber(u)
 redis.call('HDEL', KEYS[2], node)
-redis.call('HINCRBY', KEYS[1], 'avail', u)
-redis.call('HINCRBY', KEYS[1], 'leased', -u)
+-- A spent lease moves no unit (and -0 would reach HINCRBY as "-0", which
+-- it refuses as not an integer).
+if u > 0 then
+  redis.call('HINCRBY', KEYS[1], 'avail', u)
+  redis.call('HINCRBY', KEYS[1], 'leased', -u)
+end
 return {'ok', u}

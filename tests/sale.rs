@@ -788,3 +788,50 @@ async fn one_reclaim_scan_per_interval_serves_the_fleet_and_expired_leases_still
     );
     assert!(acct.balanced);
 }
+
+/// A lease whose units were all won (spent) moves no unit when it goes:
+/// returned by its node, reclaimed by any node once expired, or replaced
+/// by its own node's next lease. Lua's -0 reaches `HINCRBY` as "-0", which
+/// Redis refuses as not an integer; a node whose spent lease had expired
+/// could then lease no more until another node's reclaim removed it.
+#[tokio::test]
+async fn a_spent_lease_is_returned_reclaimed_or_replaced_without_an_error() {
+    let redis = redis();
+    let store = RedisStore::open(&redis.url(), "bigtap", Duration::from_secs(2), None).unwrap();
+    store.wait_ready(Duration::from_secs(5)).await.unwrap();
+    let sale = SaleId::parse("spent").unwrap();
+    store.put_sale(&sale, &open_sale_spec(4)).await.unwrap();
+    // Each node leases one unit and sells it.
+    let mut epochs = HashMap::new();
+    for (node, buyer) in [("a", "u1"), ("b", "u2"), ("c", "u3")] {
+        let LeaseReply::Granted { epoch, .. } = store.lease(&sale, node, 1, 100).await.unwrap()
+        else {
+            panic!("no lease for {node}");
+        };
+        let won = store
+            .admit(&sale, node, epoch, &candidates(&[buyer]))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&won, AdmitReply::Judged { verdicts, .. } if matches!(verdicts[..], [Verdict::Won(_) | Verdict::WonAt(..)])),
+            "{won:?}"
+        );
+        epochs.insert(node, epoch);
+    }
+    assert_eq!(
+        store.return_lease(&sale, "c", epochs["c"]).await.unwrap(),
+        bigtap::store::ReturnReply::Returned(0)
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // a's own spent lease has expired: its next lease replaces it.
+    let again = store.lease(&sale, "a", 1, 60_000).await.unwrap();
+    assert!(
+        matches!(again, LeaseReply::Granted { granted: 1, .. }),
+        "{again:?}"
+    );
+    // b's has expired too: a reclaim removes it and moves no unit.
+    assert_eq!(store.reclaim(&sale, Duration::ZERO).await.unwrap(), (1, 0));
+    let acct = store.snapshot(&sale).await.unwrap().unwrap();
+    assert_eq!((acct.available, acct.leased, acct.lease_records), (0, 1, 1));
+    assert!(acct.balanced);
+}
