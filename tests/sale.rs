@@ -744,10 +744,7 @@ async fn right_after_sell_out_losers_are_refused_from_memory_without_waiting_for
 #[tokio::test]
 async fn one_reclaim_scan_per_interval_serves_the_fleet_and_expired_leases_still_come_back() {
     let redis = redis();
-    let store = RedisStore::open(&redis.url(), "bigtap", Duration::from_secs(2), None).unwrap();
-    store.wait_ready(Duration::from_secs(5)).await.unwrap();
-    let sale = SaleId::parse("r").unwrap();
-    store.put_sale(&sale, &open_sale_spec(100)).await.unwrap();
+    let (store, sale) = store_with_open_sale(&redis.url(), "r", 100).await;
     let lease = |node: &'static str, units: u64| {
         let store = store.clone();
         async move {
@@ -789,6 +786,15 @@ async fn one_reclaim_scan_per_interval_serves_the_fleet_and_expired_leases_still
     assert!(acct.balanced);
 }
 
+/// The Redis store at `url`, ready, with an open sale `id` of `stock` units.
+async fn store_with_open_sale(url: &str, id: &str, stock: u64) -> (RedisStore, SaleId) {
+    let store = RedisStore::open(url, "bigtap", Duration::from_secs(2), None).unwrap();
+    store.wait_ready(Duration::from_secs(5)).await.unwrap();
+    let sale = SaleId::parse(id).unwrap();
+    store.put_sale(&sale, &open_sale_spec(stock)).await.unwrap();
+    (store, sale)
+}
+
 /// A lease whose units were all won (spent) moves no unit when it goes:
 /// returned by its node, reclaimed by any node once expired, or replaced
 /// by its own node's next lease. Lua's -0 reaches `HINCRBY` as "-0", which
@@ -797,10 +803,7 @@ async fn one_reclaim_scan_per_interval_serves_the_fleet_and_expired_leases_still
 #[tokio::test]
 async fn a_spent_lease_is_returned_reclaimed_or_replaced_without_an_error() {
     let redis = redis();
-    let store = RedisStore::open(&redis.url(), "bigtap", Duration::from_secs(2), None).unwrap();
-    store.wait_ready(Duration::from_secs(5)).await.unwrap();
-    let sale = SaleId::parse("spent").unwrap();
-    store.put_sale(&sale, &open_sale_spec(4)).await.unwrap();
+    let (store, sale) = store_with_open_sale(&redis.url(), "spent", 4).await;
     // Each node leases one unit and sells it.
     let mut epochs = HashMap::new();
     for (node, buyer) in [("a", "u1"), ("b", "u2"), ("c", "u3")] {
