@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::commit::{CommitCtx, Committer};
 use super::lease::LeaseCtx;
 use super::stock::{Sale, PROOF_FRESH_MS};
-use super::{Admission, Answer, Door, Outcome, Turned};
+use super::{Admission, Answer, Door, Outcome, Turned, PROOF_WAIT};
 use crate::clock::{Clock, ManualClock};
 use crate::id::{SaleId, TicketId, UserId};
 use crate::metrics::Metrics;
@@ -529,6 +529,57 @@ async fn a_loser_after_sell_out_is_refused_from_memory_only_while_the_proof_is_f
         calls,
         "no lease call either way"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loser_meeting_a_stale_proof_waits_for_its_renewal_only_while_no_unit_is_out() {
+    let rig = Rig::new(0, 5, 4);
+    assert_eq!(rig.take(1).await.outcome, Outcome::SoldOut);
+    let lookups = || rig.store.books().winner_calls;
+
+    // Units in another node's lease: no poll can renew the proof before
+    // they are gone, so the store is asked at once.
+    rig.clock.advance_ms(PROOF_FRESH_MS + 1);
+    rig.sale.observe_pool(0, 2, 0, rig.clock.now_ms());
+    let asked = Instant::now();
+    let leased = rig.take(2).await;
+    assert_eq!(
+        (leased.outcome, leased.asked_store),
+        (Outcome::SoldOut, true)
+    );
+    assert_eq!(
+        asked.elapsed(),
+        Duration::ZERO,
+        "no wait while units are out"
+    );
+    assert_eq!(lookups(), 1);
+
+    // Nothing anywhere, but the proof went stale and nobody renews it (no
+    // watcher runs here): the buyer waits for a renewal, then asks.
+    rig.sale.observe_pool(0, 0, 0, rig.clock.now_ms());
+    rig.clock.advance_ms(PROOF_FRESH_MS + 1);
+    let asked = Instant::now();
+    let unrenewed = rig.take(3).await;
+    assert_eq!(
+        (unrenewed.outcome, unrenewed.asked_store),
+        (Outcome::SoldOut, true)
+    );
+    assert_eq!(asked.elapsed(), PROOF_WAIT, "the wait is bounded");
+    assert_eq!(lookups(), 2);
+
+    // The same, and a pool read renews the proof during the wait: the
+    // buyer is answered from memory, with no lookup.
+    let asked = Instant::now();
+    let waiting = rig.spawn_take(4);
+    tokio::time::sleep(PROOF_WAIT / 2).await;
+    rig.sale.observe_pool(0, 0, 0, rig.clock.now_ms());
+    let renewed = waiting.await.expect("the take ran");
+    assert_eq!(
+        (renewed.outcome, renewed.asked_store),
+        (Outcome::SoldOut, false)
+    );
+    assert_eq!(asked.elapsed(), PROOF_WAIT / 2, "answered at the renewal");
+    assert_eq!(lookups(), 2);
 }
 
 #[tokio::test(start_paused = true)]
